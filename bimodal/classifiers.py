@@ -1,0 +1,377 @@
+"""Linear classifiers on the device, their scikit-learn twins, standardisation and choice of C.
+
+The paper's downstream classifier is a linear SVM on utterance features. :class:`TorchLinearSVM`
+and :class:`TorchLogisticRegression` solve the same convex problems as scikit-learn's
+``LinearSVC`` (squared hinge, L2, one-vs-rest) and ``LogisticRegression`` (multinomial, L2) with
+full-batch L-BFGS on the device: deterministic, and fast on a GPU when C is searched over a grid
+for every fold. ``backend="sklearn"`` in :func:`make_classifier` gives the CPU reference.
+
+Objectives (``W`` weights, ``b`` intercepts, ``n`` samples; the minimiser is what sklearn computes):
+
+* SVM, per class ``k`` one-vs-rest with targets ``t_ik = ±1``:
+  ``0.5 (|w_k|² + b_k²) + C Σ_i max(0, 1 − t_ik (w_k·x_i + b_k))²``.
+  The intercept is penalised like liblinear's (a constant feature of value 1, i.e.
+  ``intercept_scaling=1``) unless ``penalize_intercept=False``. With two classes one problem is
+  solved and ``decision_function`` returns one column, as in sklearn.
+* Logistic regression: ``0.5 |W|² + C Σ_i −log softmax(W x_i + b)_{y_i}``, intercept not
+  penalised (as sklearn's lbfgs solver).
+
+Both are divided by ``C n`` before optimising (same minimiser, better scaled for L-BFGS's
+tolerances).
+"""
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import torch
+
+from .device import resolve_device
+from .errors import ConfigError, DataError, ShapeError, TrainingDivergedError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CS = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
+
+
+# ----------------------------------------------------------------------------- input helpers
+def _features(X, device, name="X") -> torch.Tensor:
+    t = X if isinstance(X, torch.Tensor) else torch.as_tensor(np.asarray(X))
+    t = t.detach().to(device=device, dtype=torch.float32)
+    if t.ndim != 2:
+        raise ShapeError(f"expected features of shape (n_samples, n_features), got {tuple(t.shape)}", field=name)
+    if t.shape[0] == 0:
+        raise DataError("no samples", field=name)
+    if not bool(torch.isfinite(t).all()):
+        raise DataError("features contain NaN or infinite values", field=name)
+    return t
+
+
+def _labels(y, n, name="y") -> np.ndarray:
+    a = np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y)
+    if a.ndim != 1 or a.shape[0] != n:
+        raise ShapeError(f"expected labels of shape ({n},), got {a.shape}", field=name)
+    if not np.issubdtype(a.dtype, np.integer):
+        if np.issubdtype(a.dtype, np.floating) and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
+            a = a.astype(np.int64)
+        else:
+            raise DataError(f"labels must be integers, got dtype {a.dtype}", field=name)
+    return a.astype(np.int64)
+
+
+# ----------------------------------------------------------------------------- estimators
+class _TorchLinear:
+    """Shared fit machinery: label mapping, L-BFGS loop, prediction."""
+
+    def __init__(self, C=1.0, max_iter=500, tol=1e-6, device=None, seed=0):
+        if not (isinstance(C, (int, float)) and math.isfinite(C) and C > 0):
+            raise ConfigError(f"C must be a positive finite number, got {C!r}")
+        self.C = float(C)
+        self.max_iter = int(max_iter)
+        self.tol = float(tol)
+        self.device = device
+        self.seed = seed
+
+    # sklearn-like parameter access, so select_C / clone-style code can copy an estimator
+    def get_params(self, deep=True):
+        return {k: getattr(self, k) for k in self._param_names}
+
+    def set_params(self, **params):
+        for k, v in params.items():
+            if k not in self._param_names:
+                raise ConfigError(f"unknown parameter {k!r}; valid: {sorted(self._param_names)}")
+            setattr(self, k, v)
+        return self
+
+    def _n_outputs(self, n_classes):
+        raise NotImplementedError
+
+    def _loss(self, scores, targets):
+        raise NotImplementedError
+
+    def _penalty(self, W, b):
+        raise NotImplementedError
+
+    def fit(self, X, y):
+        """Fit on ``X (n, d)`` (numpy or tensor) and integer labels ``y (n,)``. Returns self."""
+        dev = resolve_device(self.device)
+        Xt = _features(X, dev)
+        y = _labels(y, Xt.shape[0])
+        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise DataError(f"need at least two classes to fit, got only {self.classes_.tolist()}", field="y")
+        self.n_features_in_ = Xt.shape[1]
+        targets = self._targets(torch.as_tensor(y_idx, device=dev), len(self.classes_))
+        k = self._n_outputs(len(self.classes_))
+        W = torch.zeros(Xt.shape[1], k, device=dev, requires_grad=True)
+        b = torch.zeros(k, device=dev, requires_grad=True)
+        scale = 1.0 / (self.C * Xt.shape[0])
+        opt = torch.optim.LBFGS([W, b], lr=1, max_iter=self.max_iter, history_size=20,
+                                tolerance_grad=self.tol, tolerance_change=1e-12,
+                                line_search_fn="strong_wolfe")
+
+        def objective():
+            return self._loss(Xt @ W + b, targets) / Xt.shape[0] + scale * self._penalty(W, b)
+
+        def closure():
+            opt.zero_grad()
+            loss = objective()
+            loss.backward()
+            return loss
+
+        opt.step(closure)  # one call runs up to max_iter L-BFGS iterations
+        with torch.no_grad():
+            loss = objective()  # step() returns the *starting* loss, so evaluate the end point
+        if not (torch.isfinite(loss) and torch.isfinite(W).all() and torch.isfinite(b).all()):
+            raise TrainingDivergedError(f"{type(self).__name__} fit gave a non-finite loss or weights (C={self.C})")
+        self.n_iter_ = opt.state[opt._params[0]].get("n_iter", None)
+        self.objective_ = float(loss)  # the (C n)-scaled objective at the solution
+        self.coef_ = W.detach().T.contiguous()  # (k, d) like sklearn
+        self.intercept_ = b.detach()
+        return self
+
+    def decision_function(self, X):
+        """Scores ``(n, n_classes)`` (``(n,)`` for a binary SVM); same kind as ``X``."""
+        self._check_fitted()
+        dev = self.coef_.device
+        was_numpy = not isinstance(X, torch.Tensor)
+        Xt = _features(X, dev)
+        if Xt.shape[1] != self.n_features_in_:
+            raise ShapeError(f"expected {self.n_features_in_} features, got {Xt.shape[1]}", field="X")
+        s = Xt @ self.coef_.T + self.intercept_
+        if s.shape[1] == 1:
+            s = s[:, 0]
+        return s.cpu().numpy() if was_numpy else s
+
+    def predict(self, X):
+        """Predicted labels (values of ``classes_``) as a numpy int64 array ``(n,)``."""
+        s = self.decision_function(torch.as_tensor(X) if not isinstance(X, torch.Tensor) else X)
+        idx = (s > 0).long() if s.ndim == 1 else s.argmax(1)
+        return self.classes_[idx.cpu().numpy()]
+
+    def score(self, X, y):
+        """Mean accuracy on ``(X, y)``."""
+        y = _labels(y, len(X))
+        return float(np.mean(self.predict(X) == y))
+
+    def _check_fitted(self):
+        if not hasattr(self, "coef_"):
+            raise ConfigError(f"{type(self).__name__} is not fitted; call fit(X, y) first")
+
+
+class TorchLinearSVM(_TorchLinear):
+    """One-vs-rest linear SVM, squared hinge loss, L2 penalty (= sklearn ``LinearSVC`` defaults).
+
+    Parameters
+    ----------
+    C : inverse regularisation strength (> 0).
+    max_iter : L-BFGS iterations at most.
+    tol : stop when the largest gradient entry of the (C n)-scaled objective is below this.
+    penalize_intercept : True penalises the intercept like liblinear (sklearn's behaviour).
+    device : None → CUDA if available. seed : kept for a uniform interface; the fit draws no random
+        numbers (zero start, full-batch L-BFGS), so it is deterministic on the CPU.
+
+    Attributes
+    ----------
+    classes_ : numpy (K,) the sorted labels. coef_ : tensor (K, d) — (1, d) for two classes.
+    intercept_ : tensor (K,). n_iter_ : L-BFGS iterations used.
+    """
+
+    _param_names = ("C", "max_iter", "tol", "device", "seed", "penalize_intercept")
+
+    def __init__(self, C=1.0, max_iter=500, tol=1e-6, device=None, seed=0, penalize_intercept=True):
+        super().__init__(C=C, max_iter=max_iter, tol=tol, device=device, seed=seed)
+        self.penalize_intercept = bool(penalize_intercept)
+
+    def _n_outputs(self, n_classes):
+        return 1 if n_classes == 2 else n_classes
+
+    def _targets(self, y_idx, n_classes):
+        if n_classes == 2:
+            return (2.0 * y_idx.float() - 1.0)[:, None]
+        return 2.0 * torch.nn.functional.one_hot(y_idx, n_classes).float() - 1.0
+
+    def _loss(self, scores, targets):
+        return torch.clamp(1.0 - targets * scores, min=0.0).pow(2).sum()
+
+    def _penalty(self, W, b):
+        return 0.5 * (W.pow(2).sum() + (b.pow(2).sum() if self.penalize_intercept else 0.0))
+
+
+class TorchLogisticRegression(_TorchLinear):
+    """Multinomial logistic regression with an L2 penalty (= sklearn ``LogisticRegression``, lbfgs).
+
+    Parameters as :class:`TorchLinearSVM`; the intercept is never penalised.
+    ``predict_proba(X)`` gives class probabilities ``(n, K)``.
+    """
+
+    _param_names = ("C", "max_iter", "tol", "device", "seed")
+
+    def _n_outputs(self, n_classes):
+        return n_classes
+
+    def _targets(self, y_idx, n_classes):
+        return y_idx
+
+    def _loss(self, scores, targets):
+        return torch.nn.functional.cross_entropy(scores, targets, reduction="sum")
+
+    def _penalty(self, W, b):
+        return 0.5 * W.pow(2).sum()
+
+    def predict_proba(self, X):
+        was_numpy = not isinstance(X, torch.Tensor)
+        s = self.decision_function(torch.as_tensor(X) if was_numpy else X)
+        p = torch.softmax(s, dim=1)
+        return p.cpu().numpy() if was_numpy else p
+
+
+def make_classifier(kind="svm", backend="torch", C=1.0, device=None, seed=0, max_iter=None):
+    """A linear classifier by name.
+
+    Parameters
+    ----------
+    kind : "svm" (squared-hinge linear SVM) or "logreg" (multinomial logistic regression).
+    backend : "torch" (device, L-BFGS) or "sklearn" (``LinearSVC`` / ``LogisticRegression`` on CPU).
+    C : inverse regularisation strength. device, seed : as everywhere; sklearn ignores device.
+    max_iter : None → each backend's default for this project (torch 500, LinearSVC 5000,
+        LogisticRegression 2000).
+    """
+    if kind not in ("svm", "logreg"):
+        raise ConfigError(f"kind must be 'svm' or 'logreg', got {kind!r}")
+    if backend == "torch":
+        cls = TorchLinearSVM if kind == "svm" else TorchLogisticRegression
+        return cls(C=C, max_iter=500 if max_iter is None else max_iter, device=device, seed=seed)
+    if backend == "sklearn":
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.svm import LinearSVC
+
+        if kind == "svm":
+            return LinearSVC(C=C, max_iter=5000 if max_iter is None else max_iter, random_state=seed)
+        return LogisticRegression(C=C, max_iter=2000 if max_iter is None else max_iter, random_state=seed)
+    raise ConfigError(f"backend must be 'torch' or 'sklearn', got {backend!r}")
+
+
+# ----------------------------------------------------------------------------- standardising pipeline
+class StandardizedClassifier:
+    """Standardise features with training mean/std, then a linear classifier.
+
+    Features whose training std is below ``1e-8`` are only centred (no division by ~0). For the
+    torch backend data stay on the classifier's device; for sklearn they are numpy on the CPU.
+
+    Parameters
+    ----------
+    kind, backend, C, device, seed, max_iter : see :func:`make_classifier`.
+    """
+
+    def __init__(self, kind="svm", backend="torch", C=1.0, device=None, seed=0, max_iter=None):
+        self.kind, self.backend, self.C = kind, backend, C
+        self.device, self.seed, self.max_iter = device, seed, max_iter
+        self.classifier = make_classifier(kind, backend, C, device=device, seed=seed, max_iter=max_iter)
+
+    def _prepare(self, X, name):
+        dev = resolve_device(self.device) if self.backend == "torch" else torch.device("cpu")
+        return _features(X, dev, name)
+
+    def fit(self, X, y):
+        Xt = self._prepare(X, "X_train")
+        y = _labels(y, Xt.shape[0], "y_train")
+        self.mean_ = Xt.mean(0)
+        std = Xt.std(0, unbiased=False)
+        self.scale_ = torch.where(std > 1e-8, std, torch.ones_like(std))
+        Z = (Xt - self.mean_) / self.scale_
+        if self.backend == "sklearn":
+            import warnings
+
+            from sklearn.exceptions import ConvergenceWarning
+
+            with warnings.catch_warnings():
+                # Accuracy, not the last digit of the weights, is what we report; a capped solver is logged.
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                self.classifier.fit(Z.numpy(), y)
+        else:
+            self.classifier.fit(Z, y)
+        self.classes_ = np.asarray(self.classifier.classes_)
+        return self
+
+    def _transform(self, X):
+        if not hasattr(self, "mean_"):
+            raise ConfigError("StandardizedClassifier is not fitted; call fit(X, y) first")
+        Z = (self._prepare(X, "X") - self.mean_) / self.scale_
+        return Z.numpy() if self.backend == "sklearn" else Z
+
+    def decision_function(self, X):
+        s = self.classifier.decision_function(self._transform(X))
+        return s if isinstance(s, np.ndarray) else s.cpu().numpy()
+
+    def predict(self, X):
+        return np.asarray(self.classifier.predict(self._transform(X))).astype(np.int64)
+
+    def score(self, X, y):
+        y = _labels(y, len(X))
+        return float(np.mean(self.predict(X) == y))
+
+
+def fit_predict(Xtr, ytr, Xte, kind="svm", backend="torch", C=1.0, device=None, seed=0, max_iter=None):
+    """Standardise with training statistics, fit on ``(Xtr, ytr)``, return predictions for ``Xte``.
+
+    Returns numpy int64 ``(n_test,)`` labels.
+    """
+    clf = StandardizedClassifier(kind, backend, C, device=device, seed=seed, max_iter=max_iter)
+    return clf.fit(Xtr, ytr).predict(Xte)
+
+
+# ----------------------------------------------------------------------------- choice of C
+def select_C(X, y, groups, Cs=DEFAULT_CS, kind="svm", backend="torch", n_folds=3, seed=0, device=None,
+             max_iter=None, on_fold=None):
+    """Choose C by cross-validation grouped by speaker (no speaker in both inner train and validation).
+
+    Call it with the *training* speakers' data only; the outer test speakers must not be passed.
+
+    Parameters
+    ----------
+    X : (n, d) features. y : (n,) int labels. groups : (n,) speaker of each sample.
+    Cs : candidate values. n_folds : inner folds (reduced to the number of speakers if larger).
+    on_fold : optional callable ``on_fold(C, fold, train_idx, val_idx)`` called before each fit
+        (used by tests to check that folds never share a speaker).
+
+    Returns
+    -------
+    best_C : the C with the highest mean validation accuracy; ties go to the smallest C
+        (strongest regularisation).
+    table : dict ``{"Cs": [...], "mean": [...], "std": [...], "per_fold": [[acc per fold] per C],
+        "n_folds": k}``.
+    """
+    from .evaluation import speaker_folds  # late import: evaluation imports this module
+
+    Cs = [float(c) for c in Cs]
+    if not Cs:
+        raise ConfigError("Cs must contain at least one value")
+    dev = resolve_device(device) if backend == "torch" else torch.device("cpu")
+    Xt = _features(X, dev)
+    y = _labels(y, Xt.shape[0])
+    groups = np.asarray(groups)
+    if groups.shape != (Xt.shape[0],):
+        raise ShapeError(f"expected groups of shape ({Xt.shape[0]},), got {groups.shape}", field="groups")
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
+        raise DataError(f"select_C needs at least 2 speakers for grouped CV, got {n_groups}", field="groups")
+    folds = speaker_folds(groups, n_folds=min(n_folds, n_groups), seed=seed)
+    per_fold = np.zeros((len(Cs), len(folds)))
+    for f, (tr, va) in enumerate(folds):
+        if len(np.unique(y[tr])) < 2:
+            raise DataError(f"inner fold {f} has a single class in training; use fewer folds", field="y")
+        tr_t = torch.as_tensor(tr, device=dev)
+        va_t = torch.as_tensor(va, device=dev)
+        for i, C in enumerate(Cs):
+            if on_fold is not None:
+                on_fold(C, f, tr, va)
+            clf = StandardizedClassifier(kind, backend, C, device=dev, seed=seed, max_iter=max_iter)
+            per_fold[i, f] = clf.fit(Xt[tr_t], y[tr]).score(Xt[va_t], y[va])
+    mean = per_fold.mean(1)
+    best = int(np.flatnonzero(mean == mean.max())[np.argmin(np.array(Cs)[mean == mean.max()])])
+    log.info("select_C: %s", ", ".join(f"C={c:g}: {m:.3f}" for c, m in zip(Cs, mean)))
+    table = {"Cs": Cs, "mean": mean.tolist(), "std": per_fold.std(1).tolist(),
+             "per_fold": per_fold.tolist(), "n_folds": len(folds)}
+    return Cs[best], table

@@ -1,0 +1,146 @@
+"""Command line: ``bimodal demo | reproduce | extract | data synth | bench``."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .errors import BimodalError
+
+log = logging.getLogger("bimodal")
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "experiments" / "configs"
+
+
+def _config_path(name_or_path: str) -> Path:
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    named = CONFIG_DIR / (p.name if p.suffix == ".toml" else f"{p.name}.toml")
+    if named.is_file():
+        return named
+    known = ", ".join(sorted(c.stem for c in CONFIG_DIR.glob("*.toml")))
+    raise BimodalError(f"{name_or_path}: no such config file, nor a config named so in {CONFIG_DIR} ({known})")
+
+
+def _load(args, name_or_path: str):
+    from .config import load_config
+
+    overrides = list(args.set or [])
+    if getattr(args, "seeds", None):
+        overrides.append(f"experiment.seeds=[{', '.join(str(s) for s in range(args.seeds))}]")
+    return load_config(_config_path(name_or_path), overrides)
+
+
+def cmd_demo(args) -> int:
+    from experiments.runner import run_experiment
+
+    cfg = _load(args, "demo")
+    results = run_experiment(cfg, args.out, device=args.device, resume=args.resume, progress=not args.quiet)
+    _print_summary(results, Path(args.out))
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from experiments.runner import run_ablation, run_experiment
+
+    cfg = _load(args, args.config)
+    if cfg.ablation:
+        run_ablation(cfg, args.out, device=args.device, resume=args.resume, progress=not args.quiet)
+        print(f"ablation table: {Path(args.out) / 'ablation.md'}")
+    else:
+        results = run_experiment(cfg, args.out, device=args.device, resume=args.resume, progress=not args.quiet)
+        _print_summary(results, Path(args.out))
+    return 0
+
+
+def _print_summary(results: dict, out: Path) -> None:
+    print(f"\n{results['experiment']}: {len(results['runs'])} runs (seeds x speaker folds), "
+          f"{results['timings']['total']:.0f} s")
+    for c in results.get("claims", []):
+        word = {True: "HELD", False: "NOT HELD", None: "NOT RUN"}[c["held"]]
+        vals = ", ".join(f"{k}={v:.3f}" for k, v in c["values"].items() if isinstance(v, float))
+        print(f"  [{word}] {c['claim']} ({vals})")
+    print(f"results: {out / 'results.json'}\nreport:  {out / 'report.md'}")
+
+
+def cmd_extract(args) -> int:
+    from experiments.extract import extract_features
+
+    path = extract_features(args.model, args.data, args.out, layer=args.layer, slices=tuple(args.slices),
+                            modalities=tuple(args.modalities), preprocessor=args.preprocessor, device=args.device,
+                            progress=not args.quiet)
+    print(f"features: {path}")
+    return 0
+
+
+def cmd_data_synth(args) -> int:
+    from data_prep.synth.corpus import main as synth_main
+
+    return synth_main(args.rest) or 0
+
+
+def cmd_bench(args) -> int:
+    from benchmarks.run import main as bench_main
+
+    return bench_main(args.rest) or 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bimodal", description=__doc__)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def run_opts(sp):
+        sp.add_argument("--out", required=True, help="output folder (results.json, report.md, plots, checkpoints)")
+        sp.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the config's, auto)")
+        sp.add_argument("--seeds", type=int, default=None, help="run seeds 0..N-1 instead of the config's seeds")
+        sp.add_argument("--resume", action="store_true", help="skip (seed, fold) runs and models already finished")
+        sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
+                        help="override a config value (TOML syntax), e.g. --set finetune.epochs=5")
+
+    d = sub.add_parser("demo", help="the main job: every paper setting, small scale, embedded corpus, CPU-sized")
+    run_opts(d)
+    d.set_defaults(func=cmd_demo)
+
+    r = sub.add_parser("reproduce", help="run an experiment config (a path, or a name in experiments/configs)")
+    r.add_argument("config")
+    run_opts(r)
+    r.set_defaults(func=cmd_reproduce)
+
+    e = sub.add_parser("extract", help="utterance features from a trained model for your own classifiers")
+    e.add_argument("--model", required=True, help="a checkpoint (.pt) written by reproduce/demo")
+    e.add_argument("--data", required=True, help="a dataset folder in the generic layout ROOT/speaker/label/utt.*")
+    e.add_argument("--out", required=True, help="feats.npz (or .parquet when pandas and pyarrow are installed)")
+    e.add_argument("--layer", default="shared", help="shared (autoencoder / joint layer), hidden (RBM), input")
+    e.add_argument("--slices", type=int, nargs="+", default=[1, 3])
+    e.add_argument("--modalities", nargs="+", default=["audio", "video"], choices=["audio", "video"])
+    e.add_argument("--preprocessor", default=None, help="preprocessor file (default: preprocessor.npz beside --model)")
+    e.add_argument("--device", default=None)
+    e.set_defaults(func=cmd_extract)
+
+    data = sub.add_parser("data", help="data tools").add_subparsers(dest="data_command", required=True)
+    s = data.add_parser("synth", help="generate the embedded audio-visual corpus (see --help)", add_help=False)
+    s.add_argument("rest", nargs=argparse.REMAINDER)
+    s.set_defaults(func=cmd_data_synth)
+
+    b = sub.add_parser("bench", help="throughput benchmarks (see --help)", add_help=False)
+    b.add_argument("rest", nargs=argparse.REMAINDER)
+    b.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return args.func(args)
+    except BimodalError as e:
+        print(f"bimodal: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""Experiment configuration: plain dataclasses, loaded from TOML, every key checked.
+
+A config file has the sections ``[experiment]``, ``[data]``, ``[model]``, ``[pretrain]``,
+``[finetune]``, ``[eval]`` and optionally ``[[ablation]]`` variants. A key that does not exist is a
+:class:`~bimodal.errors.ConfigError` that lists the valid keys, so a typo never silently falls back
+to a default. ``data.prep`` is passed to :class:`data_prep.dataset.PrepConfig` and checked against
+its fields the same way.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+SETTINGS = ("cross_modality", "fusion", "shared_representation", "mcgurk", "matching")
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "experiment"
+    description: str = ""
+    settings: list[str] = field(default_factory=lambda: list(SETTINGS))
+    seeds: list[int] = field(default_factory=lambda: [0])
+    n_folds: int = 3  # speaker folds; every speaker is tested once per seed
+    split: str = "folds"  # "folds" (k speaker folds) or "even_odd" (CUAVE protocol: even train, odd test)
+    device: str = "auto"
+
+
+@dataclass
+class DataConfig:
+    source: str = "synth"  # synth | folder | avletters | cuave
+    root: str = ""  # dataset folder; for synth, empty means the default cache folder
+    labels: list[str] = field(default_factory=lambda: [str(d) for d in range(10)])  # classification vocabulary
+    mcgurk_labels: list[str] = field(default_factory=lambda: ["ga", "ba", "da"])
+    synth_speakers: int = 12
+    synth_repetitions: int = 3
+    synth_seed: int = 0
+    synth_vocabulary: list[str] = field(default_factory=lambda: ["digits", "syllables"])
+    extra_audio: str = ""  # optional audio-only folder ({label}_{speaker}_{i}.wav) for audio pretraining
+    cache_dir: str = ""
+    prep: dict = field(default_factory=dict)  # data_prep.dataset.PrepConfig fields
+
+
+@dataclass
+class ModelConfig:
+    audio_hidden: list[int] = field(default_factory=lambda: [256])  # hidden layer sizes above the audio input
+    video_hidden: list[int] = field(default_factory=lambda: [256])
+    shared: int = 256  # joint RBM hidden units = shared layer of the autoencoder
+    tied: bool = False
+    shared_layer: str = "deterministic"  # or "variational"
+
+
+@dataclass
+class PretrainConfig:
+    enabled: bool = True  # False: random initialisation (ablation)
+    epochs: int = 20
+    batch_size: int = 100
+    lr_gaussian: float = 1e-3
+    lr_bernoulli: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    sparsity_target: float = 0.05  # 0 disables the sparsity penalty
+    sparsity_cost: float = 0.1
+    cd_k: int = 1
+    persistent: bool = False
+
+
+@dataclass
+class FinetuneConfig:
+    epochs: int = 20
+    batch_size: int = 100
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    fractions: list[float] = field(default_factory=lambda: [1 / 3, 1 / 3, 1 / 3])  # video-only, audio-only, both
+    corruption: float = 0.0
+    l1_shared: float = 0.0
+    kl_weight: float = 1e-3
+
+
+@dataclass
+class EvalConfig:
+    classifier: str = "svm"  # svm | logreg
+    backend: str = "torch"  # torch | sklearn
+    Cs: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])
+    cv_folds: int = 3  # inner speaker-grouped folds for choosing C
+    slices: list[int] = field(default_factory=lambda: [1, 3])
+    snr_db: list[float] = field(default_factory=lambda: [20.0, 10.0, 5.0, 0.0, -5.0, -10.0])
+    cca_components: int = 20
+    matching_similarity: str = "cosine"
+
+
+@dataclass
+class AblationVariant:
+    name: str = ""
+    set: dict = field(default_factory=dict)  # dotted key -> value, e.g. {"finetune.fractions" = [0, 0, 1]}
+
+
+@dataclass
+class Config:
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    ablation: list[AblationVariant] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_CHOICES = {
+    ("experiment", "split"): ("folds", "even_odd"),
+    ("data", "source"): ("synth", "folder", "avletters", "cuave"),
+    ("model", "shared_layer"): ("deterministic", "variational"),
+    ("finetune", "optimizer"): ("adam", "sgd"),
+    ("eval", "classifier"): ("svm", "logreg"),
+    ("eval", "backend"): ("torch", "sklearn"),
+    ("eval", "matching_similarity"): ("cosine", "euclidean"),
+}
+
+
+def _check_type(value, tp, where: str):
+    origin = typing.get_origin(tp)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int or tp is bool or tp is str or tp is dict:
+        ok = isinstance(value, tp) and not (tp is int and isinstance(value, bool))
+        if not ok:
+            raise ConfigError(f"{where}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+        return value
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise TypeError(f"unsupported config type {tp}")  # pragma: no cover - programming error
+
+
+def _build(cls, data: dict, where: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"[{where}] must be a table, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(repr(k) for k in unknown)} in [{where}]; "
+                          f"valid keys: {', '.join(names)}")
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        key = f"{where}.{name}" if where else name
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, key)
+        elif typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+            if not isinstance(value, list):
+                raise ConfigError(f"{key}: expected a list of tables, got {value!r}")
+            kwargs[name] = [_build(typing.get_args(tp)[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
+        else:
+            kwargs[name] = _check_type(value, tp, key)
+            choices = _CHOICES.get((where, name))
+            if choices and kwargs[name] not in choices:
+                raise ConfigError(f"{key} = {value!r}; expected one of {', '.join(choices)}")
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict, source: str = "<dict>") -> Config:
+    """Build and validate a :class:`Config` from nested dicts (as parsed from TOML)."""
+    try:
+        cfg = _build(Config, data, "")
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    _validate(cfg, source)
+    return cfg
+
+
+def _validate(cfg: Config, source: str) -> None:
+    bad = sorted(set(cfg.experiment.settings) - set(SETTINGS))
+    if bad:
+        raise ConfigError(f"{source}: experiment.settings has unknown setting(s) {bad}; valid: {list(SETTINGS)}")
+    fr = cfg.finetune.fractions
+    if len(fr) != 3 or any(f < 0 for f in fr) or sum(fr) <= 0:
+        raise ConfigError(f"{source}: finetune.fractions must be three non-negative numbers "
+                          f"(video-only, audio-only, both) with a positive sum, got {fr}")
+    if not cfg.experiment.seeds:
+        raise ConfigError(f"{source}: experiment.seeds must name at least one seed")
+    if cfg.experiment.n_folds < 2:
+        raise ConfigError(f"{source}: experiment.n_folds must be at least 2, got {cfg.experiment.n_folds}")
+    if not cfg.eval.slices or any(s < 1 for s in cfg.eval.slices):
+        raise ConfigError(f"{source}: eval.slices must be positive integers, got {cfg.eval.slices}")
+    if cfg.data.prep:
+        prep_config(cfg, source)  # checks the keys against PrepConfig
+    for v in cfg.ablation:
+        for key in v.set:
+            _lookup_dotted(Config(), key, f"{source}: ablation '{v.name}'")
+
+
+def prep_config(cfg: Config, source: str = "config"):
+    """The :class:`data_prep.dataset.PrepConfig` that ``cfg.data.prep`` describes (keys checked)."""
+    from data_prep.dataset import PrepConfig
+
+    names = [f.name for f in dataclasses.fields(PrepConfig)]
+    unknown = sorted(set(cfg.data.prep) - set(names))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))} in [data.prep]; "
+                          f"valid keys: {', '.join(names)}")
+    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.data.prep.items()}
+    return PrepConfig(**values)
+
+
+def load_config(path, overrides: list[str] | None = None) -> Config:
+    """Read a TOML config file, apply ``section.key=value`` overrides, validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    for ov in overrides or []:
+        data = apply_override(data, ov, source=str(path))
+    return config_from_dict(data, source=str(path))
+
+
+def apply_override(data: dict, override: str, source: str = "override") -> dict:
+    """Return a copy of ``data`` with ``"section.key=value"`` set (value parsed as TOML, else a string)."""
+    if "=" not in override:
+        raise ConfigError(f"{source}: override {override!r} must look like section.key=value")
+    key, raw = override.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    data = copy.deepcopy(data)
+    node = data
+    parts = key.strip().split(".")
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return data
+
+
+def _lookup_dotted(cfg, key: str, where: str):
+    node = cfg
+    for p in key.split("."):
+        if isinstance(node, dict):
+            return node
+        if not dataclasses.is_dataclass(node) or p not in {f.name for f in dataclasses.fields(node)}:
+            valid = [f.name for f in dataclasses.fields(node)] if dataclasses.is_dataclass(node) else []
+            raise ConfigError(f"{where}: '{key}' names no config key ('{p}' not in {valid})")
+        node = getattr(node, p)
+    return node
+
+
+def with_overrides(cfg: Config, settings: dict, source: str = "variant") -> Config:
+    """A new validated config: ``cfg`` with dotted keys in ``settings`` replaced."""
+    data = cfg.to_dict()
+    data.pop("ablation", None)
+    for key, value in settings.items():
+        _lookup_dotted(cfg, key, source)
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node[p]
+        node[parts[-1]] = value
+    return config_from_dict(data, source=source)

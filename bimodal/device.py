@@ -1,0 +1,56 @@
+"""Device selection, seeding and numpy/tensor conversion used by every model."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from .errors import ShapeError
+
+
+def resolve_device(device=None) -> torch.device:
+    """Return ``torch.device(device)``; ``None`` or ``"auto"`` means CUDA when available, else CPU."""
+    if device is None or (isinstance(device, str) and device == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch (all devices) from one integer."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def make_generator(seed: int | None, device) -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` seeded with ``seed`` (random seed if ``None``)."""
+    g = torch.Generator(device=resolve_device(device))
+    if seed is None:
+        g.seed()
+    else:
+        g.manual_seed(int(seed))
+    return g
+
+
+def as_tensor(X, device, dtype=torch.float32, name: str = "X", ndim: int | None = 2) -> tuple[torch.Tensor, bool]:
+    """Convert ``X`` (numpy array, tensor or nested list) to a tensor on ``device``.
+
+    Returns ``(tensor, was_numpy)`` so the caller can give back the kind it was given
+    (see :func:`restore_type`). Raises :class:`ShapeError` naming ``name`` when ``X`` has the
+    wrong number of dimensions, and a ``DataError`` when it holds NaN or infinity.
+    """
+    was_numpy = not isinstance(X, torch.Tensor)
+    t = torch.as_tensor(np.asarray(X) if was_numpy else X)
+    t = t.to(device=resolve_device(device), dtype=dtype)
+    if ndim is not None and t.ndim != ndim:
+        raise ShapeError(f"expected a {ndim}-d array, got shape {tuple(t.shape)}", field=name)
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        raise ShapeError("contains NaN or infinite values", field=name)
+    return t, was_numpy
+
+
+def restore_type(t: torch.Tensor, was_numpy: bool):
+    """Give back a numpy array if the input was one, else the tensor (detached)."""
+    t = t.detach()
+    return t.cpu().numpy() if was_numpy else t

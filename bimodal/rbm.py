@@ -1,0 +1,422 @@
+"""Restricted Boltzmann machines with Gaussian or Bernoulli visible units and Bernoulli hidden units.
+
+Training is contrastive divergence (CD-k) or persistent CD (PCD, Tieleman 2008) on minibatches
+with momentum, L2 weight decay and the sparse-RBM regulariser of Lee, Ekanadham & Ng (2008).
+Defaults follow Hinton's "A Practical Guide to Training RBMs" (2010): weights ~ N(0, 0.01^2),
+momentum 0.5 for the first 5 epochs then 0.9, visible *means* (not samples) in the negative phase,
+and a much smaller learning rate for Gaussian visibles (1e-3) than for Bernoulli ones (0.05).
+
+Gaussian visibles have unit variance, so the data must be standardised / PCA-whitened first.
+
+Energy functions (v visible, h hidden, W of shape (n_visible, n_hidden)):
+
+* Bernoulli: ``E(v, h) = -v.b_v - h.b_h - v W h``
+* Gaussian : ``E(v, h) = ||v - b_v||^2 / 2 - h.b_h - v W h``
+
+and the free energy ``F(v) = -log sum_h exp(-E(v, h))`` is
+``-v.b_v - sum_j softplus(b_h + vW)_j`` (Bernoulli) or
+``||v - b_v||^2 / 2 - sum_j softplus(b_h + vW)_j`` (Gaussian), up to a constant.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from .device import as_tensor, make_generator, resolve_device, restore_type
+from .errors import ConfigError, DataError, ShapeError, TrainingDivergedError
+from .io import atomic_torch_save
+
+log = logging.getLogger(__name__)
+
+VISIBLE_KINDS = ("gaussian", "bernoulli")
+DEFAULT_LR = {"gaussian": 1e-3, "bernoulli": 0.05}
+
+
+class Persistable:
+    """Save / load for models whose constructor arguments are returned by ``config()``.
+
+    The file holds ``{"class", "config", "state_dict", "history"}`` and is written atomically,
+    so a crash never leaves half a model on disk.
+    """
+
+    def config(self) -> dict:  # pragma: no cover - every subclass overrides
+        raise NotImplementedError
+
+    def save(self, path):
+        """Write the constructor config, the state dict and ``history`` to ``path`` atomically."""
+        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        payload = {"class": type(self).__name__, "config": self.config(), "state_dict": state,
+                   "history": copy.deepcopy(self.history)}
+        return atomic_torch_save(payload, path)
+
+    @classmethod
+    def load(cls, path, device=None):
+        """Rebuild a model saved with :meth:`save` on ``device`` (default: CUDA if available)."""
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=False)
+        except (OSError, RuntimeError, EOFError) as exc:
+            raise DataError(f"cannot read a saved model: {exc}", path=path) from exc
+        if not isinstance(payload, dict) or "config" not in payload or "state_dict" not in payload:
+            raise DataError("not a bimodal model file (expected keys 'class', 'config', 'state_dict')",
+                            path=path)
+        if payload.get("class") != cls.__name__:
+            raise DataError(f"holds a {payload.get('class')!r}, expected {cls.__name__!r}", path=path,
+                            field="class")
+        model = cls._from_config(dict(payload["config"]), device=device)
+        model.load_state_dict(payload["state_dict"])
+        model._set_history(payload.get("history", []))
+        return model
+
+    def _set_history(self, history) -> None:
+        self.history = list(history)
+
+    @classmethod
+    def _from_config(cls, config: dict, device=None):
+        config["device"] = device
+        return cls(**config)
+
+
+class RBM(Persistable, nn.Module):
+    """Restricted Boltzmann machine with Bernoulli hidden units.
+
+    Parameters
+    ----------
+    n_visible, n_hidden : int
+        Layer sizes.
+    visible : {"gaussian", "bernoulli"}
+        Visible unit type. Gaussian visibles have unit variance (whiten the data first).
+    lr : float or None
+        Learning rate; ``None`` → 1e-3 for Gaussian, 0.05 for Bernoulli visibles.
+    k : int
+        Number of Gibbs steps in the negative phase (CD-k or PCD-k).
+    persistent : bool
+        Persistent CD: the negative phase continues one Gibbs chain per batch row across
+        minibatches (chains live on the device) instead of restarting at the data. PCD is
+        noisier with high momentum; ``final_momentum=0.5`` or a smaller ``lr`` helps.
+    momentum, final_momentum : float
+        Momentum for the first ``momentum_epochs`` epochs of each ``fit``, then ``final_momentum``.
+    weight_decay : float
+        L2 penalty on ``W`` (not on the biases).
+    sparsity_target : float or None
+        Target mean activation of every hidden unit (Lee et al. 2008), e.g. 0.05; ``None`` = off.
+    sparsity_cost : float
+        Weight λ of the sparsity term: each batch the hidden biases move by
+        ``lr * λ * (target - q)``, where ``q`` is a running estimate (decay ``sparsity_decay``)
+        of each hidden unit's mean probability.
+    sample_visible : bool
+        Sample the visible units in the negative phase of CD instead of using their means
+        (Hinton's guide recommends means; Gaussian samples add unit-variance noise). PCD chains
+        always sample (they must be a proper Gibbs chain).
+    init_std : float
+        Standard deviation of the initial weights.
+    device : str, torch.device or None
+        ``None`` → CUDA if available, else CPU.
+    seed : int or None
+        Seeds the initial weights (drawn on the CPU so they are device independent) and
+        the sampling in ``fit`` / ``sample``.
+
+    Attributes
+    ----------
+    W : (n_visible, n_hidden) tensor; b_v : (n_visible,); b_h : (n_hidden,)
+    history : list of float
+        Per-epoch reconstruction MSE: mean over the epoch of ``(v - v1)^2`` where ``v1`` is the
+        visible mean one Gibbs step from the data (hidden units sampled), i.e. CD-1's first
+        negative-phase state.
+    """
+
+    def __init__(self, n_visible: int, n_hidden: int, visible: str = "gaussian", lr: float | None = None,
+                 k: int = 1, persistent: bool = False, momentum: float = 0.5, final_momentum: float = 0.9,
+                 momentum_epochs: int = 5, weight_decay: float = 2e-4, sparsity_target: float | None = None,
+                 sparsity_cost: float = 0.0, sparsity_decay: float = 0.9, sample_visible: bool = False,
+                 init_std: float = 0.01, device=None, seed: int | None = 0):
+        super().__init__()
+        if visible not in VISIBLE_KINDS:
+            raise ConfigError(f"RBM: visible must be one of {VISIBLE_KINDS}, got {visible!r}")
+        if int(n_visible) < 1 or int(n_hidden) < 1:
+            raise ConfigError(f"RBM: n_visible and n_hidden must be >= 1, got {n_visible}, {n_hidden}")
+        if int(k) < 1:
+            raise ConfigError(f"RBM: k (Gibbs steps) must be >= 1, got {k}")
+        if sparsity_target is not None and not 0.0 < sparsity_target < 1.0:
+            raise ConfigError(f"RBM: sparsity_target must be in (0, 1), got {sparsity_target}")
+        self.n_visible, self.n_hidden, self.visible = int(n_visible), int(n_hidden), visible
+        self.lr = DEFAULT_LR[visible] if lr is None else float(lr)
+        self.k, self.persistent = int(k), bool(persistent)
+        self.momentum, self.final_momentum, self.momentum_epochs = float(momentum), float(final_momentum), int(
+            momentum_epochs)
+        self.weight_decay = float(weight_decay)
+        self.sparsity_target = None if sparsity_target is None else float(sparsity_target)
+        self.sparsity_cost, self.sparsity_decay = float(sparsity_cost), float(sparsity_decay)
+        self.sample_visible, self.init_std = bool(sample_visible), float(init_std)
+        self.seed = seed
+        self.device = resolve_device(device)
+        self.history: list[float] = []
+        self._n_fits = 0
+
+        g = make_generator(seed, "cpu")
+        W = torch.randn(self.n_visible, self.n_hidden, generator=g) * self.init_std
+        # Parameters are updated by hand (CD is not the gradient of a loss), so no autograd.
+        self.W = nn.Parameter(W, requires_grad=False)
+        self.b_v = nn.Parameter(torch.zeros(self.n_visible), requires_grad=False)
+        self.b_h = nn.Parameter(torch.zeros(self.n_hidden), requires_grad=False)
+        # Velocities (momentum) and the running mean hidden probability of the sparsity term.
+        self.register_buffer("vel_W", torch.zeros_like(W))
+        self.register_buffer("vel_b_v", torch.zeros(self.n_visible))
+        self.register_buffer("vel_b_h", torch.zeros(self.n_hidden))
+        self.register_buffer("hidden_mean", torch.full((self.n_hidden,), self.sparsity_target or 0.0))
+        self._chain: torch.Tensor | None = None  # PCD hidden states, (batch, n_hidden)
+        self.to(self.device)
+
+    def config(self) -> dict:
+        return dict(n_visible=self.n_visible, n_hidden=self.n_hidden, visible=self.visible, lr=self.lr, k=self.k,
+                    persistent=self.persistent, momentum=self.momentum, final_momentum=self.final_momentum,
+                    momentum_epochs=self.momentum_epochs, weight_decay=self.weight_decay,
+                    sparsity_target=self.sparsity_target, sparsity_cost=self.sparsity_cost,
+                    sparsity_decay=self.sparsity_decay, sample_visible=self.sample_visible,
+                    init_std=self.init_std, seed=self.seed)
+
+    def extra_repr(self) -> str:
+        return f"{self.n_visible} -> {self.n_hidden}, visible={self.visible}, lr={self.lr:g}, k={self.k}, " \
+               f"persistent={self.persistent}"
+
+    # ---------------------------------------------------------------- conditionals (tensors only)
+    def hidden_prob(self, v: torch.Tensor) -> torch.Tensor:
+        """p(h=1 | v) = sigmoid(b_h + v W), shape (N, n_hidden)."""
+        return torch.sigmoid(torch.addmm(self.b_h, v, self.W))
+
+    def visible_mean(self, h: torch.Tensor) -> torch.Tensor:
+        """E[v | h]: b_v + h W^T (Gaussian) or sigmoid of it (Bernoulli), shape (N, n_visible)."""
+        a = torch.addmm(self.b_v, h, self.W.t())
+        return a if self.visible == "gaussian" else torch.sigmoid(a)
+
+    def _sample_hidden(self, p: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return (torch.rand(p.shape, generator=g, device=p.device, dtype=p.dtype) < p).to(p.dtype)
+
+    def _negative_visible(self, h: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        mean = self.visible_mean(h)
+        # Persistent chains must be a real Markov chain, so PCD always samples the visibles.
+        if not (self.sample_visible or self.persistent):
+            return mean
+        if self.visible == "gaussian":
+            return mean + torch.randn(mean.shape, generator=g, device=mean.device, dtype=mean.dtype)
+        return (torch.rand(mean.shape, generator=g, device=mean.device, dtype=mean.dtype) < mean).to(mean.dtype)
+
+    def free_energy_t(self, v: torch.Tensor) -> torch.Tensor:
+        """Free energy of each row of the tensor ``v``, shape (N,)."""
+        hidden_term = F.softplus(torch.addmm(self.b_h, v, self.W)).sum(dim=1)
+        if self.visible == "gaussian":
+            return 0.5 * ((v - self.b_v) ** 2).sum(dim=1) - hidden_term
+        return -(v @ self.b_v) - hidden_term
+
+    def free_energy_grad(self, v: torch.Tensor) -> torch.Tensor:
+        """Analytic dF/dv for each row of the tensor ``v``, shape (N, n_visible)."""
+        back = self.hidden_prob(v) @ self.W.t()
+        return (v - self.b_v - back) if self.visible == "gaussian" else (-self.b_v - back)
+
+    # ---------------------------------------------------------------- learning
+    def gradient(self, v_pos: torch.Tensor, h_pos: torch.Tensor, v_neg: torch.Tensor, h_neg: torch.Tensor):
+        """CD estimate of the log-likelihood gradient (ascent direction), averaged over the batch.
+
+        ``<v h^T>_data - <v h^T>_model`` and the matching bias terms, which equals
+        ``-d/dθ [mean F(v_pos) - mean F(v_neg)]`` when ``h_pos``, ``h_neg`` are hidden
+        probabilities. Weight decay is not included. Returns ``(dW, db_v, db_h)``.
+        """
+        inv_pos, inv_neg = 1.0 / v_pos.shape[0], 1.0 / v_neg.shape[0]
+        dW = torch.addmm(v_neg.t() @ h_neg, v_pos.t(), h_pos, beta=-inv_neg, alpha=inv_pos)
+        db_v = v_pos.mean(0) - v_neg.mean(0)
+        db_h = h_pos.mean(0) - h_neg.mean(0)
+        return dW, db_v, db_h
+
+    def contrastive_divergence(self, v0: torch.Tensor, lr: float, momentum: float,
+                               generator: torch.Generator) -> torch.Tensor:
+        """One CD-k / PCD-k update on the minibatch ``v0`` (B, n_visible), in place.
+
+        Returns the batch's summed squared reconstruction error as a 0-d device tensor (no host
+        sync), the reconstruction being the visible mean one Gibbs step from the data.
+        """
+        h0 = self.hidden_prob(v0)
+        h_state = self._sample_hidden(h0, generator)
+        v1 = self.visible_mean(h_state)
+        recon_sq = ((v0 - v1) ** 2).sum()
+
+        if self.persistent:
+            if self._chain is None or self._chain.shape[0] != v0.shape[0]:
+                self._chain = h_state.clone()  # chains start at the data, one per batch row
+            h_state = self._chain
+            v_neg = self._negative_visible(h_state, generator)
+        else:
+            v_neg = self._negative_visible(h_state, generator) if self.sample_visible else v1
+        for step in range(self.k):
+            if step > 0:
+                v_neg = self._negative_visible(h_state, generator)
+            h_neg = self.hidden_prob(v_neg)
+            if step < self.k - 1 or self.persistent:
+                h_state = self._sample_hidden(h_neg, generator)
+        if self.persistent:
+            self._chain = h_state
+
+        dW, db_v, db_h = self.gradient(v0, h0, v_neg, h_neg)
+        if self.weight_decay:
+            dW.add_(self.W, alpha=-self.weight_decay)
+        self.vel_W.mul_(momentum).add_(dW, alpha=lr)
+        self.vel_b_v.mul_(momentum).add_(db_v, alpha=lr)
+        self.vel_b_h.mul_(momentum).add_(db_h, alpha=lr)
+        if self.sparsity_target is not None and self.sparsity_cost > 0:
+            # Lee et al. (2008): pull each hidden unit's mean activation towards the target
+            # through its bias, using a running estimate of that mean.
+            self.hidden_mean.mul_(self.sparsity_decay).add_(h0.mean(0), alpha=1.0 - self.sparsity_decay)
+            self.vel_b_h.add_(self.sparsity_target - self.hidden_mean, alpha=lr * self.sparsity_cost)
+        self.W.add_(self.vel_W)
+        self.b_v.add_(self.vel_b_v)
+        self.b_h.add_(self.vel_b_h)
+        return recon_sq
+
+    def _parameters_finite(self) -> torch.Tensor:
+        return torch.isfinite(self.W).all() & torch.isfinite(self.b_v).all() & torch.isfinite(self.b_h).all()
+
+    @torch.no_grad()
+    def fit(self, X, epochs: int = 10, batch_size: int = 100, progress: bool = False, seed: int | None = None):
+        """Train on ``X`` (N, n_visible) by CD-k / PCD-k. Returns ``self``; appends to ``history``.
+
+        Raises
+        ------
+        TrainingDivergedError
+            If the epoch's reconstruction error or any parameter is not finite (checked once per
+            epoch). The parameters are restored to the end of the last finite epoch first.
+        """
+        X, _ = as_tensor(X, self.device, name="X")
+        if X.shape[1] != self.n_visible:
+            raise ShapeError(f"RBM has {self.n_visible} visible units, X has {X.shape[1]} columns", field="X")
+        if int(epochs) < 0 or int(batch_size) < 1:
+            raise ConfigError(f"RBM.fit: need epochs >= 0 and batch_size >= 1, got {epochs}, {batch_size}")
+        n = X.shape[0]
+        if seed is None:
+            seed = None if self.seed is None else self.seed + 1000 * (self._n_fits + 1)
+        self._n_fits += 1
+        g = make_generator(seed, self.device)
+        self._chain = None
+        for epoch in tqdm(range(int(epochs)), desc=f"RBM {self.n_visible}->{self.n_hidden}", disable=not progress,
+                          leave=False):
+            momentum = self.momentum if epoch < self.momentum_epochs else self.final_momentum
+            snapshot = [p.clone() for p in (self.W, self.b_v, self.b_h)]
+            perm = torch.randperm(n, generator=g, device=self.device)
+            recon_sq = torch.zeros((), device=self.device)
+            for start in range(0, n, batch_size):
+                batch = X[perm[start:start + batch_size]]
+                recon_sq += self.contrastive_divergence(batch, self.lr, momentum, g)
+            mse = recon_sq / (n * self.n_visible)
+            mse_value, finite = torch.stack([mse, self._parameters_finite().to(mse.dtype)]).tolist()  # one sync
+            if not (math.isfinite(mse_value) and finite):
+                for p, old in zip((self.W, self.b_v, self.b_h), snapshot):
+                    p.copy_(old)
+                for buf in (self.vel_W, self.vel_b_v, self.vel_b_h):
+                    buf.zero_()
+                self._chain = None
+                raise TrainingDivergedError(
+                    f"RBM ({self.visible} visible, {self.n_visible}->{self.n_hidden}) training diverged at epoch "
+                    f"{epoch + 1}: reconstruction error {mse_value} / non-finite parameters. "
+                    f"Try a lower learning rate than lr={self.lr:g} (Gaussian visibles typically need 1e-3..1e-2) "
+                    f"and check that the data are whitened. Parameters were restored to the last finite epoch.")
+            self.history.append(mse_value)
+            log.debug("RBM epoch %d: recon MSE %.6g", epoch + 1, mse_value)
+        return self
+
+    # ---------------------------------------------------------------- sklearn-style inference
+    @torch.no_grad()
+    def transform(self, X):
+        """Hidden probabilities p(h=1 | X), shape (N, n_hidden); numpy in → numpy out."""
+        t, was_numpy = self._input(X)
+        return restore_type(self.hidden_prob(t), was_numpy)
+
+    @torch.no_grad()
+    def reconstruct(self, X):
+        """Deterministic reconstruction E[v | h = p(h | X)], shape (N, n_visible)."""
+        t, was_numpy = self._input(X)
+        return restore_type(self.visible_mean(self.hidden_prob(t)), was_numpy)
+
+    @torch.no_grad()
+    def free_energy(self, X):
+        """Free energy F(x) of each row, shape (N,)."""
+        t, was_numpy = self._input(X)
+        return restore_type(self.free_energy_t(t), was_numpy)
+
+    @torch.no_grad()
+    def pseudo_likelihood(self, X):
+        """Exact log pseudo-likelihood of each row (sum over all visible bits), shape (N,).
+
+        Only for Bernoulli visibles; see :func:`bernoulli_log_pseudo_likelihood`.
+        """
+        if self.visible != "bernoulli":
+            raise ConfigError("pseudo_likelihood is defined here for Bernoulli visible units only")
+        t, was_numpy = self._input(X)
+        return restore_type(bernoulli_log_pseudo_likelihood(t, self.W, self.b_v, self.b_h), was_numpy)
+
+    @torch.no_grad()
+    def sample(self, n_samples: int | None = None, n_steps: int = 100, init=None, seed: int | None = None,
+               mean: bool = True):
+        """Run Gibbs chains v → h → v ``n_steps`` times.
+
+        Parameters
+        ----------
+        n_samples : int, optional
+            Number of chains started from random visibles (N(0, 1) for Gaussian, Bernoulli(0.5)
+            otherwise). Ignored when ``init`` is given.
+        init : array or tensor (N, n_visible), optional
+            Starting visible states; the output has the same kind.
+        mean : bool
+            Return the visible means of the last step (True) or a sample of it.
+
+        Returns
+        -------
+        (N, n_visible) array or tensor.
+        """
+        g = make_generator(self.seed if seed is None else seed, self.device)
+        if init is not None:
+            v, was_numpy = self._input(init)
+        else:
+            if n_samples is None or int(n_samples) < 1:
+                raise ConfigError("RBM.sample: give n_samples >= 1 or init")
+            shape = (int(n_samples), self.n_visible)
+            v = (torch.randn(shape, generator=g, device=self.device) if self.visible == "gaussian"
+                 else (torch.rand(shape, generator=g, device=self.device) < 0.5).float())
+            was_numpy = False
+        for _ in range(int(n_steps)):
+            h = self._sample_hidden(self.hidden_prob(v), g)
+            m = self.visible_mean(h)
+            if self.visible == "gaussian":
+                v = m + torch.randn(m.shape, generator=g, device=m.device)
+            else:
+                v = (torch.rand(m.shape, generator=g, device=m.device) < m).float()
+        return restore_type(m if mean else v, was_numpy) if n_steps > 0 else restore_type(v, was_numpy)
+
+    def _input(self, X):
+        t, was_numpy = as_tensor(X, self.device, name="X")
+        if t.shape[1] != self.n_visible:
+            raise ShapeError(f"RBM has {self.n_visible} visible units, X has {t.shape[1]} columns", field="X")
+        return t, was_numpy
+
+
+def bernoulli_log_pseudo_likelihood(X: torch.Tensor, W: torch.Tensor, b_v: torch.Tensor, b_h: torch.Tensor,
+                                    chunk: int = 256) -> torch.Tensor:
+    """Exact log pseudo-likelihood ``sum_i log p(x_i | x_-i)`` of each binary row of ``X``.
+
+    ``log p(x_i | x_-i) = -softplus(F(x) - F(x with bit i flipped))`` for the Bernoulli RBM with
+    weights ``W`` (D, H) and biases ``b_v`` (D,), ``b_h`` (H,). scikit-learn's ``score_samples``
+    is a one-random-bit estimate of the same quantity (times D); this is its exact value, so two
+    models can be compared without sampling noise. Shape (N,).
+    """
+    out = []
+    for start in range(0, X.shape[0], chunk):
+        x = X[start:start + chunk]
+        a = torch.addmm(b_h, x, W)  # (n, H)
+        flip = 1.0 - 2.0 * x  # change of each bit when flipped, (n, D)
+        # F(x) - F(x^i) = flip_i b_i + sum_j [softplus(a_j + flip_i W_ij) - softplus(a_j)]
+        a_flipped = a[:, None, :] + flip[:, :, None] * W[None, :, :]  # (n, D, H)
+        delta = flip * b_v + (F.softplus(a_flipped) - F.softplus(a)[:, None, :]).sum(-1)
+        out.append(-F.softplus(delta).sum(1))
+    return torch.cat(out)

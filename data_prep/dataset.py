@@ -1,0 +1,476 @@
+"""From utterances to aligned, PCA-whitened (audio window, video window) pairs, with caching.
+
+Per utterance (Ngiam et al. 2011, every number in :class:`PrepConfig`):
+
+audio : wave → (``audio_transform``) → resample to ``sample_rate`` → log spectrogram
+        (20 ms / 10 ms) → [mean-pool into video frames] → PCA whitening (100) → deltas
+video : frames → mouth ROI 60x80 → pixels/255 → PCA whitening (32) → deltas
+both  : trim to the common duration, cut windows of ``frames_per_window`` video frames with the
+        audio of the same span; window vector = per-frame features concatenated in time order.
+
+Whiteners are fitted on the training utterances only (``Preprocessor.fit``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import warnings
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from bimodal.device import resolve_device
+from bimodal.errors import ConfigError, DataError
+from bimodal.io import atomic_savez
+
+from . import readers as _readers
+from .audio import MAX_RATE, MIN_RATE, log_spectrogram, resample
+from .mouth_roi import mouth_frames
+from .readers import Utterance, default_workers
+from .whitening import PCAWhitener
+from .windows import align_audio_to_video, av_windows, deltas, trim_to_common_length
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PrepConfig:
+    """Every number of the preprocessing (defaults: the paper's)."""
+
+    sample_rate: int = 16000             # audio is resampled to this rate
+    resample: bool = True                # False: a file at another rate is a DataError
+    win_ms: float = 20.0                 # spectrogram window
+    hop_ms: float = 10.0                 # spectrogram hop → 100 audio frames/s
+    audio_pca: int = 100
+    video_pca: int = 32
+    pca_eps: float = 1e-5
+    deltas: int = 1                      # 0, 1 (paper) or 2 derivative orders appended
+    delta_width: int = 2                 # regression half-width in frames
+    roi_size: tuple[int, int] = (60, 80) # mouth crop (H, W)
+    mouth_roi: str = "auto"              # "auto" | "always" | "never"
+    frames_per_window: int = 4
+    # Stride 1: AVLetters/CUAVE utterances are only ~20-60 frames long, so overlapping windows
+    # multiply the training pairs; utterance features average over all windows anyway.
+    window_stride: int = 1
+    audio_pool_to_video: bool = True     # mean-pool audio frames per video frame
+    max_av_length_mismatch_s: float = 0.2
+    audio_only_fps: float = 25.0         # frame grid for audio-only utterances (e.g. FSDD)
+
+    def __post_init__(self):
+        self.roi_size = tuple(int(v) for v in self.roi_size)
+        if self.mouth_roi not in ("auto", "always", "never"):
+            raise ConfigError(f"mouth_roi must be 'auto', 'always' or 'never', got {self.mouth_roi!r}")
+        if self.deltas not in (0, 1, 2):
+            raise ConfigError(f"deltas must be 0, 1 or 2, got {self.deltas}")
+        if not (MIN_RATE <= self.sample_rate <= MAX_RATE):
+            raise ConfigError(f"sample_rate {self.sample_rate} outside {MIN_RATE}..{MAX_RATE}")
+        for k in ("frames_per_window", "window_stride", "audio_pca", "video_pca"):
+            if int(getattr(self, k)) < 1:
+                raise ConfigError(f"{k} must be >= 1, got {getattr(self, k)}")
+
+    @property
+    def audio_frame_rate(self) -> float:
+        return 1000.0 / self.hop_ms
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PrepConfig":
+        valid = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - valid
+        if unknown:
+            raise ConfigError(f"unknown PrepConfig keys {sorted(unknown)}; valid keys: {sorted(valid)}")
+        return cls(**d)
+
+
+@dataclass
+class AVDataset:
+    """Window vectors of many utterances.
+
+    audio : (N, Da) float32; video : (N, Dv) float32 or None (audio-only corpus).
+    utt : (N,) int64 index into the per-utterance arrays; windows of one utterance are
+        contiguous and in time order.
+    labels : (U,) int64 indices into ``label_names``; speakers, utterance_ids : (U,) str.
+    """
+
+    audio: np.ndarray
+    video: np.ndarray | None
+    utt: np.ndarray
+    labels: np.ndarray
+    speakers: np.ndarray
+    utterance_ids: np.ndarray
+    label_names: list[str] = field(default_factory=list)
+
+    @property
+    def n_utterances(self) -> int:
+        return len(self.labels)
+
+    def __len__(self) -> int:
+        return len(self.utt)
+
+    @property
+    def window_labels(self) -> np.ndarray:
+        """(N,) label of each window."""
+        return self.labels[self.utt]
+
+    def subset(self, utterances) -> "AVDataset":
+        """Keep the given utterances (boolean mask over U or indices), re-indexing ``utt``."""
+        sel = np.asarray(utterances)
+        idx = np.flatnonzero(sel) if sel.dtype == bool else np.unique(sel.astype(np.int64))
+        if sel.dtype == bool and len(sel) != self.n_utterances:
+            raise DataError(f"mask has {len(sel)} entries for {self.n_utterances} utterances", field="utterances")
+        new = np.full(self.n_utterances, -1, np.int64)
+        new[idx] = np.arange(len(idx))
+        keep = new[self.utt] >= 0
+        return AVDataset(self.audio[keep], None if self.video is None else self.video[keep],
+                         new[self.utt[keep]], self.labels[idx], self.speakers[idx], self.utterance_ids[idx],
+                         list(self.label_names))
+
+    def save(self, path) -> Path:
+        arrays = dict(audio=self.audio, utt=self.utt, labels=self.labels,
+                      speakers=self.speakers.astype(str), utterance_ids=self.utterance_ids.astype(str),
+                      label_names=np.asarray(self.label_names, dtype=str))
+        if self.video is not None:
+            arrays["video"] = self.video
+        return atomic_savez(path, **arrays)
+
+    @classmethod
+    def load(cls, path) -> "AVDataset":
+        path = Path(path)
+        if not path.is_file():
+            raise DataError("dataset file does not exist", path=path)
+        with np.load(path, allow_pickle=False) as z:
+            missing = {"audio", "utt", "labels", "speakers", "utterance_ids", "label_names"} - set(z.files)
+            if missing:
+                raise DataError(f"not an AVDataset file: missing {sorted(missing)}", path=path)
+            return cls(z["audio"], z["video"] if "video" in z.files else None, z["utt"], z["labels"],
+                       z["speakers"].astype(object), z["utterance_ids"].astype(object), z["label_names"].tolist())
+
+
+class Preprocessor:
+    """Fits the whiteners on training utterances and turns utterances into an :class:`AVDataset`.
+
+    Parameters
+    ----------
+    cfg : PrepConfig (None → defaults).
+    device : where resampling and spectrograms run (None → CUDA if available).
+    n_workers : threads for per-utterance work (default CPU count, at most 8).
+    """
+
+    def __init__(self, cfg: PrepConfig | None = None, device=None, n_workers: int | None = None):
+        self.cfg = cfg or PrepConfig()
+        self.device = resolve_device(device)
+        self.n_workers = n_workers or default_workers()
+        self.audio_whitener: PCAWhitener | None = None
+        self.video_whitener: PCAWhitener | None = None
+        self.label_names: list[str] = []
+
+    # ------------------------------------------------------------------ per-utterance frames
+    def frames(self, u: Utterance, audio_transform: Callable | None = None
+               ) -> tuple[np.ndarray, np.ndarray | None, float]:
+        """Unwhitened per-frame features of one utterance.
+
+        Returns
+        -------
+        audio : (T, F) log-spectrogram frames, one per video frame when pooling, else at 100/s.
+        video : (T_v, H*W) float32 pixels in [0, 1] of the mouth crops, or None.
+        fps : the frame grid (video fps, or ``audio_only_fps``).
+        """
+        c = self.cfg
+        wave, rate = np.asarray(u.audio, dtype=np.float32), int(u.sample_rate)
+        if wave.ndim != 1 or wave.size == 0:
+            raise DataError(f"expected non-empty mono audio, got shape {wave.shape}", path=u.path, field="audio")
+        if not (MIN_RATE <= rate <= MAX_RATE):
+            raise DataError(f"implausible sample rate {rate} Hz", path=u.path, field="sample_rate")
+        if audio_transform is not None:
+            wave = np.asarray(audio_transform(wave, rate, u), dtype=np.float32)
+        if not np.isfinite(wave).all():
+            raise DataError("audio holds NaN or infinite samples", path=u.path, field="audio")
+        if rate != c.sample_rate:
+            if not c.resample:
+                raise DataError(f"sample rate is {rate} Hz, expected {c.sample_rate} Hz (resample=False)",
+                                path=u.path, field="sample_rate")
+            wave = resample(wave, rate, c.sample_rate, device=self.device)
+            rate = c.sample_rate
+        video = None
+        if u.video is not None:
+            fps = float(u.fps) if u.fps else 0.0
+            if fps <= 0:
+                raise DataError(f"video has no valid frame rate ({u.fps!r})", path=u.path, field="fps")
+            ns, nv = trim_to_common_length(len(wave), rate, len(u.video), fps, c.max_av_length_mismatch_s, u.path)
+            wave = wave[:ns]
+            crops = mouth_frames(u.video[:nv], c.mouth_roi, c.roi_size, name=u.path)
+            video = crops.reshape(nv, -1).astype(np.float32) / 255.0
+        else:
+            fps = float(c.audio_only_fps)
+        try:
+            spec = log_spectrogram(wave, rate, c.win_ms, c.hop_ms, device=self.device)
+        except DataError as exc:
+            raise DataError(str(exc), path=u.path, field="audio") from exc
+        if c.audio_pool_to_video:
+            nv = video.shape[0] if video is not None else int(np.floor(len(wave) / rate * fps + 1e-9))
+            if nv < 1:
+                raise DataError("utterance shorter than one video frame", path=u.path, field="audio")
+            try:
+                spec = align_audio_to_video(spec, nv, fps, c.audio_frame_rate)
+            except DataError as exc:
+                raise DataError(str(exc), path=u.path, field="audio") from exc
+        return spec, video, fps
+
+    def _all_frames(self, utterances, audio_transform, progress, desc, strict=True):
+        """Frames of every utterance; with ``strict=False`` unusable ones are dropped with one warning.
+
+        Returns (kept utterances, their frames)."""
+        if not utterances:
+            raise DataError("no utterances given", field="utterances")
+        c = self.cfg
+
+        def one(u):
+            try:
+                fr = self.frames(u, audio_transform)
+                # Check here that one window fits, so a short utterance is reported like any bad file.
+                n = fr[0].shape[0] if c.audio_pool_to_video else fr[1].shape[0] if fr[1] is not None else None
+                if n is not None and n < c.frames_per_window:
+                    raise DataError(f"utterance too short: {n} frames, a window needs {c.frames_per_window}",
+                                    path=u.path, field="frames")
+                return fr
+            except DataError as exc:
+                if exc.path is None:  # make sure the message names the utterance
+                    exc = DataError(str(exc), path=u.path)
+                if strict:
+                    raise exc
+                return exc
+
+        with ThreadPoolExecutor(max_workers=self.n_workers) as pool:
+            res = list(tqdm(pool.map(one, utterances), total=len(utterances), desc=desc,
+                            disable=not progress, leave=False))
+        bad = [r for r in res if isinstance(r, DataError)]
+        if bad:
+            warnings.warn(f"skipped {len(bad)} of {len(res)} utterances:\n  " + "\n  ".join(map(str, bad[:50])),
+                          stacklevel=3)
+        kept = [(u, r) for u, r in zip(utterances, res) if not isinstance(r, DataError)]
+        if not kept:
+            raise DataError(f"none of the {len(res)} utterances is usable", field="utterances")
+        return [k[0] for k in kept], [k[1] for k in kept]
+
+    # ------------------------------------------------------------------ fit / transform
+    def fit(self, train_utterances: Sequence[Utterance], progress: bool = True, strict: bool = True) -> "Preprocessor":
+        """Fit the audio whitener on all and the video whitener on the audio-visual training utterances.
+
+        ``strict=False`` skips unusable utterances with a warning instead of raising."""
+        c = self.cfg
+        train_utterances, frames = self._all_frames(list(train_utterances), None, progress, "fit: features", strict)
+        A = np.concatenate([f[0] for f in frames])
+        self.audio_whitener = PCAWhitener(c.audio_pca, c.pca_eps).fit(A)
+        vids = [f[1] for f in frames if f[1] is not None]
+        self.video_whitener = PCAWhitener(c.video_pca, c.pca_eps).fit(np.concatenate(vids)) if vids else None
+        self.label_names = sorted({u.label for u in train_utterances})
+        log.info("fitted whiteners on %d utterances (%d audio frames, %d video frames)", len(frames), len(A),
+                 sum(len(v) for v in vids))
+        return self
+
+    def transform(self, utterances: Sequence[Utterance], audio_transform: Callable | None = None,
+                  progress: bool = True, strict: bool = True) -> AVDataset:
+        """Window the utterances with the fitted whiteners.
+
+        Parameters
+        ----------
+        utterances : all with video, or all audio-only (→ ``AVDataset.video is None``).
+        audio_transform : ``f(wave, rate, utterance) → wave`` applied to the raw wave before
+            resampling (e.g. additive noise at a given SNR); whiteners stay as fitted.
+        progress : tqdm bar.
+        strict : raise on the first unusable utterance; False drops them with one warning
+            (the dataset then holds only the usable ones).
+        """
+        if self.audio_whitener is None:
+            raise DataError("Preprocessor is not fitted; call fit() or load() first", field="audio_whitener")
+        c = self.cfg
+        utterances = list(utterances)
+        has_video = {u.video is not None for u in utterances}
+        if len(has_video) > 1:
+            raise DataError("mix of audio-visual and audio-only utterances; transform them separately",
+                            field="video")
+        with_video = has_video == {True}
+        if with_video and self.video_whitener is None:
+            raise DataError("video given but the preprocessor was fitted on audio-only data", field="video")
+        utterances, frames = self._all_frames(utterances, audio_transform, progress, "transform", strict)
+        names = list(self.label_names)
+        unseen = sorted({u.label for u in utterances} - set(names))
+        if unseen:
+            log.warning("labels not seen in fit appended to label_names: %s", unseen)
+            names += unseen
+        index = {n: i for i, n in enumerate(names)}
+        A, V, U = [], [], []
+        for k, (u, (spec, vid, fps)) in enumerate(zip(utterances, frames)):
+            a = deltas(self.audio_whitener.transform(spec), c.deltas, c.delta_width)
+            v = deltas(self.video_whitener.transform(vid), c.deltas, c.delta_width) if vid is not None else None
+            aw, vw = av_windows(a, v, fps, c.audio_frame_rate, c.frames_per_window, c.window_stride,
+                                c.audio_pool_to_video, name=u.path)
+            A.append(aw)
+            if vw is not None:
+                V.append(vw)
+            U.append(np.full(len(aw), k, np.int64))
+        dims = Counter(a.shape[1] for a in A)
+        if len(dims) > 1:
+            raise DataError(f"audio window sizes differ between utterances {dict(dims)} (mixed frame rates "
+                            "with audio_pool_to_video=False?)", field="audio")
+        ds = AVDataset(np.concatenate(A), np.concatenate(V) if with_video else None, np.concatenate(U),
+                       np.array([index[u.label] for u in utterances], np.int64),
+                       np.array([u.speaker for u in utterances], dtype=object),
+                       np.array([u.utterance_id for u in utterances], dtype=object), names)
+        for name, X in (("audio", ds.audio), ("video", ds.video)):
+            if X is not None and not np.isfinite(X).all():
+                raise DataError("non-finite window features", field=name)
+        return ds
+
+    def video_window_to_frames(self, V) -> np.ndarray:
+        """Mouth images of video window vectors: ``(N, Dv)`` → ``(N, frames_per_window, H, W)``.
+
+        Takes each frame's whitened PCA coefficients (the derivatives that follow them are
+        ignored) back through the whitening; used to show frames a model reconstructs.
+        """
+        if self.video_whitener is None:
+            raise DataError("preprocessor has no video whitener", field="video_whitener")
+        c = self.cfg
+        V = np.asarray(V, dtype=np.float32)
+        per_frame = c.video_pca * (1 + c.deltas)
+        if V.ndim != 2 or V.shape[1] != per_frame * c.frames_per_window:
+            raise DataError(f"expected video windows of shape (N, {per_frame * c.frames_per_window}), "
+                            f"got {V.shape}", field="video")
+        coeffs = V.reshape(len(V), c.frames_per_window, per_frame)[:, :, :c.video_pca]
+        pixels = self.video_whitener.inverse_transform(coeffs.reshape(-1, c.video_pca))
+        return np.asarray(pixels, dtype=np.float32).reshape(len(V), c.frames_per_window, *c.roi_size)
+
+    def fit_transform(self, utterances, progress: bool = True) -> AVDataset:
+        return self.fit(utterances, progress).transform(utterances, progress=progress)
+
+    def transform_audio_only(self, utterances, audio_transform=None, progress: bool = True,
+                             strict: bool = True) -> AVDataset:
+        """Audio windows of utterances whose video is dropped (or absent); ``video`` is None.
+
+        The audio uses the ``audio_only_fps`` frame grid, so window sizes match the audio-visual
+        ones when that equals the video frame rate (or always, with pooling).
+        """
+        stripped = [dataclasses.replace(u, video=None, fps=None) for u in utterances]
+        return self.transform(stripped, audio_transform, progress, strict)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path) -> Path:
+        if self.audio_whitener is None:
+            raise DataError("nothing to save: Preprocessor is not fitted", path=path)
+        arrays = {"cfg_json": np.array(json.dumps(self.cfg.to_dict())),
+                  "label_names": np.asarray(self.label_names, dtype=str)}
+        for prefix, w in (("audio_", self.audio_whitener), ("video_", self.video_whitener)):
+            if w is not None:
+                arrays.update({prefix + k: v for k, v in w.state_dict().items()})
+        return atomic_savez(path, **arrays)
+
+    @classmethod
+    def load(cls, path, device=None) -> "Preprocessor":
+        path = Path(path)
+        if not path.is_file():
+            raise DataError("preprocessor file does not exist", path=path)
+        with np.load(path, allow_pickle=False) as z:
+            if "cfg_json" not in z.files:
+                raise DataError("not a Preprocessor file (no cfg_json)", path=path)
+            p = cls(PrepConfig.from_dict(json.loads(str(z["cfg_json"]))), device=device)
+            p.label_names = z["label_names"].tolist()
+            for prefix, attr in (("audio_", "audio_whitener"), ("video_", "video_whitener")):
+                state = {k[len(prefix):]: z[k] for k in z.files if k.startswith(prefix)}
+                if state:
+                    setattr(p, attr, PCAWhitener.from_state_dict(state))
+        return p
+
+
+# ---------------------------------------------------------------------- caching
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("BIMODAL_CACHE", Path.home() / ".cache" / "bimodal"))
+
+
+def fingerprint_files(root) -> list[tuple[str, int, int]]:
+    """(relative path, size, mtime_ns) of every non-hidden file under ``root``, sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError("dataset folder does not exist", path=root)
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in filenames:
+            if f.startswith("."):
+                continue
+            p = Path(dirpath) / f
+            st = p.stat()
+            out.append((str(p.relative_to(root)), st.st_size, st.st_mtime_ns))
+    return sorted(out)
+
+
+def cache_key(cfg: PrepConfig, root, reader_name: str, train_speakers, extra: dict | None = None) -> str:
+    """Hash of the config, the reader and its options, the training speakers and the input files."""
+    payload = {"cfg": cfg.to_dict(), "reader": reader_name, "root": str(Path(root).resolve()),
+               "train_speakers": None if train_speakers is None else sorted(map(str, train_speakers)),
+               "extra": extra or {}, "files": fingerprint_files(root), "version": 1}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def load_or_build(root, reader="folder", cfg: PrepConfig | None = None, train_speakers=None,
+                  cache_dir=None, reader_kwargs: dict | None = None, device=None, progress: bool = True,
+                  use_cache: bool = True, strict: bool = False) -> tuple[Preprocessor, dict[str, AVDataset]]:
+    """Read a corpus, fit the whiteners on the training speakers and window everything, cached.
+
+    Parameters
+    ----------
+    root : corpus folder.
+    reader : "folder" | "avletters" | "cuave" | "fsdd" or a callable ``root, **reader_kwargs → [Utterance]``.
+    cfg : PrepConfig.
+    train_speakers : speakers the whiteners are fitted on (None → all); the rest form "test".
+    cache_dir : default ``$BIMODAL_CACHE`` or ``~/.cache/bimodal``.
+    reader_kwargs : passed to the reader (part of the cache key).
+    use_cache : False rebuilds and does not write the cache.
+    strict : False (default) skips unusable files / utterances with a warning; True raises.
+
+    Returns
+    -------
+    (preprocessor, {"train": AVDataset, "test": AVDataset}); "test" is absent when every speaker trains.
+    """
+    cfg = cfg or PrepConfig()
+    reader_kwargs = dict(reader_kwargs or {})
+    if isinstance(reader, str):
+        if reader not in _readers.READERS:
+            raise ConfigError(f"unknown reader {reader!r}; choose from {sorted(_readers.READERS)}")
+        name, fn = reader, _readers.READERS[reader]
+    else:
+        name, fn = f"{reader.__module__}.{getattr(reader, '__qualname__', type(reader).__name__)}", reader
+    key = cache_key(cfg, root, name, train_speakers, reader_kwargs)
+    folder = Path(cache_dir or default_cache_dir()) / key
+    if use_cache and (folder / "preprocessor.npz").is_file() and (folder / "train.npz").is_file():
+        log.info("cache hit %s (%s)", key, folder)
+        out = {"train": AVDataset.load(folder / "train.npz")}
+        if (folder / "test.npz").is_file():
+            out["test"] = AVDataset.load(folder / "test.npz")
+        return Preprocessor.load(folder / "preprocessor.npz", device=device), out
+    log.info("cache miss %s: building from %s", key, root)
+    utts = fn(root, progress=progress, strict=strict, **reader_kwargs)
+    train_set = None if train_speakers is None else {str(s) for s in train_speakers}
+    train = [u for u in utts if train_set is None or u.speaker in train_set]
+    test = [u for u in utts if train_set is not None and u.speaker not in train_set]
+    if not train:
+        raise DataError(f"none of the training speakers {sorted(train_set)} found", path=root)
+    pre = Preprocessor(cfg, device=device).fit(train, progress=progress, strict=strict)
+    out = {"train": pre.transform(train, progress=progress, strict=strict)}
+    if test:
+        out["test"] = pre.transform(test, progress=progress, strict=strict)
+    if use_cache:
+        # Datasets first, preprocessor last: its presence marks a complete cache entry.
+        for k, ds in out.items():
+            ds.save(folder / f"{k}.npz")
+        pre.save(folder / "preprocessor.npz")
+    return pre, out

@@ -1,0 +1,346 @@
+"""Corpus readers: turn a folder on disk into a list of :class:`Utterance`.
+
+Supported layouts
+-----------------
+* Generic (``read_folder``): ``ROOT/<speaker>/<label>/<utt>.{mp4,avi,mpg,mpeg,mov}`` with the
+  audio in ``<utt>.wav`` beside the video.
+* AVLetters (``read_avletters``): ``<Letter><rep>_<Speaker>-lips.mat`` (variables ``vid``
+  (H*W, T) column-major frames and ``siz`` = [H W T]) anywhere under ROOT, audio in
+  ``<Letter><rep>_<Speaker>.wav`` anywhere under ROOT; 25 fps.
+* CUAVE (``read_cuave``): ``sNN{m|f}<anything>.{mpg,avi,mp4,mov}`` full-face videos, audio in the
+  ``.wav`` of the same stem, and a label file of the same stem (``.txt`` or ``.lab``) with one
+  utterance per line: ``start_frame end_frame digit`` (1-based, inclusive).
+* FSDD (``read_fsdd``): ``{digit}_{speaker}_{index}.wav`` (audio only, ``video=None``).
+
+Files that cannot be used are skipped with one ``warnings.warn`` listing them and why
+(``strict=False``), or raise the first :class:`DataError` (``strict=True``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from bimodal.errors import DataError
+
+from .audio import load_wav
+from .video import VIDEO_EXTENSIONS, read_video
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Utterance:
+    """One spoken item. ``video`` is None for audio-only corpora (then ``fps`` is None)."""
+
+    audio: np.ndarray          # (n_samples,) float32 mono
+    sample_rate: int
+    video: np.ndarray | None   # (T, H, W) uint8 grayscale
+    fps: float | None
+    label: str
+    speaker: str
+    utterance_id: str
+    path: str
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.audio) / self.sample_rate
+
+
+@dataclass
+class Entry:
+    """An utterance found on disk but not decoded (for manifests and cache keys)."""
+
+    speaker: str
+    label: str
+    utterance_id: str
+    video_path: str | None
+    audio_path: str
+
+
+def default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def _map_files(fn: Callable, items: list, progress: bool, desc: str, n_workers: int | None = None) -> list:
+    """``[fn(x) for x in items]`` on a thread pool (OpenCV and libsndfile release the GIL);
+    results keep the input order. Exceptions are returned, not raised, so one bad file does
+    not hide the others."""
+    def safe(x):
+        try:
+            return fn(x)
+        except DataError as exc:
+            return exc
+
+    n_workers = n_workers or default_workers()
+    with ThreadPoolExecutor(max_workers=n_workers) as pool:
+        it = pool.map(safe, items)
+        return list(tqdm(it, total=len(items), desc=desc, disable=not progress, leave=False))
+
+
+def _collect(results: list, strict: bool, root) -> list:
+    """Keep the good results; warn once (or raise the first error when strict) for the rest."""
+    errors = [r for r in results if isinstance(r, DataError)]
+    if errors and strict:
+        raise errors[0]
+    if errors:
+        lines = "\n  ".join(str(e) for e in errors[:50])
+        more = f"\n  ... and {len(errors) - 50} more" if len(errors) > 50 else ""
+        warnings.warn(f"{root}: skipped {len(errors)} unusable file(s):\n  {lines}{more}", stacklevel=3)
+    good = []
+    for r in results:
+        if isinstance(r, DataError):
+            continue
+        good.extend(r if isinstance(r, list) else [r])
+    if not good:
+        raise DataError("no usable utterances found" + (f" ({len(errors)} skipped)" if errors else ""), path=root)
+    return good
+
+
+def _check_root(root) -> Path:
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError("dataset folder does not exist", path=root)
+    return root
+
+
+def _filter(entries, labels, speakers):
+    if labels is not None:
+        labels = {str(x) for x in labels}
+        entries = [e for e in entries if e.label in labels]
+    if speakers is not None:
+        speakers = {str(x) for x in speakers}
+        entries = [e for e in entries if e.speaker in speakers]
+    return entries
+
+
+# --------------------------------------------------------------------------- generic layout
+def scan_folder(root) -> list[Entry]:
+    """List the utterances of the generic layout without decoding them (sorted).
+
+    Videos without a ``.wav`` beside them are listed with a warning and left out.
+    """
+    root = _check_root(root)
+    entries, missing = [], []
+    for spk in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for lab in sorted(p for p in spk.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            for f in sorted(lab.iterdir()):
+                if f.suffix.lower() not in VIDEO_EXTENSIONS or f.name.startswith("."):
+                    continue
+                wav = f.with_suffix(".wav")
+                if not wav.is_file():
+                    missing.append(str(f))
+                    continue
+                entries.append(Entry(spk.name, lab.name, f"{spk.name}/{lab.name}/{f.stem}", str(f), str(wav)))
+    if missing:
+        warnings.warn(f"{root}: {len(missing)} video(s) without a .wav beside them were skipped: "
+                      + ", ".join(missing[:20]), stacklevel=2)
+    if not entries:
+        raise DataError("no recognisable files: expected ROOT/<speaker>/<label>/<utt>.{"
+                        + ",".join(e.lstrip(".") for e in VIDEO_EXTENSIONS) + "} with <utt>.wav beside it",
+                        path=root)
+    return entries
+
+
+def _read_entry(e: Entry) -> Utterance:
+    wave, rate = load_wav(e.audio_path)
+    frames, fps = read_video(e.video_path)
+    return Utterance(wave, rate, frames, fps, e.label, e.speaker, e.utterance_id, e.video_path)
+
+
+def read_folder(root, labels: Iterable | None = None, speakers: Iterable | None = None, strict: bool = False,
+                progress: bool = True, n_workers: int | None = None) -> list[Utterance]:
+    """Read the generic layout ``ROOT/<speaker>/<label>/<utt>.<video ext>`` + ``<utt>.wav``.
+
+    Parameters
+    ----------
+    root : corpus folder.
+    labels, speakers : keep only these (None = all).
+    strict : raise on the first unusable file instead of warning and skipping.
+    progress : show a tqdm bar.
+    n_workers : decoding threads (default: CPU count, at most 8).
+
+    Returns
+    -------
+    list of Utterance, sorted by speaker, label, utterance.
+    """
+    entries = _filter(scan_folder(root), labels, speakers)
+    if not entries:
+        raise DataError("no utterances match the requested labels/speakers", path=root)
+    return _collect(_map_files(_read_entry, entries, progress, "read", n_workers), strict, root)
+
+
+# --------------------------------------------------------------------------- AVLetters
+_AVL_RE = re.compile(r"^([A-Za-z])(\d+)_([A-Za-z0-9]+?)(?:-lips)?$")
+
+
+def load_avletters_mat(path) -> np.ndarray:
+    """Frames (T, H, W) uint8 from an AVLetters ``-lips.mat`` file (``vid`` + ``siz``)."""
+    from scipy.io import loadmat
+
+    path = Path(path)
+    try:
+        m = loadmat(str(path))
+    except Exception as exc:
+        raise DataError(f"cannot read .mat file ({type(exc).__name__}: {exc})", path=path) from exc
+    for key in ("vid", "siz"):
+        if key not in m:
+            raise DataError(f"missing variable '{key}' (have {sorted(k for k in m if not k.startswith('__'))})",
+                            path=path, field=key)
+    siz = np.asarray(m["siz"]).ravel().astype(int)
+    vid = np.asarray(m["vid"], dtype=np.float64)
+    if siz.size != 3:
+        raise DataError(f"expected siz = [H W T], got {siz.tolist()}", path=path, field="siz")
+    H, W, T = siz
+    if vid.ndim != 2 or vid.shape != (H * W, T):
+        raise DataError(f"expected vid of shape ({H * W}, {T}) from siz, got {vid.shape}", path=path, field="vid")
+    if not np.isfinite(vid).all():
+        raise DataError("vid holds NaN or infinite values", path=path, field="vid")
+    if vid.max() <= 1.0:  # some copies store intensities in [0, 1]
+        vid = vid * 255.0
+    # MATLAB stores each column-major frame; frame t is reshape(vid(:, t), H, W).
+    frames = vid.T.reshape(T, W, H).transpose(0, 2, 1)
+    return np.clip(np.rint(frames), 0, 255).astype(np.uint8)
+
+
+def read_avletters(root, fps: float = 25.0, strict: bool = False, progress: bool = True,
+                   n_workers: int | None = None) -> list[Utterance]:
+    """Read AVLetters: ``A1_Bill-lips.mat`` lip sequences with ``A1_Bill.wav`` audio.
+
+    Label = the letter (upper case), speaker = the name, utterance id = ``<Speaker>/<Letter><rep>``.
+    A .mat without its .wav is skipped with a warning (the models need both modalities).
+    """
+    root = _check_root(root)
+    wavs = {p.stem.lower().removesuffix("-lips"): p for p in root.rglob("*.wav")}
+    items, bad = [], []
+    for p in sorted(root.rglob("*.mat")):
+        m = _AVL_RE.match(p.stem)
+        if not m:
+            bad.append(DataError("file name is not <Letter><rep>_<Speaker>-lips.mat", path=p))
+            continue
+        letter, rep, spk = m.group(1).upper(), m.group(2), m.group(3)
+        wav = wavs.get(f"{m.group(1)}{rep}_{spk}".lower())
+        if wav is None:
+            bad.append(DataError(f"no audio {letter}{rep}_{spk}.wav found under the root", path=p))
+            continue
+        items.append((p, wav, letter, rep, spk))
+    if not items and not bad:
+        raise DataError("no recognisable files: expected <Letter><rep>_<Speaker>-lips.mat", path=root)
+
+    def read(item):
+        p, wav, letter, rep, spk = item
+        frames = load_avletters_mat(p)
+        wave, rate = load_wav(wav)
+        return Utterance(wave, rate, frames, float(fps), letter, spk, f"{spk}/{letter}{rep}", str(p))
+
+    return _collect(bad + _map_files(read, items, progress, "avletters", n_workers), strict, root)
+
+
+# --------------------------------------------------------------------------- CUAVE
+_CUAVE_RE = re.compile(r"^(s\d+[mf])", re.IGNORECASE)
+
+
+def parse_label_file(path) -> list[tuple[int, int, str]]:
+    """``start end label`` lines (frames, 1-based inclusive) → [(start0, stop_exclusive, label)]."""
+    path = Path(path)
+    segs = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        try:
+            s, e, lab = int(parts[0]), int(parts[1]), parts[2]
+        except (IndexError, ValueError) as exc:
+            raise DataError(f"line {i}: expected 'start_frame end_frame label', got {line!r}", path=path) from exc
+        if s < 1 or e < s:
+            raise DataError(f"line {i}: bad frame range {s}..{e} (1-based, inclusive)", path=path)
+        segs.append((s - 1, e, lab))
+    if not segs:
+        raise DataError("label file lists no utterances", path=path)
+    return segs
+
+
+def read_cuave(root, strict: bool = False, progress: bool = True, n_workers: int | None = None) -> list[Utterance]:
+    """Read CUAVE-style full-face recordings and cut them into one utterance per label line.
+
+    Each ``sNN{m|f}*.{mpg,avi,mp4,mov}`` needs ``<stem>.wav`` and ``<stem>.txt`` (or ``.lab``).
+    Video stays full-face; ``Preprocessor`` tracks the mouth (``mouth_roi="auto"``).
+    Utterance id = ``<stem>/<index>``, speaker = ``sNN{m|f}``.
+    """
+    root = _check_root(root)
+    items, bad = [], []
+    for p in sorted(root.rglob("*")):
+        if p.suffix.lower() not in VIDEO_EXTENSIONS or not _CUAVE_RE.match(p.name):
+            continue
+        wav = p.with_suffix(".wav")
+        lab = next((q for q in (p.with_suffix(".txt"), p.with_suffix(".lab")) if q.is_file()), None)
+        if not wav.is_file():
+            bad.append(DataError("no .wav beside the video", path=p))
+        elif lab is None:
+            bad.append(DataError("no label file <stem>.txt or <stem>.lab beside the video", path=p))
+        else:
+            items.append((p, wav, lab))
+    if not items and not bad:
+        raise DataError("no recognisable files: expected sNN{m|f}*.{mpg,avi,mp4,mov} + .wav + .txt", path=root)
+
+    def read(item):
+        p, wav, lab = item
+        segs = parse_label_file(lab)
+        frames, fps = read_video(p)
+        wave, rate = load_wav(wav)
+        spk = _CUAVE_RE.match(p.name).group(1).lower()
+        out = []
+        for k, (s, e, label) in enumerate(segs):
+            if e > len(frames):
+                raise DataError(f"segment {k + 1} ends at frame {e} but the video has {len(frames)}", path=lab)
+            a0, a1 = int(round(s / fps * rate)), min(len(wave), int(round(e / fps * rate)))
+            out.append(Utterance(wave[a0:a1].copy(), rate, frames[s:e].copy(), fps, label, spk,
+                                 f"{p.stem}/{k:03d}", str(p)))
+        return out
+
+    return _collect(bad + _map_files(read, items, progress, "cuave", n_workers), strict, root)
+
+
+# --------------------------------------------------------------------------- FSDD
+_FSDD_RE = re.compile(r"^(\d)_([A-Za-z0-9]+)_(\d+)$")
+
+
+def read_fsdd(root, labels: Iterable | None = None, speakers: Iterable | None = None, strict: bool = False,
+              progress: bool = True, n_workers: int | None = None, limit_per_class_speaker: int | None = None
+              ) -> list[Utterance]:
+    """Read Free Spoken Digit Dataset recordings ``{digit}_{speaker}_{index}.wav`` (audio only).
+
+    ``limit_per_class_speaker`` keeps only the first n repetitions (by index) of each
+    (digit, speaker), handy for quick runs. Order: speaker, digit, index.
+    """
+    root = _check_root(root)
+    found = []
+    for p in root.glob("*.wav"):
+        m = _FSDD_RE.match(p.stem)
+        if m:
+            found.append((m.group(2), m.group(1), int(m.group(3)), p))
+    if not found:
+        raise DataError("no recognisable files: expected {digit}_{speaker}_{index}.wav", path=root)
+    found.sort()
+    if limit_per_class_speaker is not None:
+        found = [f for f in found if f[2] < limit_per_class_speaker]
+    entries = _filter([Entry(s, d, f"{s}/{d}/{i}", None, str(p)) for s, d, i, p in found], labels, speakers)
+
+    def read(e):
+        wave, rate = load_wav(e.audio_path)
+        return Utterance(wave, rate, None, None, e.label, e.speaker, e.utterance_id, e.audio_path)
+
+    return _collect(_map_files(read, entries, progress, "fsdd", n_workers), strict, root)
+
+
+READERS: dict[str, Callable] = {"folder": read_folder, "avletters": read_avletters, "cuave": read_cuave,
+                                "fsdd": read_fsdd}

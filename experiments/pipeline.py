@@ -1,0 +1,260 @@
+"""One (seed, speaker fold) of an experiment: preprocess, train the feature models, pool features.
+
+Read top to bottom: :func:`load_utterances` reads the corpus named by the config,
+:func:`prepare_fold` fits the whitening on the training speakers only and cuts windows,
+:func:`train_feature_models` pretrains the bimodal DBN greedily and fine-tunes the deep
+autoencoders, :func:`window_codes` runs windows through them and :func:`utterance_features`
+pools the codes over S equal slices of each utterance.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bimodal.autoencoder import BimodalAutoencoder
+from bimodal.config import Config, prep_config
+from bimodal.dbn import BimodalDBN
+from bimodal.errors import ConfigError, DataError
+from bimodal.features import pool_slices
+from bimodal.noise import add_white_noise
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- data
+def load_utterances(cfg: Config, progress: bool = True) -> list:
+    """All utterances of the dataset the config names (the synthetic corpus is generated if absent)."""
+    from data_prep import readers
+
+    d = cfg.data
+    if d.source == "synth":
+        from data_prep.synth.corpus import default_corpus_dir, generate_corpus
+
+        params = dict(seed=d.synth_seed, n_speakers=d.synth_speakers, repetitions=d.synth_repetitions,
+                      vocabulary=tuple(d.synth_vocabulary))
+        root = Path(d.root) if d.root else default_corpus_dir(**params)
+        log.info("embedded corpus at %s", root)
+        generate_corpus(root, progress=progress, **params)
+        utts = readers.read_folder(root, progress=progress)
+    elif d.source == "folder":
+        utts = readers.read_folder(_need_root(d), progress=progress)
+    elif d.source == "avletters":
+        utts = readers.read_avletters(_need_root(d))
+    elif d.source == "cuave":
+        utts = readers.read_cuave(_need_root(d))
+    else:  # pragma: no cover - rejected by config validation
+        raise ConfigError(f"data.source {d.source!r} unknown")
+    wanted = set(d.labels) | set(d.mcgurk_labels if "mcgurk" in cfg.experiment.settings else [])
+    utts = [u for u in utts if u.label in wanted]
+    missing = sorted(set(d.labels) - {u.label for u in utts})
+    if missing:
+        raise DataError(f"no utterances for label(s) {missing} named in data.labels", path=d.root or None,
+                        field="data.labels")
+    return utts
+
+
+def _need_root(d) -> Path:
+    if not d.root:
+        raise ConfigError(f"data.root must name the dataset folder when data.source = {d.source!r}")
+    return Path(d.root)
+
+
+def speaker_splits(utts: list, cfg: Config, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, test) utterance indices per fold; no speaker on both sides."""
+    from bimodal.evaluation import speaker_folds
+
+    speakers = np.array([u.speaker for u in utts])
+    if cfg.experiment.split == "even_odd":
+        return speaker_folds(speakers, n_folds=2, seed=seed, split="even_odd")
+    return speaker_folds(speakers, n_folds=cfg.experiment.n_folds, seed=seed)
+
+
+@dataclass
+class FoldData:
+    """Windows of one fold. ``test_noisy[snr]`` holds the test set with white noise added to its audio."""
+
+    prep: object
+    train: object  # data_prep.dataset.AVDataset
+    test: object
+    train_utts: list
+    test_utts: list
+    test_noisy: dict = field(default_factory=dict)
+
+
+def prepare_fold(cfg: Config, utts, train_idx, test_idx, seed: int, device, progress=True) -> FoldData:
+    from data_prep.dataset import Preprocessor
+
+    train_utts = [utts[i] for i in train_idx]
+    test_utts = [utts[i] for i in test_idx]
+    prep = Preprocessor(prep_config(cfg), device=device).fit(train_utts)
+    fold = FoldData(prep, prep.transform(train_utts, progress=progress), prep.transform(test_utts, progress=progress),
+                    train_utts, test_utts)
+    if "fusion" in cfg.experiment.settings:
+        for snr in cfg.eval.snr_db:
+            fold.test_noisy[float(snr)] = prep.transform(test_utts, audio_transform=noise_transform(snr, seed),
+                                                         progress=progress)
+    return fold
+
+
+def noise_transform(snr_db: float, seed: int):
+    """An ``audio_transform`` adding white noise at ``snr_db``; the noise of each utterance is seeded
+    by (seed, utterance id) so it does not depend on the order utterances are processed in."""
+
+    def transform(wave, rate, utterance):
+        key = np.frombuffer(str(utterance.utterance_id).encode(), dtype=np.uint8)
+        rng = np.random.default_rng([seed, int(snr_db * 100) % (2**31), *key.tolist()])
+        return add_white_noise(wave, snr_db, rng)
+
+    return transform
+
+
+# --------------------------------------------------------------------------- models
+def rbm_kwargs(cfg: Config, seed: int, device) -> dict:
+    p = cfg.pretrain
+    return dict(lr_gaussian=p.lr_gaussian, lr_bernoulli=p.lr_bernoulli, momentum=p.momentum,
+                weight_decay=p.weight_decay, sparsity_target=p.sparsity_target or None,
+                sparsity_cost=p.sparsity_cost, cd_k=p.cd_k, persistent=p.persistent, seed=seed, device=device)
+
+
+def build_bimodal_dbn(cfg: Config, n_audio: int, n_video: int, seed: int, device) -> BimodalDBN:
+    m = cfg.model
+    return BimodalDBN([n_audio, *m.audio_hidden], [n_video, *m.video_hidden], m.shared,
+                      **rbm_kwargs(cfg, seed, device))
+
+
+def finetune_kwargs(cfg: Config, fractions=None) -> dict:
+    f = cfg.finetune
+    return dict(epochs=f.epochs, batch_size=f.batch_size, lr=f.lr, optimizer=f.optimizer,
+                fractions=tuple(fractions if fractions is not None else f.fractions),
+                corruption=f.corruption, l1_shared=f.l1_shared)
+
+
+def autoencoder(cfg: Config, dbn: BimodalDBN | None, n_audio: int, n_video: int, seed: int, device,
+                input_modalities=("audio", "video")) -> BimodalAutoencoder:
+    """The unrolled bimodal DBN, or the same architecture randomly initialised when pretraining is off."""
+    m = cfg.model
+    common = dict(input_modalities=input_modalities, shared_layer=m.shared_layer, kl_weight=cfg.finetune.kl_weight)
+    if dbn is not None:
+        return BimodalAutoencoder.from_dbn(dbn, tied=m.tied, **common)
+    return BimodalAutoencoder.random_init([n_audio, *m.audio_hidden], [n_video, *m.video_hidden], m.shared,
+                                          tied=m.tied, seed=seed, device=device, **common)
+
+
+def needed_models(cfg: Config) -> set[str]:
+    s = set(cfg.experiment.settings)
+    need = {"bimodal_dbn", "bimodal_dae"}
+    if "cross_modality" in s:
+        need |= {"video_dae", "audio_dae", "bimodal_dae_noaug"}
+    return need
+
+
+def train_feature_models(cfg: Config, fold: FoldData, seed: int, device, checkpoint_dir: Path | None = None,
+                         resume: bool = False, progress: bool = True) -> dict:
+    """Greedy pretraining of the bimodal DBN, then fine-tuning of the deep autoencoders.
+
+    Returns a dict of models: ``bimodal_dbn`` (its audio/video first layers are the single-modality
+    RBM baselines), ``bimodal_dae`` (augmented fine-tuning), and for cross-modality learning the
+    ``video_dae`` / ``audio_dae`` (one modality in, both out) and ``bimodal_dae_noaug`` (no zeroed
+    inputs). Each is saved under ``checkpoint_dir`` after it is trained and loaded from there with
+    ``resume``.
+    """
+    Xa, Xv = fold.train.audio, fold.train.video
+    n_audio, n_video = Xa.shape[1], Xv.shape[1]
+    p, f = cfg.pretrain, cfg.finetune
+    need = needed_models(cfg)
+    models = {}
+
+    def stage(name, make):
+        path = checkpoint_dir / f"{name}.pt" if checkpoint_dir is not None else None
+        cls = BimodalDBN if name == "bimodal_dbn" else BimodalAutoencoder
+        if resume and path is not None and path.exists():
+            log.info("resume: loading %s", path)
+            models[name] = cls.load(path, device=device)
+            return
+        log.info("training %s", name)
+        models[name] = make()
+        if path is not None:
+            models[name].save(path)
+
+    stage("bimodal_dbn", lambda: build_bimodal_dbn(cfg, n_audio, n_video, seed, device).fit(
+        audio=Xa, video=Xv, epochs=p.epochs if p.enabled else 1, batch_size=p.batch_size, progress=progress))
+    dbn = models["bimodal_dbn"] if p.enabled else None
+
+    def dae(inputs, fractions=None):
+        return autoencoder(cfg, dbn, n_audio, n_video, seed, device, inputs).fit(
+            audio=Xa, video=Xv, seed=seed, progress=progress, **finetune_kwargs(cfg, fractions))
+
+    stage("bimodal_dae", lambda: dae(("audio", "video")))
+    if "bimodal_dae_noaug" in need:
+        stage("bimodal_dae_noaug", lambda: dae(("audio", "video"), fractions=(0.0, 0.0, 1.0)))
+    if "video_dae" in need:
+        stage("video_dae", lambda: dae(("video",)))
+    if "audio_dae" in need:
+        stage("audio_dae", lambda: dae(("audio",)))
+    return models
+
+
+# --------------------------------------------------------------------------- features
+def first_rbm(dbn: BimodalDBN, modality: str):
+    return (dbn.audio_dbn if modality == "audio" else dbn.video_dbn).rbms[0]
+
+
+def window_codes(models: dict, ds, which: list[str]) -> dict[str, np.ndarray]:
+    """Window-level features of ``ds`` for each named feature set.
+
+    Names: ``raw_audio``, ``raw_video``, ``rbm_audio``, ``rbm_video``, ``dae_video`` (video-only
+    deep autoencoder, video in), ``dae_audio``, ``bimodal_video`` / ``bimodal_audio`` /
+    ``bimodal_both`` (shared layer of the bimodal deep autoencoder given video, audio or both),
+    ``noaug_video`` / ``noaug_audio`` (same without augmentation), ``bdbn_both`` (joint layer of the
+    bimodal DBN).
+    """
+    dbn = models["bimodal_dbn"]
+    fns = {
+        "raw_audio": lambda: ds.audio,
+        "raw_video": lambda: ds.video,
+        "rbm_audio": lambda: first_rbm(dbn, "audio").transform(ds.audio),
+        "rbm_video": lambda: first_rbm(dbn, "video").transform(ds.video),
+        "dae_video": lambda: models["video_dae"].encode(video=ds.video),
+        "dae_audio": lambda: models["audio_dae"].encode(audio=ds.audio),
+        "bimodal_video": lambda: models["bimodal_dae"].encode(video=ds.video),
+        "bimodal_audio": lambda: models["bimodal_dae"].encode(audio=ds.audio),
+        "bimodal_both": lambda: models["bimodal_dae"].encode(audio=ds.audio, video=ds.video),
+        "noaug_video": lambda: models["bimodal_dae_noaug"].encode(video=ds.video),
+        "noaug_audio": lambda: models["bimodal_dae_noaug"].encode(audio=ds.audio),
+        "bdbn_both": lambda: dbn.transform(audio=ds.audio, video=ds.video),
+    }
+    out = {}
+    with torch.no_grad():
+        for name in which:
+            if name not in fns:
+                raise KeyError(f"unknown feature set {name!r}; known: {sorted(fns)}")
+            out[name] = np.asarray(fns[name](), dtype=np.float32)
+            if not np.isfinite(out[name]).all():
+                raise FloatingPointError(f"feature set {name!r} holds non-finite values")
+    return out
+
+
+def utterance_features(codes: np.ndarray, ds, slices) -> np.ndarray:
+    """Mean of the window codes over S equal slices of each utterance, concatenated over ``slices``."""
+    return np.asarray(pool_slices(codes, ds.utt, ds.n_utterances, slices=tuple(slices)), dtype=np.float32)
+
+
+def label_strings(ds) -> np.ndarray:
+    return np.asarray(ds.label_names, dtype=object)[np.asarray(ds.labels)]
+
+
+def mcgurk_utterance(audio_utt, video_utt):
+    """Audio of one utterance with the video of another, the video retimed to the audio's duration
+    (nearest frame), as a dubbed McGurk stimulus."""
+    duration = len(audio_utt.audio) / audio_utt.sample_rate
+    n_frames = max(1, int(round(duration * video_utt.fps)))
+    src = np.minimum((np.arange(n_frames) * len(video_utt.video) / n_frames).astype(int), len(video_utt.video) - 1)
+    return dataclasses.replace(
+        audio_utt, video=video_utt.video[src], fps=video_utt.fps,
+        label=f"{video_utt.label}|{audio_utt.label}",
+        utterance_id=f"{video_utt.utterance_id}+{audio_utt.utterance_id}")

@@ -1,0 +1,405 @@
+"""``report.md`` and the ablation table, written from a results dict alone.
+
+The results dict is what :func:`experiments.runner.run_experiment` returns (``summary`` holds
+``{"mean", "std", "n"}`` per flattened metric key, e.g. ``"fusion/0dB/bimodal_dae"`` or
+``"mcgurk/predictions/ga/ba/da"``). Accuracies are fractions in the results and percentages in
+the report. Beside each of our rows the paper's published number is shown (from
+``paper_reference.json`` next to this module) with the dataset it was measured on.
+
+Settings that were not run are left out of the report; nothing here needs a model or the data.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from bimodal.errors import DataError
+from bimodal.io import atomic_write_text
+
+from .plots import fusion_grid, make_plots, mcgurk_grid, mean_std
+
+log = logging.getLogger(__name__)
+
+REFERENCE_PATH = Path(__file__).resolve().with_name("paper_reference.json")
+DATASET_NAMES = {"cuave": "CUAVE", "avletters": "AVLetters"}
+# row order of the paper's tables (rows the results have that are not listed come after, as found)
+CROSS_MODALITY_ORDER = ("raw", "rbm", "video_only_dae", "audio_only_dae", "bimodal_dae", "bimodal_dae_no_augmentation")
+SHARED_ORDER = ("raw_cca", "rbm_cca", "bimodal_dae")
+MATCHING_ORDER = ("raw_cca", "rbm_cca", "bimodal_dae")
+# the ablation table's columns, when present in the variants' summaries
+ABLATION_METRICS = (
+    "cross_modality/video/bimodal_dae",
+    "cross_modality/video/video_only_dae",
+    "cross_modality/video/bimodal_dae_no_augmentation",
+    "fusion/clean/bimodal_dae",
+    "fusion/0dB/bimodal_dae",
+    "fusion/0dB/audio_rbm",
+    "fusion/0dB/bimodal_dae+audio_rbm",
+    "shared_representation/audio->video/bimodal_dae",
+    "shared_representation/video->audio/bimodal_dae",
+    "matching/bimodal_dae/top1",
+    "matching/bimodal_dae/top1_all",
+    "mcgurk/predictions/ga/ba/da",
+)
+PLOT_TITLES = {
+    "accuracy_vs_snr": "Fusion accuracy vs audio SNR",
+    "confusions": "Confusion matrices (summed over runs, row-normalised)",
+    "mouth_from_audio": "Mouth frames reconstructed from audio alone",
+    "training_curves": "Training curves",
+    "mcgurk": "McGurk predictions",
+}
+
+
+# --------------------------------------------------------------------------- formatting
+def load_reference(path=REFERENCE_PATH) -> dict:
+    """The paper's published numbers (``paper_reference.json``)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError("paper reference file not found", path=path) from None
+    except json.JSONDecodeError as e:
+        raise DataError(f"not valid JSON: {e}", path=path) from None
+
+
+def pct(stat) -> str:
+    """``"58.7 ± 2.0"`` from a summary entry (fractions → percent); ``"—"`` when missing."""
+    if stat is None:
+        return "—"
+    m, s = (stat[0], stat[1]) if isinstance(stat, tuple) else (stat["mean"], stat.get("std", 0.0))
+    return f"{100 * m:.1f} ± {100 * s:.1f}"
+
+
+def _pct1(x) -> str:
+    return "—" if x is None else f"{100 * float(x):.1f}"
+
+
+def _paper(text) -> str:
+    return "—" if text is None else str(text).replace("+-", "±")
+
+
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def md_table(header: list[str], rows: list[list]) -> list[str]:
+    """Markdown table lines (cells with ``|`` escaped)."""
+    out = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return out + [""]
+
+
+def _ordered(found: list[str], order) -> list[str]:
+    known = [r for r in order if r in found]
+    return known + [r for r in found if r not in known]
+
+
+def _dataset_of(note: str | None, reference: dict) -> str | None:
+    """The dataset a reference section was measured on, when its note names exactly one."""
+    names = [d for d in reference.get("datasets", {}) if d in (note or "")]
+    return names[0] if len(names) == 1 else None
+
+
+def _n(summary: dict, keys) -> str:
+    ns = sorted({summary[k]["n"] for k in keys if k in summary and "n" in summary[k]})
+    return "—" if not ns else "/".join(str(n) for n in ns)
+
+
+# --------------------------------------------------------------------------- sections
+def _header(results: dict) -> list[str]:
+    cfg = results.get("config") or {}
+    data = cfg.get("data") or {}
+    source = data.get("source", "synth")
+    lines = [f"# Multimodal deep learning reproduction: `{results.get('experiment', 'experiment')}`", ""]
+    if results.get("description"):
+        lines += [results["description"], ""]
+    if source == "synth":
+        lines += ["> **Data caveat.** These numbers come from the embedded **synthetic corpus**: speech synthesised "
+                  "with eSpeak NG and mouth video rendered from the phoneme→viseme sequence. It is **NOT CUAVE or "
+                  "AVLetters**, so the numbers are **not comparable in absolute terms** to the paper's; compare "
+                  "orderings and the claims below, not the values. The paper's numbers are shown beside ours for "
+                  "orientation only, with the dataset they come from.", ""]
+    else:
+        name = DATASET_NAMES.get(source, f"the '{source}' corpus")
+        root = data.get("root") or "(default location)"
+        lines += [f"> **Data.** These numbers come from **{name}** (`data.source = \"{source}\"`, root `{root}`), "
+                  f"under the protocol below, which may differ from the paper's; each paper number is labelled "
+                  f"with the dataset it was measured on.", ""]
+    return lines
+
+
+def _protocol(results: dict) -> list[str]:
+    cfg = results.get("config") or {}
+    exp, ev, data = cfg.get("experiment") or {}, cfg.get("eval") or {}, cfg.get("data") or {}
+    prov = results.get("provenance") or {}
+    runs = results.get("runs") or []
+    seeds = exp.get("seeds", prov.get("seed"))
+    split = exp.get("split", "folds")
+    folds = "2 (even/odd speakers)" if split == "even_odd" else exp.get("n_folds", "?")
+    device = prov.get("device") or "?"
+    if prov.get("cuda_device_name"):
+        device += f" ({prov['cuda_device_name']})"
+    versions = ", ".join(f"{k} {v}" for k, v in (prov.get("versions") or {}).items() if v)
+    rows = [
+        ["seeds", seeds],
+        ["speaker folds per seed", f"{folds} (split `{split}`; no speaker in both train and test)"],
+        ["runs summarised (seed × fold)", len(runs)],
+        ["utterances / speakers", f"{results.get('n_utterances', '?')} / {results.get('n_speakers', '?')}"],
+        ["classification vocabulary", ", ".join(map(str, data.get("labels", []))) or "?"],
+        ["classifier", f"{ev.get('classifier', '?')} ({ev.get('backend', '?')} backend), C from "
+                       f"{ev.get('Cs', '?')} by {ev.get('cv_folds', '?')}-fold speaker-grouped CV on training speakers"],
+        ["temporal slices pooled", ev.get("slices", "?")],
+        ["test SNRs (dB, white noise on audio)", ev.get("snr_db", "?")],
+        ["device", device],
+        ["git commit", f"`{prov.get('git_commit')}`"],
+        ["run at (UTC)", prov.get("time_utc", "?")],
+        ["versions", versions or "?"],
+    ]
+    return ["## Protocol", "",
+            "Every number is the mean ± standard deviation (ddof 0) over the runs, in %; *n* is the number "
+            "of runs.", ""] + md_table(["item", "value"], rows)
+
+
+def _cross_modality(summary: dict, ref: dict) -> list[str]:
+    lines = []
+    for mod in ("video", "audio"):
+        prefix = f"cross_modality/{mod}/"
+        found = [k[len(prefix):] for k in summary if k.startswith(prefix) and "/" not in k[len(prefix):]]
+        if not found:
+            continue
+        section = ref.get(f"cross_modality_{mod}") or {}
+        paper_rows = section.get("rows", {})
+        datasets = [d for d in ref.get("datasets", {}) if any(d in r for r in paper_rows.values())]
+        rows = []
+        for row in _ordered(found, CROSS_MODALITY_ORDER):
+            rows.append([f"`{row}`", pct(mean_std(summary, prefix + row)), _n(summary, [prefix + row])]
+                        + [_paper(paper_rows.get(row, {}).get(d)) for d in datasets])
+        lines += [f"### {mod.capitalize()} only (classifier trained and tested on {mod} features)", ""]
+        lines += md_table(["features", "ours (%)", "n"] + [f"paper, {d} (%)" for d in datasets], rows)
+        if datasets:
+            lines += [f"Paper: {section.get('note', '')}.", ""]
+        else:
+            lines += ["The paper reference file has no numbers for this table.", ""]
+    return (["## Cross-modality learning", ""] + lines) if lines else []
+
+
+def _fusion(summary: dict, ref: dict) -> list[str]:
+    rows_found, conds = fusion_grid(summary)
+    if not rows_found:
+        return []
+    section = ref.get("fusion") or {}
+    paper_rows = section.get("rows", {})
+    dataset = _dataset_of(section.get("note"), ref)
+    paper_conds = [c for c in ("clean", "0dB") if any(c in r for r in paper_rows.values())]
+    order = list(paper_rows) + [r for r in rows_found if r not in paper_rows]
+    rows = []
+    for row in [r for r in order if r in rows_found]:
+        keys = [f"fusion/{c}/{row}" for c in conds]
+        rows.append([f"`{row}`"] + [pct(mean_std(summary, k)) for k in keys] + [_n(summary, keys)]
+                    + [_paper(paper_rows.get(row, {}).get(c)) for c in paper_conds])
+    label = f" ({dataset})" if dataset else ""
+    header = ["features"] + [("clean" if c == "clean" else c.replace("dB", " dB")) + " (%)" for c in conds] + ["n"] \
+        + [f"paper {c.replace('dB', ' dB')}{label} (%)" for c in paper_conds]
+    return (["## Multimodal fusion", "",
+             "Classifier trained on clean features of training speakers, tested on test speakers with clean "
+             "audio and with white noise added to the audio at each SNR (video unchanged).", ""]
+            + md_table(header, rows)
+            + ([f"Paper: {section.get('note', '')}.", ""] if paper_conds else []))
+
+
+def _shared(summary: dict, ref: dict) -> list[str]:
+    dirs = ("audio->video", "video->audio")
+    found = []
+    for k in summary:
+        parts = k.split("/")
+        if len(parts) == 3 and parts[0] == "shared_representation" and parts[1] in dirs and parts[2] not in found:
+            found.append(parts[2])
+    if not found:
+        return []
+    section = ref.get("shared_representation") or {}
+    paper_rows = section.get("rows", {})
+    label = f", {_dataset_of(section.get('note'), ref)}" if _dataset_of(section.get("note"), ref) else ""
+    rows = []
+    for method in _ordered(found, SHARED_ORDER):
+        keys = [f"shared_representation/{d}/{method}" for d in dirs]
+        row = [f"`{method}`"]
+        for d, k in zip(dirs, keys):
+            row += [pct(mean_std(summary, k)), _paper(paper_rows.get(d, {}).get(method))]
+        rows.append(row + [_n(summary, keys)])
+    chance = mean_std(summary, "shared_representation/chance")
+    if chance is not None:
+        rows.append(["chance", _pct1(chance[0]), "", _pct1(chance[0]), "", ""])
+    header = ["method"]
+    for d in dirs:
+        header += [f"train {d.split('->')[0]}, test {d.split('->')[1]}: ours (%)", f"paper{label} (%)"]
+    return (["## Shared representation learning (\"hearing to see\")", "",
+             "Classifier trained on the shared codes of one modality (the other fed as zeros / the CCA "
+             "projection of one view), tested on the other modality's codes.", ""]
+            + md_table(header + ["n"], rows)
+            + ([f"Paper: {section.get('note', '')}.", ""] if paper_rows else []))
+
+
+def _mcgurk(summary: dict, ref: dict) -> list[str]:
+    stimuli, preds = mcgurk_grid(summary)
+    cong = mean_std(summary, "mcgurk/congruent_accuracy")
+    if not stimuli and cong is None:
+        return []
+    section = ref.get("mcgurk") or {}
+    paper_rows = section.get("rows", {})
+    paper_preds = [p for p in preds if any(p in r for r in paper_rows.values())]
+    rows = []
+    for stim in stimuli:
+        keys = [f"mcgurk/predictions/{stim}/{p}" for p in preds]
+        rows.append([f"{stim.split('/')[0]} / {stim.split('/')[-1]}"] + [pct(mean_std(summary, k)) for k in keys]
+                    + [_n(summary, keys)] + [_paper(paper_rows.get(stim, {}).get(p)) for p in paper_preds])
+    header = ["visual / audio"] + [f"predicted {p} (%)" for p in preds] + ["n"] \
+        + [f"paper: {p} (%)" for p in paper_preds]
+    lines = ["## McGurk effect", "",
+             "Share of the bimodal model's predictions per stimulus. Classifier trained on congruent /ga/ /ba/ "
+             "/da/ of training speakers; `ga / ba` = each test speaker's /ga/ video dubbed with the /ba/ audio.", ""]
+    if stimuli:
+        lines += md_table(header, rows)
+    if cong is not None:
+        lines += [f"Congruent accuracy (ga, ba, da): **{pct(cong)} %** (n = {cong[2]}).", ""]
+    if paper_preds:
+        lines += [f"Paper: {section.get('note', '')} (dataset not stated in paper_reference.json).", ""]
+    return lines
+
+
+def _matching(summary: dict) -> list[str]:
+    metrics = {"top1": "top-1 among all (%)", "top1_all": "top-1 among all (%)",
+               "top1_same_word": "top-1 among same word (%)", "mrr": "MRR (%)"}
+    found = []
+    for k in summary:
+        parts = k.split("/")
+        if len(parts) == 3 and parts[0] == "matching" and parts[2] in metrics and parts[1] not in found:
+            found.append(parts[1])
+    if not found:
+        return []
+    cols = [m for m in metrics if any(f"matching/{meth}/{m}" in summary for meth in found)]
+    rows = []
+    for meth in _ordered(found, MATCHING_ORDER):
+        keys = [f"matching/{meth}/{m}" for m in cols]
+        rows.append([f"`{meth}`"] + [pct(mean_std(summary, k)) for k in keys] + [_n(summary, keys)])
+    chance = _matching_chance(summary, found, cols)
+    if chance:
+        rows.append(["chance"] + chance + [""])
+    return (["## Cross-modal matching", "",
+             "Audio-only codes of each test utterance as queries, video-only codes of all test utterances as "
+             "candidates; the partner must rank first (ties count against it).", ""]
+            + md_table(["method"] + [metrics[m] for m in cols] + ["n"], rows))
+
+
+def _matching_chance(summary: dict, methods: list[str], cols: list[str]) -> list[str] | None:
+    def first(suffix):
+        for k in [f"matching/{suffix}"] + [f"matching/{m}/{suffix}" for m in methods]:
+            if k in summary:
+                return summary[k]["mean"]
+        return None
+
+    top1, same = first("chance_top1"), first("chance_top1_same_word")
+    n = first("n")
+    # a random ranking of U candidates puts the partner at each rank equally often: E[1/rank] = H_U / U
+    mrr = (sum(1.0 / k for k in range(1, int(round(n)) + 1)) / round(n)) if n and n >= 1 else None
+    values = {"top1": top1, "top1_all": top1, "top1_same_word": same, "mrr": mrr}
+    if all(values[c] is None for c in cols):
+        return None
+    return [_pct1(values[c]) for c in cols]
+
+
+def _claims(results: dict) -> list[str]:
+    claims = results.get("claims")
+    if not claims:
+        return []
+    lines = ["## Claims", "", "The paper's qualitative claims checked on our means (NOT RUN: the settings a claim "
+             "needs were not run).", ""]
+    for c in claims:
+        verdict = {True: "HELD", False: "NOT HELD", None: "NOT RUN"}[c.get("held")]
+        values = ", ".join(f"{k} = {_pct1(v)} %" if v is not None else f"{k} = not run"
+                           for k, v in (c.get("values") or {}).items())
+        lines += [f"- **{verdict}** — {c.get('claim')}", f"  - rule: {c.get('rule')}", f"  - values: {values}"]
+    return lines + [""]
+
+
+def _timings(results: dict) -> list[str]:
+    t = results.get("timings") or {}
+    if not t:
+        return []
+    total = t.get("total")
+    rows = [[name, f"{sec:.1f}", f"{100 * sec / total:.0f} %" if total and name != "total" else ""]
+            for name, sec in t.items()]
+    return (["## Timings", "", "Wall-clock seconds per stage, summed over seeds and folds; "
+             "`total` is the whole run, data loading included.", ""]
+            + md_table(["stage", "seconds", "share of total"], rows))
+
+
+def _plots(plots: dict, out_dir: Path) -> list[str]:
+    if not plots:
+        return []
+    lines = ["## Figures", ""]
+    for name, path in plots.items():
+        rel = Path(path).resolve().relative_to(out_dir.resolve()).as_posix()
+        lines += [f"### {PLOT_TITLES.get(name, name)}", "", f"![{PLOT_TITLES.get(name, name)}]({rel})", ""]
+    return lines
+
+
+# --------------------------------------------------------------------------- entry points
+def render_report(results: dict, plots: dict | None = None, out_dir=".", reference: dict | None = None) -> str:
+    """The text of ``report.md`` (``plots``: name → PNG path inside ``out_dir``, linked relatively)."""
+    if "summary" not in results:
+        raise DataError("results have no 'summary' (expected experiments.runner.summarise_runs output)",
+                        field="summary")
+    reference = load_reference() if reference is None else reference
+    s = results["summary"]
+    lines = _header(results) + _protocol(results)
+    lines += _cross_modality(s, reference) + _fusion(s, reference) + _shared(s, reference)
+    lines += _mcgurk(s, reference) + _matching(s) + _claims(results) + _timings(results)
+    lines += _plots(plots or {}, Path(out_dir))
+    lines += [f"Paper reference: {reference.get('source', '')}", ""]
+    return "\n".join(lines)
+
+
+def write_report(results: dict, out_dir: Path, reference: dict | None = None) -> Path:
+    """Draw the figures into ``out_dir/plots/`` and write ``out_dir/report.md`` (both atomically).
+
+    Returns the path of ``report.md``.
+    """
+    out_dir = Path(out_dir)
+    reference = load_reference() if reference is None else reference
+    plots = make_plots(results, out_dir / "plots", reference=reference)
+    path = atomic_write_text(out_dir / "report.md", render_report(results, plots, out_dir, reference))
+    log.info("wrote %s (%d figures)", path, len(plots))
+    return path
+
+
+def _setting_text(settings: dict) -> str:
+    if not settings:
+        return "(base config)"
+    return "; ".join(f"`{k}` = {json.dumps(v)}" for k, v in settings.items())
+
+
+def ablation_table(ablation: dict) -> str:
+    """Markdown: one row per variant with the settings it changed, key metrics in % and wall time."""
+    variants = ablation.get("variants")
+    if not isinstance(variants, dict) or not variants:
+        raise DataError("ablation has no variants (expected {'variants': {name: {'set', 'summary', 'timings'}}})",
+                        field="variants")
+    metrics = [m for m in ABLATION_METRICS if any(m in (v.get("summary") or {}) for v in variants.values())]
+    rows = []
+    for name, v in variants.items():
+        s = v.get("summary") or {}
+        total = (v.get("timings") or {}).get("total")
+        ns = sorted({s[m]["n"] for m in metrics if m in s})
+        rows.append([f"**{name}**", _setting_text(v.get("set") or {})] + [pct(mean_std(s, m)) for m in metrics]
+                    + ["/".join(map(str, ns)) or "—", "—" if total is None else f"{total:.0f}"])
+    lines = [f"# Ablation: `{ablation.get('experiment', '')}`", "",
+             "Mean ± std over runs, in %. Each variant is the base config with the listed dotted settings changed.",
+             ""]
+    lines += md_table(["variant", "changed settings"] + [f"`{m}`" for m in metrics] + ["n", "wall time (s)"], rows)
+    return "\n".join(lines)
+
+
+def write_ablation_table(ablation: dict, path: Path) -> Path:
+    """Write :func:`ablation_table` to ``path`` atomically; returns ``path``."""
+    return atomic_write_text(Path(path), ablation_table(ablation))

@@ -1,0 +1,191 @@
+"""Run an experiment config over seeds and speaker folds; write results, report and plots.
+
+``run_experiment(cfg, out_dir)`` is what ``bimodal reproduce`` and ``bimodal demo`` call. Every
+(seed, fold) writes its results to ``out_dir/checkpoints/seed{S}_fold{F}/`` as soon as it is done
+(with the trained models), so ``resume=True`` skips finished work after an interruption.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bimodal.config import Config, with_overrides
+from bimodal.device import resolve_device, seed_everything
+from bimodal.io import atomic_write_json
+from bimodal.provenance import provenance
+
+from . import pipeline
+from .settings import SETTINGS, FoldContext
+
+log = logging.getLogger(__name__)
+
+
+class StageTimer:
+    """Wall time per named stage, summed over repeats."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name: str):
+        timer = self
+
+        class _Ctx:
+            def __enter__(self):
+                self.t0 = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timer.seconds[name] = timer.seconds.get(name, 0.0) + time.perf_counter() - self.t0
+
+        return _Ctx()
+
+
+def run_experiment(cfg: Config, out_dir, device=None, resume: bool = False, progress: bool = True,
+                   write_report: bool = True) -> dict:
+    """Run every (seed, speaker fold) of ``cfg`` and write ``results.json`` (+ report and plots).
+
+    Returns the results dict: ``runs`` (one per seed and fold, with per-setting metrics),
+    ``summary`` (mean/std/n over runs of every metric), ``claims`` (the paper's claims checked),
+    ``timings`` (seconds per stage) and ``provenance`` (config, seed list, versions, commit, device).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(None if cfg.experiment.device == "auto" else cfg.experiment.device) \
+        if device is None else resolve_device(device)
+    timer = StageTimer()
+    t_start = time.perf_counter()
+    log.info("experiment %s on %s -> %s", cfg.experiment.name, device, out_dir)
+
+    with timer("load data"):
+        utts = pipeline.load_utterances(cfg, progress=progress)
+    runs = []
+    for seed in cfg.experiment.seeds:
+        splits = pipeline.speaker_splits(utts, cfg, seed)
+        for fold_i, (tr, te) in enumerate(splits):
+            ckpt = out_dir / "checkpoints" / f"seed{seed}_fold{fold_i}"
+            done = ckpt / "results.json"
+            if resume and done.exists():
+                import json
+
+                log.info("resume: seed %d fold %d already done", seed, fold_i)
+                runs.append(json.loads(done.read_text()))
+                continue
+            run = run_fold(cfg, utts, tr, te, seed, fold_i, device, ckpt, resume, progress, timer)
+            atomic_write_json(done, run)
+            runs.append(run)
+
+    results = {
+        "experiment": cfg.experiment.name,
+        "description": cfg.experiment.description,
+        "config": cfg.to_dict(),
+        "provenance": provenance(device=device, seed=list(cfg.experiment.seeds), config=None),
+        "n_utterances": len(utts),
+        "n_speakers": len({u.speaker for u in utts}),
+        "runs": runs,
+        "summary": summarise_runs(runs),
+        "timings": {**timer.seconds, "total": time.perf_counter() - t_start},
+    }
+    from .claims import check_claims
+
+    results["claims"] = check_claims(results)
+    atomic_write_json(out_dir / "results.json", results)
+    if write_report:
+        from .report import write_report as _write_report
+
+        with timer("report and plots"):
+            _write_report(results, out_dir)
+        results["timings"]["report and plots"] = timer.seconds["report and plots"]
+        results["timings"]["total"] = time.perf_counter() - t_start
+        atomic_write_json(out_dir / "results.json", results)
+    log.info("wrote %s in %.1f s", out_dir / "results.json", results["timings"]["total"])
+    return results
+
+
+def run_fold(cfg: Config, utts, train_idx, test_idx, seed: int, fold_i: int, device, ckpt: Path, resume: bool,
+             progress: bool, timer: StageTimer) -> dict:
+    """One seed and speaker fold: preprocess, train, run every setting."""
+    seed_everything(seed)
+    log.info("seed %d fold %d: %d train / %d test utterances", seed, fold_i, len(train_idx), len(test_idx))
+    with timer("preprocess"):
+        fold = pipeline.prepare_fold(cfg, utts, train_idx, test_idx, seed, device, progress=progress)
+        fold.prep.save(ckpt / "preprocessor.npz")  # `bimodal extract` reuses the fold's whitening
+    with timer("pretrain and fine-tune"):
+        models = pipeline.train_feature_models(cfg, fold, seed, device, ckpt, resume, progress)
+    ctx = FoldContext(cfg, fold, models, seed, device, progress)
+    metrics, artifacts = {}, {}
+    for name in cfg.experiment.settings:
+        with timer(f"setting: {name}"):
+            log.info("seed %d fold %d: %s", seed, fold_i, name)
+            metrics[name], artifacts[name] = SETTINGS[name](ctx)
+    artifacts["histories"] = {name: list(map(float, getattr(m, "history", []) or [])) for name, m in models.items()
+                              if isinstance(getattr(m, "history", None), list)}
+    artifacts["mouth_from_audio"] = _mouth_from_audio(ctx)
+    return {
+        "seed": seed,
+        "fold": fold_i,
+        "train_speakers": sorted({utts[i].speaker for i in train_idx}),
+        "test_speakers": sorted({utts[i].speaker for i in test_idx}),
+        "n_train_windows": int(len(fold.train.audio)),
+        "n_test_windows": int(len(fold.test.audio)),
+        "metrics": metrics,
+        "artifacts": artifacts,
+    }
+
+
+def _mouth_from_audio(ctx: FoldContext, n: int = 6) -> dict | None:
+    """A few test windows: true mouth frame beside the frame the bimodal autoencoder reconstructs
+    from the audio alone (video input zeroed), mapped back to pixels through the whitening."""
+    prep = ctx.fold.prep
+    if not hasattr(prep, "video_window_to_frames"):
+        return None
+    ds = ctx.fold.test
+    idx = np.linspace(0, len(ds.video) - 1, n).astype(int)
+    with torch.no_grad():
+        _, video_hat = ctx.models["bimodal_dae"].reconstruct(audio=ds.audio[idx])
+    true = prep.video_window_to_frames(ds.video[idx])[:, 0]
+    recon = prep.video_window_to_frames(np.asarray(video_hat))[:, 0]
+    return {"true": np.round(true, 1).tolist(), "from_audio": np.round(recon, 1).tolist()}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}/{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(_flatten(v, key))
+        elif isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool):
+            out[key] = float(v)
+    return out
+
+
+def summarise_runs(runs: list[dict]) -> dict:
+    """Mean, standard deviation (over runs, ddof=0) and count of every numeric metric."""
+    values: dict[str, list[float]] = {}
+    for run in runs:
+        for k, v in _flatten(run["metrics"]).items():
+            values.setdefault(k, []).append(v)
+    return {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)} for k, v in values.items()}
+
+
+def run_ablation(cfg: Config, out_dir, device=None, resume: bool = False, progress: bool = True) -> dict:
+    """Run the base config once per ``[[ablation]]`` variant; write ``ablation.json`` and ``ablation.md``."""
+    from .report import write_ablation_table
+
+    out_dir = Path(out_dir)
+    variants = [("base", {})] + [(v.name or f"variant{i}", v.set) for i, v in enumerate(cfg.ablation)]
+    table = {}
+    for name, settings in variants:
+        vcfg = with_overrides(cfg, settings, source=f"ablation variant '{name}'")
+        log.info("ablation variant %s: %s", name, settings)
+        res = run_experiment(vcfg, out_dir / name, device=device, resume=resume, progress=progress,
+                             write_report=False)
+        table[name] = {"set": settings, "summary": res["summary"], "timings": res["timings"]}
+    ablation = {"experiment": cfg.experiment.name, "config": cfg.to_dict(),
+                "provenance": provenance(device=resolve_device(device), seed=list(cfg.experiment.seeds)),
+                "variants": table}
+    atomic_write_json(out_dir / "ablation.json", ablation)
+    write_ablation_table(ablation, out_dir / "ablation.md")
+    return ablation

@@ -1,0 +1,228 @@
+"""The paper's evaluation settings, one function each, run on one (seed, fold).
+
+Each function takes a :class:`FoldContext` and returns ``(metrics, artifacts)``: ``metrics`` is a
+nested dict whose leaves are numbers (summarised over seeds and folds), ``artifacts`` holds what
+plots need (confusion matrices, prediction lists).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bimodal.config import Config
+from bimodal.evaluation import CCAProjector, cross_modal_matching, evaluate_features
+
+from .pipeline import FoldData, label_strings, mcgurk_utterance, utterance_features, window_codes
+
+log = logging.getLogger(__name__)
+
+
+VIDEO_ONLY_FEATURES = {"raw_video", "rbm_video", "dae_video", "bimodal_video", "noaug_video"}
+
+
+@dataclass
+class FoldContext:
+    cfg: Config
+    fold: FoldData
+    models: dict
+    seed: int
+    device: object
+    progress: bool = True
+    _cache: dict = field(default_factory=dict)
+
+    def dataset(self, split: str, snr: float | None = None):
+        if split == "train":
+            return self.fold.train
+        return self.fold.test if snr is None else self.fold.test_noisy[float(snr)]
+
+    def features(self, name: str, split: str, snr: float | None = None) -> np.ndarray:
+        """Utterance features (U, D) of feature set ``name`` on ``split`` (noisy test audio at ``snr``)."""
+        if name in VIDEO_ONLY_FEATURES:
+            snr = None  # audio noise does not change features computed from video alone
+        key = (name, split, snr)
+        if key not in self._cache:
+            ds = self.dataset(split, snr)
+            codes = window_codes(self.models, ds, [name])[name]
+            self._cache[key] = utterance_features(codes, ds, self.cfg.eval.slices)
+        return self._cache[key]
+
+    def labels(self, split: str) -> np.ndarray:
+        return label_strings(self.dataset(split))
+
+    def speakers(self, split: str) -> np.ndarray:
+        return np.asarray(self.dataset(split).speakers)
+
+    def task_mask(self, split: str, labels=None) -> np.ndarray:
+        return np.isin(self.labels(split), list(labels or self.cfg.data.labels))
+
+    def classify(self, Xtr, ytr, groups, Xte, yte) -> dict:
+        e = self.cfg.eval
+        return evaluate_features(Xtr, ytr, Xte, yte, groups, kind=e.classifier, backend=e.backend, Cs=tuple(e.Cs),
+                                 cv_folds=e.cv_folds, device=self.device, seed=self.seed)
+
+    def train_test(self, train_name: str, test_name: str, snr: float | None = None, labels=None) -> dict:
+        """Classifier trained on ``train_name`` features of training speakers, tested on ``test_name``
+        features of test speakers (restricted to ``labels``, default the task vocabulary)."""
+        mtr, mte = self.task_mask("train", labels), self.task_mask("test", labels)
+        Xtr = self.features(train_name, "train")[mtr]
+        Xte = self.features(test_name, "test", snr)[mte]
+        return self.classify(Xtr, self.labels("train")[mtr], self.speakers("train")[mtr], Xte,
+                             self.labels("test")[mte])
+
+
+# --------------------------------------------------------------------------- settings
+CROSS_MODALITY_ROWS = {
+    "video": {"raw": "raw_video", "rbm": "rbm_video", "video_only_dae": "dae_video",
+              "bimodal_dae": "bimodal_video", "bimodal_dae_no_augmentation": "noaug_video"},
+    "audio": {"raw": "raw_audio", "rbm": "rbm_audio", "audio_only_dae": "dae_audio",
+              "bimodal_dae": "bimodal_audio", "bimodal_dae_no_augmentation": "noaug_audio"},
+}
+
+
+def cross_modality(ctx: FoldContext):
+    """Features learned from both modalities, classifier trained and tested on one modality."""
+    metrics, artifacts = {}, {}
+    for modality, rows in CROSS_MODALITY_ROWS.items():
+        metrics[modality] = {}
+        for row, feat in rows.items():
+            r = ctx.train_test(feat, feat)
+            metrics[modality][row] = r["accuracy"]
+            artifacts[f"{modality}/{row}"] = {"confusion": r["confusion"], "C": r["C"]}
+    return metrics, artifacts
+
+
+FUSION_ROWS = {
+    "audio_rbm": ["rbm_audio"],
+    "video_rbm": ["rbm_video"],
+    "video_only_dae": ["dae_video"],
+    "bimodal_dae": ["bimodal_both"],
+    "bimodal_dbn": ["bdbn_both"],
+    "bimodal_dae+audio_rbm": ["bimodal_both", "rbm_audio"],
+    "video_only_dae+audio_rbm": ["dae_video", "rbm_audio"],
+}
+
+
+def fusion(ctx: FoldContext):
+    """Multimodal fusion, classifier trained on clean features, tested on clean and noisy audio.
+
+    Video features are not affected by audio noise. Rows whose models are not trained in this
+    config (e.g. the video-only autoencoder without cross-modality) are left out.
+    """
+    have = set(ctx.models)
+    rows = {k: v for k, v in FUSION_ROWS.items() if "dae_video" not in v or "video_dae" in have}
+    m = ctx.cfg.data.labels
+    mtr, mte = ctx.task_mask("train", m), ctx.task_mask("test", m)
+    ytr, yte, groups = ctx.labels("train")[mtr], ctx.labels("test")[mte], ctx.speakers("train")[mtr]
+    metrics, artifacts = {}, {}
+    for row, names in rows.items():
+        Xtr = np.concatenate([ctx.features(n, "train") for n in names], axis=1)[mtr]
+        # one classifier per row, tested at every noise level
+        conditions = [("clean", None)] + [(f"{snr:g}dB", snr) for snr in ctx.cfg.eval.snr_db]
+        tests = {label: np.concatenate([ctx.features(n, "test", snr) for n in names], axis=1)[mte]
+                 for label, snr in conditions}
+        r = ctx.classify(Xtr, ytr, groups, tests["clean"], yte)
+        metrics.setdefault("clean", {})[row] = r["accuracy"]
+        artifacts[f"clean/{row}"] = {"confusion": r["confusion"]}
+        for label, snr in conditions[1:]:
+            acc = float(np.mean(r["model"].predict(tests[label]) == yte))
+            metrics.setdefault(label, {})[row] = acc
+    return metrics, artifacts
+
+
+def shared_representation(ctx: FoldContext):
+    """Train the classifier on one modality's shared codes, test on the other's ("hearing to see")."""
+    metrics = {"audio->video": {}, "video->audio": {}}
+    for direction, (src, dst) in {"audio->video": ("audio", "video"), "video->audio": ("video", "audio")}.items():
+        metrics[direction]["bimodal_dae"] = ctx.train_test(f"bimodal_{src}", f"bimodal_{dst}")["accuracy"]
+    for name, (fa, fv) in {"raw_cca": ("raw_audio", "raw_video"), "rbm_cca": ("rbm_audio", "rbm_video")}.items():
+        za_tr, zv_tr, za_te, zv_te = _cca_views(ctx, fa, fv)
+        m = ctx.cfg.data.labels
+        mtr, mte = ctx.task_mask("train", m), ctx.task_mask("test", m)
+        ytr, yte, groups = ctx.labels("train")[mtr], ctx.labels("test")[mte], ctx.speakers("train")[mtr]
+        metrics["audio->video"][name] = ctx.classify(za_tr[mtr], ytr, groups, zv_te[mte], yte)["accuracy"]
+        metrics["video->audio"][name] = ctx.classify(zv_tr[mtr], ytr, groups, za_te[mte], yte)["accuracy"]
+    metrics["chance"] = 1.0 / len(ctx.cfg.data.labels)
+    return metrics, {}
+
+
+def _cca_views(ctx: FoldContext, audio_feat: str, video_feat: str):
+    """CCA fitted on paired training utterance features; both splits projected into the shared space."""
+    key = ("cca", audio_feat, video_feat)
+    if key not in ctx._cache:
+        Xa_tr, Xv_tr = ctx.features(audio_feat, "train"), ctx.features(video_feat, "train")
+        n = min(ctx.cfg.eval.cca_components, Xa_tr.shape[1], Xv_tr.shape[1], Xa_tr.shape[0] - 1)
+        cca = CCAProjector(n_components=n).fit(Xa_tr, Xv_tr)
+        ctx._cache[key] = (cca.transform_a(Xa_tr), cca.transform_b(Xv_tr),
+                           cca.transform_a(ctx.features(audio_feat, "test")),
+                           cca.transform_b(ctx.features(video_feat, "test")))
+    return ctx._cache[key]
+
+
+def matching(ctx: FoldContext):
+    """Cross-modal matching of test utterances: audio-only codes as queries, video-only as candidates."""
+    mte = ctx.task_mask("test")
+    labels = ctx.labels("test")[mte]
+    sim = ctx.cfg.eval.matching_similarity
+    out = {"bimodal_dae": cross_modal_matching(ctx.features("bimodal_audio", "test")[mte],
+                                               ctx.features("bimodal_video", "test")[mte], labels, similarity=sim)}
+    for name, (fa, fv) in {"raw_cca": ("raw_audio", "raw_video"), "rbm_cca": ("rbm_audio", "rbm_video")}.items():
+        _, _, za_te, zv_te = _cca_views(ctx, fa, fv)
+        out[name] = cross_modal_matching(za_te[mte], zv_te[mte], labels, similarity=sim)
+    out["chance_top1"] = 1.0 / int(mte.sum())
+    return out, {}
+
+
+def mcgurk(ctx: FoldContext):
+    """Classifier on congruent /ga/ /ba/ /da/ bimodal codes; then visual /ga/ dubbed with audio /ba/."""
+    labels = list(ctx.cfg.data.mcgurk_labels)
+    if not {"ga", "ba", "da"} <= set(labels):
+        raise ValueError(f"the McGurk setting needs data.mcgurk_labels to hold ga, ba and da, got {labels}")
+    mtr, mte = ctx.task_mask("train", labels), ctx.task_mask("test", labels)
+    Xtr = ctx.features("bimodal_both", "train")[mtr]
+    ytr = ctx.labels("train")[mtr]
+    r = ctx.classify(Xtr, ytr, ctx.speakers("train")[mtr], ctx.features("bimodal_both", "test")[mte],
+                     ctx.labels("test")[mte])
+    model = r["model"]
+    rows = {}
+    yte = ctx.labels("test")[mte]
+    pred_congruent = model.predict(ctx.features("bimodal_both", "test")[mte])
+    for syl in ("ga", "ba", "da"):
+        rows[f"{syl}/{syl}"] = _distribution(pred_congruent[yte == syl], labels)
+    # dubbed stimuli: each test speaker's /ga/ video with the /ba/ audio of the same repetition index
+    stimuli = _dubbed(ctx.fold.test_utts, video_label="ga", audio_label="ba")
+    if stimuli:
+        ds = ctx.fold.prep.transform(stimuli, progress=False)
+        codes = window_codes(ctx.models, ds, ["bimodal_both"])["bimodal_both"]
+        rows["ga/ba"] = _distribution(model.predict(utterance_features(codes, ds, ctx.cfg.eval.slices)), labels)
+    return {"congruent_accuracy": r["accuracy"], "predictions": rows}, {"n_dubbed": len(stimuli)}
+
+
+def _distribution(pred, labels) -> dict:
+    pred = np.asarray(pred)
+    n = max(len(pred), 1)
+    return {lab: float(np.sum(pred == lab)) / n for lab in labels}
+
+
+def _dubbed(utts, video_label: str, audio_label: str) -> list:
+    by_speaker: dict = {}
+    for u in utts:
+        by_speaker.setdefault((u.speaker, u.label), []).append(u)
+    out = []
+    for (speaker, label), vids in sorted(by_speaker.items()):
+        if label != video_label:
+            continue
+        auds = by_speaker.get((speaker, audio_label), [])
+        for v, a in zip(sorted(vids, key=lambda u: u.utterance_id), sorted(auds, key=lambda u: u.utterance_id)):
+            out.append(mcgurk_utterance(a, v))
+    return out
+
+
+SETTINGS = {
+    "cross_modality": cross_modality,
+    "fusion": fusion,
+    "shared_representation": shared_representation,
+    "mcgurk": mcgurk,
+    "matching": matching,
+}
