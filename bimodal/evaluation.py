@@ -127,7 +127,8 @@ def evaluate_features(Xtr, ytr, Xte, yte, groups_tr, kind="svm", backend="torch"
     Returns
     -------
     dict with ``accuracy`` (float), ``C``, ``predictions`` (int64 (n_test,)), ``confusion`` (counts
-    over the labels ``0..max+1`` of train and test), ``cv`` (select_C's table or None).
+    over the labels ``0..max+1`` of train and test), ``cv`` (select_C's table or None), ``model``
+    (the fitted :class:`~bimodal.classifiers.StandardizedClassifier`, to test on further sets).
     """
     cv = None
     if C is None:
@@ -143,7 +144,7 @@ def evaluate_features(Xtr, ytr, Xte, yte, groups_tr, kind="svm", backend="torch"
         raise ShapeError(f"expected {pred.shape[0]} test labels, got {yte.shape}", field="yte")
     K = int(max(clf.classes_.max(), yte.max()) + 1)
     return {"accuracy": float(np.mean(pred == yte)), "C": float(C), "predictions": pred,
-            "confusion": confusion_matrix(yte, pred, K), "cv": cv}
+            "confusion": confusion_matrix(yte, pred, K), "cv": cv, "model": clf}
 
 
 def cross_validate(features, y, speakers, n_folds=5, seed=0, split="kfold", kind="svm", backend="torch",

@@ -244,10 +244,11 @@ class RBM(Persistable, nn.Module):
         v1 = self.visible_mean(h_state)
         recon_sq = ((v0 - v1) ** 2).sum()
 
+        n_rows = v0.shape[0]
         if self.persistent:
-            if self._chain is None or self._chain.shape[0] != v0.shape[0]:
+            if self._chain is None or self._chain.shape[0] < n_rows:
                 self._chain = h_state.clone()  # chains start at the data, one per batch row
-            h_state = self._chain
+            h_state = self._chain[:n_rows]  # a short last batch advances only the first chains
             v_neg = self._negative_visible(h_state, generator)
         else:
             v_neg = self._negative_visible(h_state, generator) if self.sample_visible else v1
@@ -258,7 +259,7 @@ class RBM(Persistable, nn.Module):
             if step < self.k - 1 or self.persistent:
                 h_state = self._sample_hidden(h_neg, generator)
         if self.persistent:
-            self._chain = h_state
+            self._chain[:n_rows] = h_state
 
         dW, db_v, db_h = self.gradient(v0, h0, v_neg, h_neg)
         if self.weight_decay:

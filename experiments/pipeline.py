@@ -114,17 +114,14 @@ def noise_transform(snr_db: float, seed: int):
 
 
 # --------------------------------------------------------------------------- models
-def rbm_kwargs(cfg: Config, seed: int, device) -> dict:
-    p = cfg.pretrain
-    return dict(lr_gaussian=p.lr_gaussian, lr_bernoulli=p.lr_bernoulli, momentum=p.momentum,
-                weight_decay=p.weight_decay, sparsity_target=p.sparsity_target or None,
-                sparsity_cost=p.sparsity_cost, cd_k=p.cd_k, persistent=p.persistent, seed=seed, device=device)
-
-
 def build_bimodal_dbn(cfg: Config, n_audio: int, n_video: int, seed: int, device) -> BimodalDBN:
-    m = cfg.model
-    return BimodalDBN([n_audio, *m.audio_hidden], [n_video, *m.video_hidden], m.shared,
-                      **rbm_kwargs(cfg, seed, device))
+    """The bimodal DBN of the config: Gaussian first layers (small learning rate), Bernoulli above."""
+    m, p = cfg.model, cfg.pretrain
+    rbm_params = dict(lr=p.lr_bernoulli, k=p.cd_k, persistent=p.persistent, final_momentum=p.momentum,
+                      weight_decay=p.weight_decay, sparsity_target=p.sparsity_target or None,
+                      sparsity_cost=p.sparsity_cost)
+    return BimodalDBN([n_audio, *m.audio_hidden], [n_video, *m.video_hidden], m.shared, rbm_params=rbm_params,
+                      first_layer_params=dict(lr=p.lr_gaussian), device=device, seed=seed)
 
 
 def finetune_kwargs(cfg: Config, fractions=None) -> dict:
@@ -140,7 +137,7 @@ def autoencoder(cfg: Config, dbn: BimodalDBN | None, n_audio: int, n_video: int,
     m = cfg.model
     common = dict(input_modalities=input_modalities, shared_layer=m.shared_layer, kl_weight=cfg.finetune.kl_weight)
     if dbn is not None:
-        return BimodalAutoencoder.from_dbn(dbn, tied=m.tied, **common)
+        return BimodalAutoencoder.from_dbn(dbn, tied=m.tied, device=device, seed=seed, **common)
     return BimodalAutoencoder.random_init([n_audio, *m.audio_hidden], [n_video, *m.video_hidden], m.shared,
                                           tied=m.tied, seed=seed, device=device, **common)
 
@@ -201,7 +198,8 @@ def train_feature_models(cfg: Config, fold: FoldData, seed: int, device, checkpo
 
 # --------------------------------------------------------------------------- features
 def first_rbm(dbn: BimodalDBN, modality: str):
-    return (dbn.audio_dbn if modality == "audio" else dbn.video_dbn).rbms[0]
+    """The first RBM of a modality's DBN: the paper's single-modality RBM baseline."""
+    return getattr(dbn, modality).layers[0]
 
 
 def window_codes(models: dict, ds, which: list[str]) -> dict[str, np.ndarray]:

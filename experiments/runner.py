@@ -120,8 +120,7 @@ def run_fold(cfg: Config, utts, train_idx, test_idx, seed: int, fold_i: int, dev
         with timer(f"setting: {name}"):
             log.info("seed %d fold %d: %s", seed, fold_i, name)
             metrics[name], artifacts[name] = SETTINGS[name](ctx)
-    artifacts["histories"] = {name: list(map(float, getattr(m, "history", []) or [])) for name, m in models.items()
-                              if isinstance(getattr(m, "history", None), list)}
+    artifacts["histories"] = _histories(models)
     artifacts["mouth_from_audio"] = _mouth_from_audio(ctx)
     return {
         "seed": seed,
@@ -133,6 +132,25 @@ def run_fold(cfg: Config, utts, train_idx, test_idx, seed: int, fold_i: int, dev
         "metrics": metrics,
         "artifacts": artifacts,
     }
+
+
+def _histories(models: dict) -> dict[str, list[float]]:
+    """Per-epoch training losses of every model, nested histories flattened to ``model/part/layer``."""
+    out = {}
+
+    def walk(name, h):
+        if isinstance(h, dict):
+            for k, v in h.items():
+                walk(f"{name}/{k}", v)
+        elif isinstance(h, list) and h and isinstance(h[0], list):
+            for i, v in enumerate(h):
+                walk(f"{name}/layer{i}", v)
+        elif isinstance(h, list) and h:
+            out[name] = [float(x) for x in h]
+
+    for name, m in models.items():
+        walk(name, getattr(m, "history", None))
+    return out
 
 
 def _mouth_from_audio(ctx: FoldContext, n: int = 6) -> dict | None:

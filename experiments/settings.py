@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from bimodal.config import Config
 from bimodal.evaluation import CCAProjector, cross_modal_matching, evaluate_features
@@ -58,9 +59,23 @@ class FoldContext:
         return np.isin(self.labels(split), list(labels or self.cfg.data.labels))
 
     def classify(self, Xtr, ytr, groups, Xte, yte) -> dict:
+        """C chosen by speaker-grouped CV on the training speakers, then fit and test.
+
+        Labels are strings; the result adds ``predict(X)`` → label strings and ``labels`` (the class
+        names in the order of the confusion matrix's rows)."""
         e = self.cfg.eval
-        return evaluate_features(Xtr, ytr, Xte, yte, groups, kind=e.classifier, backend=e.backend, Cs=tuple(e.Cs),
-                                 cv_folds=e.cv_folds, device=self.device, seed=self.seed)
+        backend = e.backend
+        if backend == "auto":  # liblinear beats full-batch L-BFGS on small CPU problems; the GPU wins at scale
+            backend = "torch" if torch.device(self.device).type == "cuda" else "sklearn"
+        names = np.array(sorted(set(ytr) | set(yte)), dtype=object)
+        code = {n: i for i, n in enumerate(names)}
+        r = evaluate_features(Xtr, np.array([code[y] for y in ytr]), Xte, np.array([code[y] for y in yte]), groups,
+                              kind=e.classifier, backend=backend, Cs=tuple(e.Cs), n_folds=e.cv_folds,
+                              device=self.device, seed=self.seed)
+        model = r["model"]
+        r["predict"] = lambda X: names[model.predict(X)]
+        r["labels"] = names.tolist()
+        return r
 
     def train_test(self, train_name: str, test_name: str, snr: float | None = None, labels=None) -> dict:
         """Classifier trained on ``train_name`` features of training speakers, tested on ``test_name``
@@ -89,7 +104,7 @@ def cross_modality(ctx: FoldContext):
         for row, feat in rows.items():
             r = ctx.train_test(feat, feat)
             metrics[modality][row] = r["accuracy"]
-            artifacts[f"{modality}/{row}"] = {"confusion": r["confusion"], "C": r["C"]}
+            artifacts[f"{modality}/{row}"] = {"confusion": r["confusion"], "labels": r["labels"], "C": r["C"]}
     return metrics, artifacts
 
 
@@ -124,9 +139,9 @@ def fusion(ctx: FoldContext):
                  for label, snr in conditions}
         r = ctx.classify(Xtr, ytr, groups, tests["clean"], yte)
         metrics.setdefault("clean", {})[row] = r["accuracy"]
-        artifacts[f"clean/{row}"] = {"confusion": r["confusion"]}
+        artifacts[f"clean/{row}"] = {"confusion": r["confusion"], "labels": r["labels"]}
         for label, snr in conditions[1:]:
-            acc = float(np.mean(r["model"].predict(tests[label]) == yte))
+            acc = float(np.mean(r["predict"](tests[label]) == yte))
             metrics.setdefault(label, {})[row] = acc
     return metrics, artifacts
 
@@ -154,22 +169,22 @@ def _cca_views(ctx: FoldContext, audio_feat: str, video_feat: str):
         Xa_tr, Xv_tr = ctx.features(audio_feat, "train"), ctx.features(video_feat, "train")
         n = min(ctx.cfg.eval.cca_components, Xa_tr.shape[1], Xv_tr.shape[1], Xa_tr.shape[0] - 1)
         cca = CCAProjector(n_components=n).fit(Xa_tr, Xv_tr)
-        ctx._cache[key] = (cca.transform_a(Xa_tr), cca.transform_b(Xv_tr),
-                           cca.transform_a(ctx.features(audio_feat, "test")),
-                           cca.transform_b(ctx.features(video_feat, "test")))
+        ctx._cache[key] = (cca.transform_audio(Xa_tr), cca.transform_video(Xv_tr),
+                           cca.transform_audio(ctx.features(audio_feat, "test")),
+                           cca.transform_video(ctx.features(video_feat, "test")))
     return ctx._cache[key]
 
 
 def matching(ctx: FoldContext):
     """Cross-modal matching of test utterances: audio-only codes as queries, video-only as candidates."""
     mte = ctx.task_mask("test")
-    labels = ctx.labels("test")[mte]
+    labels = np.unique(ctx.labels("test")[mte], return_inverse=True)[1]  # word ids: same-word candidates
     sim = ctx.cfg.eval.matching_similarity
     out = {"bimodal_dae": cross_modal_matching(ctx.features("bimodal_audio", "test")[mte],
-                                               ctx.features("bimodal_video", "test")[mte], labels, similarity=sim)}
+                                               ctx.features("bimodal_video", "test")[mte], labels, metric=sim)}
     for name, (fa, fv) in {"raw_cca": ("raw_audio", "raw_video"), "rbm_cca": ("rbm_audio", "rbm_video")}.items():
         _, _, za_te, zv_te = _cca_views(ctx, fa, fv)
-        out[name] = cross_modal_matching(za_te[mte], zv_te[mte], labels, similarity=sim)
+        out[name] = cross_modal_matching(za_te[mte], zv_te[mte], labels, metric=sim)
     out["chance_top1"] = 1.0 / int(mte.sum())
     return out, {}
 
@@ -184,10 +199,10 @@ def mcgurk(ctx: FoldContext):
     ytr = ctx.labels("train")[mtr]
     r = ctx.classify(Xtr, ytr, ctx.speakers("train")[mtr], ctx.features("bimodal_both", "test")[mte],
                      ctx.labels("test")[mte])
-    model = r["model"]
+    predict = r["predict"]
     rows = {}
     yte = ctx.labels("test")[mte]
-    pred_congruent = model.predict(ctx.features("bimodal_both", "test")[mte])
+    pred_congruent = predict(ctx.features("bimodal_both", "test")[mte])
     for syl in ("ga", "ba", "da"):
         rows[f"{syl}/{syl}"] = _distribution(pred_congruent[yte == syl], labels)
     # dubbed stimuli: each test speaker's /ga/ video with the /ba/ audio of the same repetition index
@@ -195,7 +210,7 @@ def mcgurk(ctx: FoldContext):
     if stimuli:
         ds = ctx.fold.prep.transform(stimuli, progress=False)
         codes = window_codes(ctx.models, ds, ["bimodal_both"])["bimodal_both"]
-        rows["ga/ba"] = _distribution(model.predict(utterance_features(codes, ds, ctx.cfg.eval.slices)), labels)
+        rows["ga/ba"] = _distribution(predict(utterance_features(codes, ds, ctx.cfg.eval.slices)), labels)
     return {"congruent_accuracy": r["accuracy"], "predictions": rows}, {"n_dubbed": len(stimuli)}
 
 

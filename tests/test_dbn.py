@@ -7,6 +7,16 @@ from bimodal.dbn import concatenated_rbm
 from bimodal.errors import ConfigError, DataError, ShapeError
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These matrices are tiny: a second intra-op thread only adds synchronisation, and on a
+    shared 2-core machine a busy core makes OpenMP barriers stall badly (100x slowdowns seen)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def paired_data(n=300, da=12, dv=10, r=3, seed=0):
     """Audio and video driven by one shared latent, each standardised (whitened-like)."""
     rng = np.random.default_rng(seed)

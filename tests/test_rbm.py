@@ -7,6 +7,16 @@ from bimodal.errors import ConfigError, ShapeError, TrainingDivergedError
 from bimodal.rbm import bernoulli_log_pseudo_likelihood
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These matrices are tiny: a second intra-op thread only adds synchronisation, and on a
+    shared 2-core machine a busy core makes OpenMP barriers stall badly (100x slowdowns seen)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def binary_structured(n=400, d=24, seed=0):
     """Binary data from 3 prototypes with 5% bit flips: easy structure for an RBM."""
     rng = np.random.default_rng(seed)
@@ -102,6 +112,9 @@ def test_pcd_and_cdk_lower_error():
     cd = RBM(24, 16, visible="bernoulli", device="cpu", seed=0).fit(X, epochs=2, batch_size=20)
     pcd = RBM(24, 16, visible="bernoulli", device="cpu", seed=0, persistent=True).fit(X, epochs=2, batch_size=20)
     assert not torch.equal(cd.W, pcd.W)
+    # A short last batch (95 = 4 * 20 + 15) must not restart the chains: one chain per batch row.
+    pcd.fit(X[:95], epochs=1, batch_size=20)
+    assert pcd._chain.shape == (20, 16)
 
 
 def test_divergence_raises_with_learning_rate_hint():
