@@ -18,8 +18,8 @@ def test_unknown_key_lists_valid_keys():
 def test_unknown_section_and_prep_key():
     with pytest.raises(ConfigError, match="valid keys: experiment, data"):
         config_from_dict({"modle": {}})
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) 'audio_pca' in \[data.prep\]"):
-        config_from_dict({"data": {"prep": {"audio_pca": 10}}})
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) 'audio_pca_dims' in \[data.prep\]"):
+        config_from_dict({"data": {"prep": {"audio_pca_dims": 10}}})
 
 
 def test_wrong_types_and_choices():
