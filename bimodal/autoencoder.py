@@ -24,6 +24,7 @@ from .augment import NO_AUGMENTATION, augment_batch, check_fractions, mask_input
 from .dbn import DBN, BimodalDBN
 from .device import as_tensor, make_generator, resolve_device, restore_type
 from .errors import ConfigError, ShapeError, TrainingDivergedError
+from .fast import check_fast_options, fast_math, maybe_compile
 from .rbm import Persistable
 
 log = logging.getLogger(__name__)
@@ -87,36 +88,52 @@ class Decoder(nn.Module):
 
 def _make_optimizer(params, optimizer: str, lr: float, momentum: float, weight_decay: float):
     if optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        # fused: one kernel for the whole parameter update instead of ~10 per tensor.
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
     if optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=True)
     raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
 
 
+_CHUNK_ELEMENTS = 1 << 24
+
+
 def _train(model: nn.Module, data: dict, batch_loss, epochs: int, batch_size: int, lr: float, optimizer: str,
-           momentum: float, weight_decay: float, progress: bool, seed, desc: str) -> None:
+           momentum: float, weight_decay: float, progress: bool, seed, desc: str, matmul_precision: str = "highest",
+           autocast_dtype=None, compile: bool = False) -> None:
     """Minibatch training loop shared by the autoencoders; appends per-epoch mean loss to ``history``.
 
     ``data`` maps names to device tensors with the same number of rows; ``batch_loss(batch, g)``
     returns the scalar loss of one minibatch. One host sync per epoch (loss + divergence check).
+    Each chunk of rows is permuted with one gather per tensor; batches are views of it.
+    ``matmul_precision``, ``autocast_dtype``, ``compile``: see :mod:`bimodal.fast` (the loss is
+    computed under autocast, the backward pass and the optimiser step stay fp32 for parameters).
     """
+    autocast_dtype = check_fast_options(matmul_precision, autocast_dtype, compile)
     if int(epochs) < 0 or int(batch_size) < 1 or not lr > 0:
         raise ConfigError(f"{desc}.fit: need epochs >= 0, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
     params = [p for p in model.parameters() if p.requires_grad]
     opt = _make_optimizer(params, optimizer, lr, momentum, weight_decay)
     g = make_generator(seed, model.device)
-    n = next(iter(data.values())).shape[0]
+    n, batch_size = next(iter(data.values())).shape[0], int(batch_size)
+    width = sum(v.shape[1] for v in data.values())
+    chunk = max(1, _CHUNK_ELEMENTS // (batch_size * width)) * batch_size
+    loss_fn = maybe_compile(batch_loss, compile)
     model.train()
     for epoch in tqdm(range(int(epochs)), desc=desc, disable=not progress, leave=False):
         perm = torch.randperm(n, generator=g, device=model.device)
         total = torch.zeros((), device=model.device)
-        for start in range(0, n, batch_size):
-            idx = perm[start:start + batch_size]
-            loss = batch_loss({k: v[idx] for k, v in data.items()}, g)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.detach() * idx.shape[0]
+        for c0 in range(0, n, chunk):
+            idx = perm[c0:c0 + chunk]
+            rows = {k: v[idx] for k, v in data.items()}
+            for start in range(0, idx.shape[0], batch_size):
+                batch = {k: v[start:start + batch_size] for k, v in rows.items()}
+                with fast_math(model.device, matmul_precision, autocast_dtype):
+                    loss = loss_fn(batch, g)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.detach().float() * next(iter(batch.values())).shape[0]
         with torch.no_grad():
             finite = torch.stack([torch.isfinite(p).all() for p in params]).all()
             value, ok = torch.stack([total / n, finite.to(total.dtype)]).tolist()  # one sync per epoch
@@ -162,19 +179,20 @@ class DeepAutoencoder(Persistable, nn.Module):
 
     def fit(self, X, epochs: int = 10, batch_size: int = 100, lr: float = 1e-3, optimizer: str = "adam",
             momentum: float = 0.9, weight_decay: float = 0.0, corruption: float = 0.0, progress: bool = False,
-            seed: int | None = None):
+            seed: int | None = None, matmul_precision: str = "highest", autocast_dtype=None, compile: bool = False):
         """Minimise the mean squared reconstruction error of ``X`` (N, sizes[0]). Returns ``self``.
 
         ``corruption`` masks that fraction of input units to zero (denoising); the target is clean.
+        ``matmul_precision``, ``autocast_dtype``, ``compile``: opt-in fast math, see :mod:`bimodal.fast`.
         """
         x, _ = self._input(X)
 
         def batch_loss(batch, g):
             inp = mask_inputs(batch["x"], corruption, g)
-            return F.mse_loss(self.decoder(self.encoder(inp)), batch["x"])
+            return F.mse_loss(self.decoder(self.encoder(inp)).float(), batch["x"])
 
         _train(self, {"x": x}, batch_loss, epochs, batch_size, lr, optimizer, momentum, weight_decay, progress,
-               self.seed if seed is None else seed, "DeepAutoencoder")
+               self.seed if seed is None else seed, "DeepAutoencoder", matmul_precision, autocast_dtype, compile)
         return self
 
     @torch.no_grad()
@@ -382,7 +400,8 @@ class BimodalAutoencoder(Persistable, nn.Module):
     def fit(self, audio, video, epochs: int = 10, batch_size: int = 100, lr: float = 1e-3, optimizer: str = "adam",
             momentum: float = 0.9, weight_decay: float = 0.0, fractions=(1 / 3, 1 / 3, 1 / 3),
             corruption: float = 0.0, l1_shared: float = 0.0, kl_weight: float | None = None,
-            modality_weights=(1.0, 1.0), progress: bool = False, seed: int | None = None):
+            modality_weights=(1.0, 1.0), progress: bool = False, seed: int | None = None,
+            matmul_precision: str = "highest", autocast_dtype=None, compile: bool = False):
         """Fine-tune on paired ``audio`` (N, Da) and ``video`` (N, Dv); returns ``self``.
 
         Loss per minibatch: ``w_a * MSE(audio_hat, audio) + w_v * MSE(video_hat, video)`` (MSE = mean
@@ -391,7 +410,8 @@ class BimodalAutoencoder(Persistable, nn.Module):
         :func:`bimodal.augment.augment_batch` with ``fractions = (video_only, audio_only, both)``;
         ``(0, 0, 1)`` turns augmentation off. Single-input models ignore ``fractions``.
         ``corruption`` masks that fraction of input units (denoising). ``history`` gets the
-        per-epoch mean loss.
+        per-epoch mean loss. ``matmul_precision``, ``autocast_dtype``, ``compile``: opt-in fast
+        math, see :mod:`bimodal.fast`.
         """
         a, v, _ = self._paired(audio, video)
         fractions = check_fractions(fractions)
@@ -407,7 +427,8 @@ class BimodalAutoencoder(Persistable, nn.Module):
                 inputs = {m: mask_inputs(x, corruption, g) for m, x in inputs.items()}
             code, mu, logvar = self._code(inputs, g)
             out = self._decode(code)
-            loss = w_a * F.mse_loss(out["audio"], batch["audio"]) + w_v * F.mse_loss(out["video"], batch["video"])
+            loss = w_a * F.mse_loss(out["audio"].float(), batch["audio"]) + \
+                w_v * F.mse_loss(out["video"].float(), batch["video"])
             if l1_shared:
                 loss = loss + l1_shared * code.abs().mean()
             if mu is not None and kl_weight:
@@ -415,7 +436,8 @@ class BimodalAutoencoder(Persistable, nn.Module):
             return loss
 
         _train(self, {"audio": a, "video": v}, batch_loss, epochs, batch_size, lr, optimizer, momentum, weight_decay,
-               progress, self.seed if seed is None else seed, "BimodalAutoencoder")
+               progress, self.seed if seed is None else seed, "BimodalAutoencoder", matmul_precision, autocast_dtype,
+               compile)
         return self
 
     # ---------------------------------------------------------------- inference

@@ -164,10 +164,17 @@ class Preprocessor:
     cfg : PrepConfig (None → defaults).
     device : where resampling and spectrograms run (None → CUDA if available).
     n_workers : threads for per-utterance work (default CPU count, at most 8).
+    frame_cache : dict, optional
+        Shared memo of the unwhitened per-utterance frames, which do not depend on the whitening:
+        experiments that refit the whitening for every speaker fold pass one dict to all their
+        preprocessors so spectrograms and mouth crops are computed once per utterance (and once per
+        audio transform that has a ``cache_key`` attribute; transforms without one are not cached).
     """
 
-    def __init__(self, cfg: PrepConfig | None = None, device=None, n_workers: int | None = None):
+    def __init__(self, cfg: PrepConfig | None = None, device=None, n_workers: int | None = None,
+                 frame_cache: dict | None = None):
         self.cfg = cfg or PrepConfig()
+        self.frame_cache = frame_cache
         self.device = resolve_device(device)
         self.n_workers = n_workers or default_workers()
         self.audio_whitener: PCAWhitener | None = None
@@ -185,6 +192,24 @@ class Preprocessor:
         video : (T_v, H*W) float32 pixels in [0, 1] of the mouth crops, or None.
         fps : the frame grid (video fps, or ``audio_only_fps``).
         """
+        if self.frame_cache is None:
+            return self._frames(u, audio_transform)
+        tkey = None if audio_transform is None else getattr(audio_transform, "cache_key", None)
+        if audio_transform is not None and tkey is None:
+            return self._frames(u, audio_transform)
+        key = (str(u.path), str(u.utterance_id), tkey)
+        if key not in self.frame_cache:
+            self.frame_cache[key] = self._frames(u, audio_transform)
+            clean = self.frame_cache.get((key[0], key[1], None))
+            if tkey is not None and clean is not None and clean[1] is not None:
+                # the mouth crops do not depend on the audio: keep one copy
+                spec, video, fps = self.frame_cache[key]
+                if video is not None and np.array_equal(video, clean[1]):
+                    self.frame_cache[key] = (spec, clean[1], fps)
+        return self.frame_cache[key]
+
+    def _frames(self, u: Utterance, audio_transform: Callable | None = None
+                ) -> tuple[np.ndarray, np.ndarray | None, float]:
         c = self.cfg
         wave, rate = np.asarray(u.audio, dtype=np.float32), int(u.sample_rate)
         if wave.ndim != 1 or wave.size == 0:

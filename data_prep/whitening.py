@@ -149,9 +149,20 @@ class PCAWhitener:
 
 
 def _top_eigh(M: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Largest ``k`` eigenpairs of a symmetric matrix, descending (scipy computes only those)."""
+    """Largest ``k`` eigenpairs of a symmetric matrix, descending.
+
+    For a few components of a large matrix (e.g. 32 of the 4800 pixels of a 60x80 mouth) Lanczos
+    iteration (ARPACK) needs only matrix-vector products and is ~10x faster than the dense
+    solver, which must tridiagonalise the whole matrix; a fixed start vector keeps it deterministic.
+    """
     from scipy.linalg import eigh
 
     n = M.shape[0]
+    if n >= 512 and k < n // 8:
+        from scipy.sparse.linalg import eigsh
+
+        vals, vecs = eigsh(M, k=k, which="LA", v0=np.ones(n, dtype=M.dtype), tol=0)
+        order = np.argsort(vals)[::-1]
+        return vals[order].copy(), vecs[:, order].copy()
     vals, vecs = eigh(M, subset_by_index=[n - k, n - 1])
     return vals[::-1].copy(), vecs[:, ::-1].copy()

@@ -86,12 +86,18 @@ class FoldData:
     test_noisy: dict = field(default_factory=dict)
 
 
-def prepare_fold(cfg: Config, utts, train_idx, test_idx, seed: int, device, progress=True) -> FoldData:
+def prepare_fold(cfg: Config, utts, train_idx, test_idx, seed: int, device, progress=True,
+                 frame_cache: dict | None = None) -> FoldData:
+    """Whitening fitted on the training speakers; train, test and noisy-test windows.
+
+    ``frame_cache`` (one dict for the whole experiment) keeps each utterance's spectrogram and
+    mouth crops, which do not depend on the fold, so only the whitening is redone per fold.
+    """
     from data_prep.dataset import Preprocessor
 
     train_utts = [utts[i] for i in train_idx]
     test_utts = [utts[i] for i in test_idx]
-    prep = Preprocessor(prep_config(cfg), device=device).fit(train_utts)
+    prep = Preprocessor(prep_config(cfg), device=device, frame_cache=frame_cache).fit(train_utts, progress=progress)
     fold = FoldData(prep, prep.transform(train_utts, progress=progress), prep.transform(test_utts, progress=progress),
                     train_utts, test_utts)
     if "fusion" in cfg.experiment.settings:
@@ -110,6 +116,7 @@ def noise_transform(snr_db: float, seed: int):
         rng = np.random.default_rng([seed, int(snr_db * 100) % (2**31), *key.tolist()])
         return add_white_noise(wave, snr_db, rng)
 
+    transform.cache_key = f"white-noise snr={snr_db!r} seed={seed}"
     return transform
 
 
@@ -162,7 +169,7 @@ def train_feature_models(cfg: Config, fold: FoldData, seed: int, device, checkpo
     """
     Xa, Xv = fold.train.audio, fold.train.video
     n_audio, n_video = Xa.shape[1], Xv.shape[1]
-    p, f = cfg.pretrain, cfg.finetune
+    p = cfg.pretrain
     need = needed_models(cfg)
     models = {}
 

@@ -62,6 +62,7 @@ def run_experiment(cfg: Config, out_dir, device=None, resume: bool = False, prog
     with timer("load data"):
         utts = pipeline.load_utterances(cfg, progress=progress)
     runs = []
+    frame_cache: dict = {}  # per-utterance spectrograms and mouth crops, shared by all folds
     for seed in cfg.experiment.seeds:
         splits = pipeline.speaker_splits(utts, cfg, seed)
         for fold_i, (tr, te) in enumerate(splits):
@@ -73,7 +74,7 @@ def run_experiment(cfg: Config, out_dir, device=None, resume: bool = False, prog
                 log.info("resume: seed %d fold %d already done", seed, fold_i)
                 runs.append(json.loads(done.read_text()))
                 continue
-            run = run_fold(cfg, utts, tr, te, seed, fold_i, device, ckpt, resume, progress, timer)
+            run = run_fold(cfg, utts, tr, te, seed, fold_i, device, ckpt, resume, progress, timer, frame_cache)
             atomic_write_json(done, run)
             runs.append(run)
 
@@ -105,12 +106,13 @@ def run_experiment(cfg: Config, out_dir, device=None, resume: bool = False, prog
 
 
 def run_fold(cfg: Config, utts, train_idx, test_idx, seed: int, fold_i: int, device, ckpt: Path, resume: bool,
-             progress: bool, timer: StageTimer) -> dict:
+             progress: bool, timer: StageTimer, frame_cache: dict | None = None) -> dict:
     """One seed and speaker fold: preprocess, train, run every setting."""
     seed_everything(seed)
     log.info("seed %d fold %d: %d train / %d test utterances", seed, fold_i, len(train_idx), len(test_idx))
     with timer("preprocess"):
-        fold = pipeline.prepare_fold(cfg, utts, train_idx, test_idx, seed, device, progress=progress)
+        fold = pipeline.prepare_fold(cfg, utts, train_idx, test_idx, seed, device, progress=progress,
+                                     frame_cache=frame_cache)
         fold.prep.save(ckpt / "preprocessor.npz")  # `bimodal extract` reuses the fold's whitening
     with timer("pretrain and fine-tune"):
         models = pipeline.train_feature_models(cfg, fold, seed, device, ckpt, resume, progress)

@@ -4,41 +4,19 @@ import torch
 
 from bimodal import BimodalAutoencoder, BimodalDBN, DBN, DeepAutoencoder, unroll
 from bimodal.errors import ConfigError, ShapeError, TrainingDivergedError
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These matrices are tiny: a second intra-op thread only adds synchronisation, and on a
-    shared 2-core machine a busy core makes OpenMP barriers stall badly (100x slowdowns seen)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def paired_data(n=400, da=12, dv=10, r=2, seed=0):
-    """Audio and video driven by one shared latent, each standardised (whitened-like)."""
-    rng = np.random.default_rng(seed)
-    z = rng.standard_normal((n, r))
-    a = z @ rng.standard_normal((r, da)) + 0.1 * rng.standard_normal((n, da))
-    v = np.tanh(z @ rng.standard_normal((r, dv))) + 0.1 * rng.standard_normal((n, dv))
-    std = lambda x: ((x - x.mean(0)) / x.std(0)).astype(np.float32)
-    return std(a), std(v)
+from helpers import paired_data
 
 
 @pytest.fixture(scope="module")
 def data():
-    return paired_data()
+    return paired_data(n=400, r=2)
 
 
 @pytest.fixture(scope="module")
 def bimodal_dbn(data):
     a, v = data
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # module-scoped: set up before the autouse one_thread fixture
-    yield BimodalDBN([12, 16], [10, 16], joint_hidden=12, first_layer_params={"lr": 5e-3}, device="cpu",
+    return BimodalDBN([12, 16], [10, 16], joint_hidden=12, first_layer_params={"lr": 5e-3}, device="cpu",
                       seed=0).fit(a, v, epochs=4, batch_size=50)
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("tied", [False, True])

@@ -9,7 +9,6 @@ from data_prep.audio import load_wav, log_spectrogram, resample
 from data_prep.dataset import AVDataset, PrepConfig, Preprocessor, load_or_build
 from data_prep.readers import Utterance, read_folder, read_fsdd
 from data_prep.video import write_video
-from data_prep.whitening import PCAWhitener
 
 SMALL = dict(audio_pca=10, video_pca=5, sample_rate=8000)
 

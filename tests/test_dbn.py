@@ -5,30 +5,11 @@ import torch
 from bimodal import DBN, RBM, BimodalDBN
 from bimodal.dbn import concatenated_rbm
 from bimodal.errors import ConfigError, DataError, ShapeError
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These matrices are tiny: a second intra-op thread only adds synchronisation, and on a
-    shared 2-core machine a busy core makes OpenMP barriers stall badly (100x slowdowns seen)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def paired_data(n=300, da=12, dv=10, r=3, seed=0):
-    """Audio and video driven by one shared latent, each standardised (whitened-like)."""
-    rng = np.random.default_rng(seed)
-    z = rng.standard_normal((n, r))
-    a = z @ rng.standard_normal((r, da)) + 0.1 * rng.standard_normal((n, da))
-    v = np.tanh(z @ rng.standard_normal((r, dv))) + 0.1 * rng.standard_normal((n, dv))
-    std = lambda x: ((x - x.mean(0)) / x.std(0)).astype(np.float32)
-    return std(a), std(v)
+from helpers import paired_data
 
 
 def test_dbn_greedy_training_and_transform_shapes():
-    a, _ = paired_data()
+    a, _ = paired_data(n=300, r=3)
     dbn = DBN([12, 16, 8], first_visible="gaussian", rbm_params={"lr": 0.05},
               first_layer_params={"lr": 5e-3}, device="cpu", seed=0).fit(a, epochs=[6, 4], batch_size=25)
     assert [r.visible for r in dbn.layers] == ["gaussian", "bernoulli"]
@@ -47,7 +28,7 @@ def test_dbn_greedy_training_and_transform_shapes():
 
 
 def test_bimodal_dbn_shapes_dtypes_and_save_load(tmp_path):
-    a, v = paired_data()
+    a, v = paired_data(n=300, r=3)
     bdbn = BimodalDBN([12, 16], [10, 14], joint_hidden=9, first_layer_params={"lr": 5e-3}, device="cpu", seed=0)
     bdbn.fit(a, v, epochs=3, batch_size=50)
     assert bdbn.joint.n_visible == 16 + 14 and bdbn.joint.visible == "bernoulli"
@@ -69,7 +50,7 @@ def test_bimodal_dbn_shapes_dtypes_and_save_load(tmp_path):
 
 
 def test_dbn_save_load_roundtrip(tmp_path):
-    a, _ = paired_data(n=100)
+    a, _ = paired_data(n=100, r=3)
     dbn = DBN([12, 8, 4], device="cpu", seed=1).fit(a, epochs=2, batch_size=20)
     dbn.save(tmp_path / "dbn.pt")
     back = DBN.load(tmp_path / "dbn.pt", device="cpu")
@@ -79,7 +60,7 @@ def test_dbn_save_load_roundtrip(tmp_path):
 
 
 def test_concatenated_rbm_baseline():
-    a, v = paired_data()
+    a, v = paired_data(n=300, r=3)
     rbm = concatenated_rbm(a, v, n_hidden=20, lr=5e-3, epochs=8, batch_size=25, device="cpu", seed=0)
     assert isinstance(rbm, RBM) and rbm.n_visible == 22
     X = np.hstack([a, v])

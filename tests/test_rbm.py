@@ -7,16 +7,6 @@ from bimodal.errors import ConfigError, ShapeError, TrainingDivergedError
 from bimodal.rbm import bernoulli_log_pseudo_likelihood
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These matrices are tiny: a second intra-op thread only adds synchronisation, and on a
-    shared 2-core machine a busy core makes OpenMP barriers stall badly (100x slowdowns seen)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def binary_structured(n=400, d=24, seed=0):
     """Binary data from 3 prototypes with 5% bit flips: easy structure for an RBM."""
     rng = np.random.default_rng(seed)

@@ -9,8 +9,6 @@ averaged down (anti-aliasing); then the speaker's camera blur and sensor noise a
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -154,46 +152,18 @@ def render_video(track: np.ndarray, appearance: Appearance, rng: np.random.Gener
 
 
 def write_avi(path, frames: np.ndarray, fps: float = FPS) -> Path:
-    """Write grayscale frames (T, H, W) uint8 to an MJPG .avi atomically (temp file + rename).
+    """Write grayscale frames (T, H, W) uint8 to an MJPG .avi atomically (temp file + rename)."""
+    from data_prep.video import write_video
 
-    Read back with ``cv2.VideoCapture`` the file yields the same number of frames (as BGR).
-    """
-    path = Path(path)
     frames = np.asarray(frames)
     if frames.ndim != 3 or frames.dtype != np.uint8 or len(frames) == 0:
         raise DataError(f"expected non-empty uint8 frames (T, H, W), got {frames.dtype} {frames.shape}",
                         path=path, field="frames")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.avi", dir=path.parent)
-    os.close(fd)
-    try:
-        h, w = frames.shape[1:]
-        writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"MJPG"), float(fps), (w, h), False)
-        if not writer.isOpened():
-            raise DataError("OpenCV could not open an MJPG VideoWriter", path=path)
-        for f in frames:
-            writer.write(f)
-        writer.release()
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return write_video(path, frames, fps, fourcc="MJPG")
 
 
 def read_avi_gray(path) -> np.ndarray:
     """Decode an .avi into uint8 (T, H, W) grayscale frames (used by the corpus self-checks and tests)."""
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise DataError("OpenCV cannot open this video", path=path)
-    frames = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        frames.append(f if f.ndim == 2 else cv2.cvtColor(f, cv2.COLOR_BGR2GRAY))
-    cap.release()
-    if not frames:
-        raise DataError("video has no frames", path=path)
-    return np.stack(frames)
+    from data_prep.video import read_video
+
+    return read_video(path)[0]

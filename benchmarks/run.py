@@ -1,0 +1,349 @@
+"""Training throughput benchmark: ``bimodal bench`` / ``python -m benchmarks.run``.
+
+Everything is measured in one run on one device, so the printed ratios compare like with like:
+
+(a) Bernoulli RBM CD-1 against ``sklearn.neural_network.BernoulliRBM`` (PCD-1, no momentum):
+    same data, sizes, batch size, epochs and learning rate; our RBM runs with momentum 0 and no
+    weight decay (sklearn has neither), as plain CD-1 and as PCD-1 (sklearn's own algorithm).
+    Reconstruction error of both is the same deterministic mean-field MSE,
+    ``mean((X - sigmoid(sigmoid(X W + b_h) W^T + b_v))^2)``, computed by one function.
+(b) Gaussian RBM and bimodal autoencoder fine-tuning at *our* paper-like sizes: audio 4 frames
+    x 200 = 800 inputs, video 4 x 64 = 256 inputs, 1024 hidden per modality, 1024 shared,
+    batch 100.
+(c) The fraction of the device's dense fp32 matmul rate (measured here: 4096^3 on GPU, 2048^3
+    on CPU) that each training run reaches, with training FLOPs counted analytically
+    (CD-1: 5 matmuls of 2*B*V*H per batch; autoencoder: forward 2*B*n_in*n_out per layer,
+    backward twice that, minus the unused input gradient of the first layers).
+(d) Peak memory: ``torch.cuda.max_memory_allocated`` per stage on GPU; on CPU the process's
+    peak RSS (``ru_maxrss``) after each stage and how much that stage raised it.
+(e) Wall time of each ``bimodal demo`` stage, read from the demo's results.json
+    (``--demo-results PATH``, key ``timings``); the demo is not run here.
+
+Timings are wall-clock seconds of ``fit`` (including its one host sync per epoch), best of
+``--repeats``. On a shared CPU, check the load (printed) first: OpenMP threads that spin-wait
+for a busy core make torch ops many times slower; ``--threads 1`` is the robust setting then.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bimodal.autoencoder import BimodalAutoencoder
+from bimodal.device import resolve_device
+from bimodal.errors import DataError
+from bimodal.fast import MATMUL_PRECISIONS, check_fast_options
+from bimodal.io import atomic_write_json
+from bimodal.provenance import provenance
+from bimodal.rbm import RBM
+
+log = logging.getLogger(__name__)
+
+FULL = dict(rbm_visible=784, rbm_hidden=1000, rbm_rows=10000, rbm_epochs=3, batch_sizes=(10, 100),
+            audio=800, video=256, hidden=1024, shared=1024, ae_rows=10000, ae_epochs=2, batch=100,
+            matmul_cpu=2048, matmul_gpu=4096)
+QUICK = dict(rbm_visible=196, rbm_hidden=128, rbm_rows=2000, rbm_epochs=2, batch_sizes=(10, 100),
+             audio=100, video=32, hidden=128, shared=128, ae_rows=2000, ae_epochs=1, batch=100,
+             matmul_cpu=512, matmul_gpu=1024)
+
+
+# ---------------------------------------------------------------- measuring
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device, repeats: int = 1) -> float:
+    """Best wall time of ``fn()`` over ``repeats`` runs, with the device synchronised around each."""
+    best = math.inf
+    for _ in range(max(1, repeats)):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def matmul_rate(device: torch.device, n: int, repeats: int = 3, matmul_precision: str = "highest") -> float:
+    """Measured dense fp32 ``n x n @ n x n`` rate in FLOP/s (2 n^3 FLOPs per product)."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    old = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(matmul_precision)
+    try:
+        a @ b  # warm-up (library initialisation, clocks)
+        seconds = timed(lambda: [a @ b for _ in range(repeats)], device) / repeats
+    finally:
+        torch.set_float32_matmul_precision(old)
+    return 2.0 * n ** 3 / seconds
+
+
+class MemoryMeter:
+    """Peak memory of one stage: CUDA allocator peak on GPU, process peak-RSS growth on CPU."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self._rss0 = _peak_rss_mb()
+        self.result = {}
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            self.result = {"peak_cuda_allocated_mb": torch.cuda.max_memory_allocated(self.device) / 2 ** 20}
+        else:
+            peak = _peak_rss_mb()
+            self.result = {"peak_rss_mb": peak, "peak_rss_increase_mb": peak - self._rss0}
+        return False
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+# ---------------------------------------------------------------- data and FLOP counts
+def binary_data(n_rows: int, n_visible: int, seed: int = 0) -> np.ndarray:
+    """Binary rows with structure an RBM can learn: 20 random prototypes with 5 % of bits flipped."""
+    rng = np.random.default_rng(seed)
+    prototypes = rng.random((20, n_visible)) < 0.3
+    X = prototypes[rng.integers(0, 20, n_rows)]
+    return np.where(rng.random((n_rows, n_visible)) < 0.05, ~X, X).astype(np.float32)
+
+
+def whitened_data(n_rows: int, n_dims: int, seed: int = 0) -> np.ndarray:
+    """Zero-mean unit-variance Gaussian rows (stand-in for PCA-whitened features)."""
+    return np.random.default_rng(seed).standard_normal((n_rows, n_dims), dtype=np.float32)
+
+
+def cd1_flops(n_rows: int, n_visible: int, n_hidden: int) -> float:
+    """FLOPs of one CD-1 epoch: 5 matmuls of 2*B*V*H per batch (v->h, h->v, v->h, two outer products)."""
+    return 5 * 2.0 * n_rows * n_visible * n_hidden
+
+
+def autoencoder_flops(n_rows: int, layers, input_layers: int) -> float:
+    """FLOPs of one training epoch of an MLP given as ``[(n_in, n_out), ...]``.
+
+    Forward 2*B*n_in*n_out per layer, backward the same for the weight gradient and again for
+    the input gradient, except for the ``input_layers`` layers fed directly by the data.
+    """
+    per_row = sum(2.0 * a * b for a, b in layers)
+    input_grad_saved = sum(2.0 * a * b for a, b in layers[:input_layers])
+    return n_rows * (3 * per_row - input_grad_saved)
+
+
+def bimodal_layers(audio: int, video: int, hidden: int, shared: int):
+    """Matmul shapes of the bimodal autoencoder with one hidden layer per modality; input layers first."""
+    return [(audio, hidden), (video, hidden), (2 * hidden, shared), (shared, hidden), (shared, hidden),
+            (hidden, audio), (hidden, video)]
+
+
+def mean_field_recon_mse(X: torch.Tensor, W: torch.Tensor, b_v: torch.Tensor, b_h: torch.Tensor) -> float:
+    """``mean((X - sigmoid(sigmoid(X W + b_h) W^T + b_v))^2)`` — the same error for both RBMs."""
+    with torch.no_grad():
+        h = torch.sigmoid(torch.addmm(b_h, X, W))
+        return float(((X - torch.sigmoid(torch.addmm(b_v, h, W.t()))) ** 2).mean())
+
+
+# ---------------------------------------------------------------- stages
+def bench_rbm_vs_sklearn(sizes: dict, device: torch.device, fast: dict, repeats: int, lr: float = 0.05,
+                         with_compile: bool = False) -> list[dict]:
+    """(a): rows for our CD-1 / PCD-1 and sklearn's BernoulliRBM at each batch size."""
+    from sklearn.neural_network import BernoulliRBM
+
+    V, H, N, E = sizes["rbm_visible"], sizes["rbm_hidden"], sizes["rbm_rows"], sizes["rbm_epochs"]
+    X = binary_data(N, V)
+    Xt = torch.as_tensor(X, device=device)
+    rows = []
+    variants = [("ours CD-1", dict(persistent=False), {}), ("ours PCD-1", dict(persistent=True), {})]
+    if with_compile:
+        variants.append(("ours CD-1 compiled", dict(persistent=False), {"compile": True}))
+    for B in sizes["batch_sizes"]:
+        sk = BernoulliRBM(n_components=H, learning_rate=lr, batch_size=B, n_iter=E, random_state=0)
+        with MemoryMeter(torch.device("cpu")) as mem:
+            t_sk = timed(lambda: sk.fit(X), torch.device("cpu"), repeats)
+        err_sk = mean_field_recon_mse(Xt, torch.as_tensor(sk.components_.T, device=device),
+                                      torch.as_tensor(sk.intercept_visible_, device=device),
+                                      torch.as_tensor(sk.intercept_hidden_, device=device))
+        rows.append(dict(model="sklearn BernoulliRBM (PCD-1)", device="cpu", batch_size=B, seconds=t_sk,
+                         examples_per_s=N * E / t_sk, recon_mse=err_sk, dtype=str(sk.components_.dtype),
+                         **mem.result))
+        for name, algo, extra in variants:
+            def make():
+                return RBM(V, H, visible="bernoulli", lr=lr, momentum=0.0, final_momentum=0.0, weight_decay=0.0,
+                           device=device, seed=0, **algo)
+            opts = dict(fast, **extra)
+            make().fit(Xt[: 20 * B], epochs=1, batch_size=B, **opts)  # warm-up (and compilation)
+            models = []
+            with MemoryMeter(device) as mem:
+                seconds = timed(lambda: models.append(make().fit(Xt, epochs=E, batch_size=B, **opts)), device,
+                                repeats)
+            m = models[-1]
+            rows.append(dict(model=name, device=str(device), batch_size=B, seconds=seconds,
+                             examples_per_s=N * E / seconds, recon_mse=mean_field_recon_mse(Xt, m.W, m.b_v, m.b_h),
+                             speedup_vs_sklearn=t_sk / seconds,
+                             gflops=cd1_flops(N * E, V, H) / seconds / 1e9, **mem.result))
+    return rows
+
+
+def bench_gaussian_rbms(sizes: dict, device: torch.device, fast: dict, repeats: int) -> list[dict]:
+    """(b)/(c): first-layer Gaussian RBMs of each modality at our paper-like sizes."""
+    rows = []
+    B, N, E, H = sizes["batch"], sizes["ae_rows"], sizes["ae_epochs"], sizes["hidden"]
+    for name, V in (("audio", sizes["audio"]), ("video", sizes["video"])):
+        X = torch.as_tensor(whitened_data(N, V), device=device)
+        RBM(V, H, visible="gaussian", device=device).fit(X[: 20 * B], epochs=1, batch_size=B, **fast)  # warm-up
+        with MemoryMeter(device) as mem:
+            seconds = timed(lambda: RBM(V, H, visible="gaussian", device=device, seed=0).fit(
+                X, epochs=E, batch_size=B, **fast), device, repeats)
+        rows.append(dict(model=f"Gaussian RBM {name} {V}->{H}", batch_size=B, seconds=seconds,
+                         examples_per_s=N * E / seconds, gflops=cd1_flops(N * E, V, H) / seconds / 1e9,
+                         **mem.result))
+    return rows
+
+
+def bench_bimodal_autoencoder(sizes: dict, device: torch.device, fast: dict, repeats: int) -> dict:
+    """(b)/(c): bimodal autoencoder fine-tuning (Adam, augmentation on) at our paper-like sizes."""
+    B, N, E = sizes["batch"], sizes["ae_rows"], sizes["ae_epochs"]
+    A, Vd, H, S = sizes["audio"], sizes["video"], sizes["hidden"], sizes["shared"]
+    audio = torch.as_tensor(whitened_data(N, A, 1), device=device)
+    video = torch.as_tensor(whitened_data(N, Vd, 2), device=device)
+
+    def make():
+        return BimodalAutoencoder([A, H], [Vd, H], S, device=device, seed=0)
+
+    make().fit(audio[: 20 * B], video[: 20 * B], epochs=1, batch_size=B, **fast)  # warm-up
+    with MemoryMeter(device) as mem:
+        seconds = timed(lambda: make().fit(audio, video, epochs=E, batch_size=B, **fast), device, repeats)
+    flops = autoencoder_flops(N * E, bimodal_layers(A, Vd, H, S), input_layers=2)
+    return dict(model=f"bimodal autoencoder [{A},{H}]+[{Vd},{H}] -> {S}", batch_size=B, seconds=seconds,
+                examples_per_s=N * E / seconds, gflops=flops / seconds / 1e9, **mem.result)
+
+
+def read_demo_timings(path) -> dict:
+    """(e): ``timings`` (stage -> seconds) from a ``bimodal demo`` results.json."""
+    path = Path(path)
+    try:
+        results = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise DataError("demo results file does not exist (run `bimodal demo` first)", path=path) from exc
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"cannot read the demo results as JSON: {exc}", path=path) from exc
+    timings = results.get("timings") if isinstance(results, dict) else None
+    if not isinstance(timings, dict) or not all(isinstance(v, (int, float)) for v in timings.values()):
+        raise DataError("expected a dict of stage name -> seconds", path=path, field="timings")
+    return {str(k): float(v) for k, v in timings.items()}
+
+
+# ---------------------------------------------------------------- printing
+def _table(rows, columns) -> str:
+    cells = [[c for c, _ in columns]] + [[fmt(r.get(c)) if r.get(c) is not None else "" for c, fmt in columns]
+                                         for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(x.ljust(w) for x, w in zip(row, widths)) for row in cells)
+
+
+def _f(spec):
+    return lambda x: format(x, spec)
+
+
+def report_text(result: dict) -> str:
+    mem_col = ("peak_cuda_allocated_mb", _f(".0f")) if result["device"].startswith("cuda") else \
+        ("peak_rss_increase_mb", _f(".0f"))
+    rate = result["matmul_gflops"]
+    out = [f"device {result['device']}, torch threads {result['threads']}, load average {result['load_average']}, "
+           f"fast options {result['fast_options']}",
+           f"(c) measured dense fp32 matmul rate ({result['matmul_n']}^3): {rate:.1f} GFLOP/s", "",
+           "(a) Bernoulli RBM {rbm_visible}->{rbm_hidden}, {rbm_rows} rows, {rbm_epochs} epochs, lr 0.05".format(
+               **result["sizes"])]
+    for r in result["rbm_vs_sklearn"]:
+        if "gflops" in r:
+            r["matmul_fraction"] = r["gflops"] / rate
+    out.append(_table(result["rbm_vs_sklearn"], [
+        ("model", str), ("batch_size", str), ("examples_per_s", _f(".0f")), ("speedup_vs_sklearn", _f(".2f")),
+        ("recon_mse", _f(".5f")), ("gflops", _f(".1f")), ("matmul_fraction", _f(".0%")), mem_col]))
+    out += ["", "(b) {} sizes: audio {audio}, video {video}, {hidden} hidden per modality, {shared} shared, batch {batch}"
+            .format("quick" if result["quick"] else "our paper-like (audio 4x200, video 4x64)", **result["sizes"])]
+    big = result["gaussian_rbm"] + [result["bimodal_autoencoder"]]
+    for r in big:
+        r["matmul_fraction"] = r["gflops"] / rate
+    out.append(_table(big, [("model", str), ("batch_size", str), ("examples_per_s", _f(".0f")),
+                            ("gflops", _f(".1f")), ("matmul_fraction", _f(".0%")), mem_col]))
+    if result.get("demo_timings"):
+        out += ["", f"(e) bimodal demo stage wall times ({result['demo_results']})"]
+        out.append(_table([{"stage": k, "seconds": v} for k, v in result["demo_timings"].items()],
+                          [("stage", str), ("seconds", _f(".2f"))]))
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------- entry point
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bimodal bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA if available)")
+    p.add_argument("--quick", action="store_true", help="small sizes (well under a minute on 2 CPU cores)")
+    p.add_argument("--out", default=None, help="write the numbers to this JSON file (atomically)")
+    p.add_argument("--demo-results", default=None, help="results.json of `bimodal demo`: print its stage timings")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch and BLAS threads (default: torch's default); same for sklearn")
+    p.add_argument("--repeats", type=int, default=1, help="best of this many timed runs")
+    p.add_argument("--matmul-precision", default="highest", choices=MATMUL_PRECISIONS,
+                   help="'high' = TF32 matmuls on CUDA")
+    p.add_argument("--autocast-dtype", default=None, help="bfloat16 / float16: autocast our training")
+    p.add_argument("--compile", action="store_true", help="also time our RBM with torch.compile (slow first call)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    device = resolve_device(args.device)
+    fast = dict(matmul_precision=args.matmul_precision,
+                autocast_dtype=check_fast_options(args.matmul_precision, args.autocast_dtype))
+    threads = args.threads
+    limiter = None
+    if threads is not None:
+        torch.set_num_threads(threads)
+        from threadpoolctl import threadpool_limits  # installed with scikit-learn
+
+        limiter = threadpool_limits(limits=threads)
+    sizes = dict(QUICK if args.quick else FULL)
+    try:
+        demo = read_demo_timings(args.demo_results) if args.demo_results else None
+        n_mm = sizes["matmul_gpu"] if device.type == "cuda" else sizes["matmul_cpu"]
+        result = dict(device=str(device), threads=torch.get_num_threads(),
+                      load_average=[round(x, 2) for x in os.getloadavg()], quick=args.quick,
+                      fast_options={k: str(v) for k, v in fast.items()}, sizes=sizes, matmul_n=n_mm,
+                      matmul_gflops=matmul_rate(device, n_mm) / 1e9)
+        log.info("matmul rate %.1f GFLOP/s", result["matmul_gflops"])
+        result["rbm_vs_sklearn"] = bench_rbm_vs_sklearn(sizes, device, fast, args.repeats, with_compile=args.compile)
+        result["gaussian_rbm"] = bench_gaussian_rbms(sizes, device, fast, args.repeats)
+        result["bimodal_autoencoder"] = bench_bimodal_autoencoder(sizes, device, fast, args.repeats)
+        result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+        result["demo_results"], result["demo_timings"] = args.demo_results, demo
+        result["peak_rss_mb"] = _peak_rss_mb()
+        if device.type == "cuda":
+            result["gpu_name"] = torch.cuda.get_device_name(device)
+    finally:
+        if limiter is not None:
+            limiter.restore_original_limits()
+    text = report_text(result)
+    print(text)
+    if args.out:
+        result["provenance"] = provenance(device=device)
+        atomic_write_json(args.out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
