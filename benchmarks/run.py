@@ -159,7 +159,7 @@ def mean_field_recon_mse(X: torch.Tensor, W: torch.Tensor, b_v: torch.Tensor, b_
 
 # ---------------------------------------------------------------- stages
 def bench_rbm_vs_sklearn(sizes: dict, device: torch.device, fast: dict, repeats: int, lr: float = 0.05,
-                         with_compile: bool = False) -> list[dict]:
+                         with_compile: bool = False, with_float64: bool = False) -> list[dict]:
     """(a): rows for our CD-1 / PCD-1 and sklearn's BernoulliRBM at each batch size."""
     from sklearn.neural_network import BernoulliRBM
 
@@ -180,6 +180,16 @@ def bench_rbm_vs_sklearn(sizes: dict, device: torch.device, fast: dict, repeats:
         rows.append(dict(model="sklearn BernoulliRBM (PCD-1)", device="cpu", batch_size=B, seconds=t_sk,
                          examples_per_s=N * E / t_sk, recon_mse=err_sk, dtype=str(sk.components_.dtype),
                          **mem.result))
+        if with_float64:
+            # numpy's default dtype: sklearn then computes in float64 (it preserves float32 and
+            # float64 input); reported for information, the ratios above use float32 for both.
+            sk64 = BernoulliRBM(n_components=H, learning_rate=lr, batch_size=B, n_iter=E, random_state=0)
+            t64 = timed(lambda: sk64.fit(X.astype(np.float64)), torch.device("cpu"), repeats)
+            rows.append(dict(model="sklearn BernoulliRBM float64 input", device="cpu", batch_size=B, seconds=t64,
+                             examples_per_s=N * E / t64, dtype=str(sk64.components_.dtype),
+                             recon_mse=mean_field_recon_mse(Xt, *(torch.as_tensor(a, device=device, dtype=torch.float32)
+                                                                  for a in (sk64.components_.T, sk64.intercept_visible_,
+                                                                            sk64.intercept_hidden_)))))
         for name, algo, extra in variants:
             def make():
                 return RBM(V, H, visible="bernoulli", lr=lr, momentum=0.0, final_momentum=0.0, weight_decay=0.0,
@@ -191,7 +201,8 @@ def bench_rbm_vs_sklearn(sizes: dict, device: torch.device, fast: dict, repeats:
                 seconds = timed(lambda: models.append(make().fit(Xt, epochs=E, batch_size=B, **opts)), device,
                                 repeats)
             m = models[-1]
-            rows.append(dict(model=name, device=str(device), batch_size=B, seconds=seconds,
+            dtype = "float32" if opts.get("autocast_dtype") is None else f"float32+{opts['autocast_dtype']}"
+            rows.append(dict(model=name, device=str(device), batch_size=B, dtype=dtype, seconds=seconds,
                              examples_per_s=N * E / seconds, recon_mse=mean_field_recon_mse(Xt, m.W, m.b_v, m.b_h),
                              speedup_vs_sklearn=t_sk / seconds,
                              gflops=cd1_flops(N * E, V, H) / seconds / 1e9, **mem.result))
@@ -272,7 +283,7 @@ def report_text(result: dict) -> str:
         if "gflops" in r:
             r["matmul_fraction"] = r["gflops"] / rate
     out.append(_table(result["rbm_vs_sklearn"], [
-        ("model", str), ("batch_size", str), ("examples_per_s", _f(".0f")), ("speedup_vs_sklearn", _f(".2f")),
+        ("model", str), ("batch_size", str), ("dtype", str), ("examples_per_s", _f(".0f")), ("speedup_vs_sklearn", _f(".2f")),
         ("recon_mse", _f(".5f")), ("gflops", _f(".1f")), ("matmul_fraction", _f(".0%")), mem_col]))
     out += ["", "(b) {} sizes: audio {audio}, video {video}, {hidden} hidden per modality, {shared} shared, batch {batch}"
             .format("quick" if result["quick"] else "our paper-like (audio 4x200, video 4x64)", **result["sizes"])]
@@ -302,10 +313,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'high' = TF32 matmuls on CUDA")
     p.add_argument("--autocast-dtype", default=None, help="bfloat16 / float16: autocast our training")
     p.add_argument("--compile", action="store_true", help="also time our RBM with torch.compile (slow first call)")
+    p.add_argument("--sklearn-float64", action="store_true",
+                   help="also time sklearn on float64 input (numpy's default dtype; sklearn then computes in float64)")
     return p
 
 
 def main(argv=None) -> int:
+    """Run the benchmark with command-line arguments ``argv``; print the table; return 0."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:  # `bimodal bench -- --quick`: argparse REMAINDER keeps the separator
+        argv = argv[1:]
     args = build_parser().parse_args(argv)
     device = resolve_device(args.device)
     fast = dict(matmul_precision=args.matmul_precision,
@@ -326,7 +343,8 @@ def main(argv=None) -> int:
                       fast_options={k: str(v) for k, v in fast.items()}, sizes=sizes, matmul_n=n_mm,
                       matmul_gflops=matmul_rate(device, n_mm) / 1e9)
         log.info("matmul rate %.1f GFLOP/s", result["matmul_gflops"])
-        result["rbm_vs_sklearn"] = bench_rbm_vs_sklearn(sizes, device, fast, args.repeats, with_compile=args.compile)
+        result["rbm_vs_sklearn"] = bench_rbm_vs_sklearn(sizes, device, fast, args.repeats, with_compile=args.compile,
+                                                        with_float64=args.sklearn_float64)
         result["gaussian_rbm"] = bench_gaussian_rbms(sizes, device, fast, args.repeats)
         result["bimodal_autoencoder"] = bench_bimodal_autoencoder(sizes, device, fast, args.repeats)
         result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
@@ -346,4 +364,10 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bimodal.errors import BimodalError
+
+    try:
+        sys.exit(main())
+    except BimodalError as e:
+        print(f"bimodal bench: error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -24,7 +24,7 @@ from .augment import NO_AUGMENTATION, augment_batch, check_fractions, mask_input
 from .dbn import DBN, BimodalDBN
 from .device import as_tensor, make_generator, resolve_device, restore_type
 from .errors import ConfigError, ShapeError, TrainingDivergedError
-from .fast import check_fast_options, fast_math, maybe_compile
+from .fast import autocast, check_fast_options, fast_math, maybe_compile
 from .rbm import Persistable
 
 log = logging.getLogger(__name__)
@@ -115,12 +115,21 @@ def _train(model: nn.Module, data: dict, batch_loss, epochs: int, batch_size: in
     params = [p for p in model.parameters() if p.requires_grad]
     opt = _make_optimizer(params, optimizer, lr, momentum, weight_decay)
     g = make_generator(seed, model.device)
-    n, batch_size = next(iter(data.values())).shape[0], int(batch_size)
+    batch_size = int(batch_size)
     width = sum(v.shape[1] for v in data.values())
     chunk = max(1, _CHUNK_ELEMENTS // (batch_size * width)) * batch_size
     loss_fn = maybe_compile(batch_loss, compile)
     model.train()
-    for epoch in tqdm(range(int(epochs)), desc=desc, disable=not progress, leave=False):
+    with fast_math(model.device, matmul_precision):  # also covers the backward matmuls
+        _train_epochs(model, data, loss_fn, opt, params, int(epochs), batch_size, chunk, g, lr, autocast_dtype,
+                      progress, desc)
+    model.eval()
+
+
+def _train_epochs(model, data, loss_fn, opt, params, epochs, batch_size, chunk, g, lr, autocast_dtype, progress,
+                  desc):
+    n = next(iter(data.values())).shape[0]
+    for epoch in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
         perm = torch.randperm(n, generator=g, device=model.device)
         total = torch.zeros((), device=model.device)
         for c0 in range(0, n, chunk):
@@ -128,7 +137,7 @@ def _train(model: nn.Module, data: dict, batch_loss, epochs: int, batch_size: in
             rows = {k: v[idx] for k, v in data.items()}
             for start in range(0, idx.shape[0], batch_size):
                 batch = {k: v[start:start + batch_size] for k, v in rows.items()}
-                with fast_math(model.device, matmul_precision, autocast_dtype):
+                with autocast(model.device, autocast_dtype):  # forward only; backward follows its dtypes
                     loss = loss_fn(batch, g)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -144,7 +153,6 @@ def _train(model: nn.Module, data: dict, batch_loss, epochs: int, batch_size: in
                 f"Try a lower learning rate than lr={lr:g} and check that the inputs are whitened.")
         model.history.append(value)
         log.debug("%s epoch %d: loss %.6g", desc, epoch + 1, value)
-    model.eval()
 
 
 class DeepAutoencoder(Persistable, nn.Module):

@@ -132,11 +132,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `bench` and `data synth` own their options; argparse's REMAINDER would not pass leading --flags on.
+    passthrough = {("bench",): cmd_bench, ("data", "synth"): cmd_data_synth}
+    for words, func in passthrough.items():
+        if tuple(argv[:len(words)]) == words:
+            _logging(quiet=False)
+            return _run(func, argparse.Namespace(rest=argv[len(words):]))
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+    _logging(args.quiet)
+    return _run(args.func, args)
+
+
+def _logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def _run(func, args) -> int:
     try:
-        return args.func(args)
+        return func(args)
     except BimodalError as e:
         print(f"bimodal: error: {e}", file=sys.stderr)
         return 2

@@ -67,18 +67,19 @@ class DBN(Persistable, nn.Module):
         return dict(sizes=self.sizes, first_visible=self.first_visible, rbm_params=self.rbm_params,
                     first_layer_params=self.first_layer_params, seed=self.seed)
 
-    def fit(self, X, epochs=10, batch_size: int = 100, progress: bool = False):
+    def fit(self, X, epochs=10, batch_size: int = 100, progress: bool = False, **fast):
         """Train the layers bottom-up, each on the hidden probabilities of the one below.
 
         ``epochs`` is an int or one int per layer. ``history[i]`` is layer ``i``'s per-epoch
-        reconstruction MSE. Returns ``self``.
+        reconstruction MSE. ``fast``: ``matmul_precision``, ``autocast_dtype``, ``compile``,
+        passed to every :meth:`RBM.fit` (see :mod:`bimodal.fast`). Returns ``self``.
         """
         t, _ = self._input(X)
         epochs = _per_layer(epochs, len(self.layers), "epochs")
         with torch.no_grad():
             for i, (rbm, n_epochs) in enumerate(zip(self.layers, epochs)):
                 log.info("DBN layer %d/%d: %s, %d epochs", i + 1, len(self.layers), rbm.extra_repr(), n_epochs)
-                rbm.fit(t, epochs=n_epochs, batch_size=batch_size, progress=progress)
+                rbm.fit(t, epochs=n_epochs, batch_size=batch_size, progress=progress, **fast)
                 self.history[i] = list(rbm.history)
                 t = rbm.hidden_prob(t)
         return self
@@ -163,20 +164,21 @@ class BimodalDBN(Persistable, nn.Module):
                     first_layer_params=self.first_layer_params, joint_params=self.joint_params, seed=self.seed)
 
     def fit(self, audio, video, epochs=10, joint_epochs: int | None = None, batch_size: int = 100,
-            progress: bool = False):
+            progress: bool = False, **fast):
         """Train the audio DBN, the video DBN, then the joint RBM on their concatenated tops.
 
         ``epochs`` applies to the modality DBNs (int or per layer); ``joint_epochs`` (default: the
-        last entry of ``epochs``) to the joint RBM. Returns ``self``.
+        last entry of ``epochs``) to the joint RBM. ``fast``: ``matmul_precision``,
+        ``autocast_dtype``, ``compile`` for every RBM (see :mod:`bimodal.fast`). Returns ``self``.
         """
         a, v = self._inputs(audio, video)
-        self.audio.fit(a, epochs=epochs, batch_size=batch_size, progress=progress)
-        self.video.fit(v, epochs=epochs, batch_size=batch_size, progress=progress)
+        self.audio.fit(a, epochs=epochs, batch_size=batch_size, progress=progress, **fast)
+        self.video.fit(v, epochs=epochs, batch_size=batch_size, progress=progress, **fast)
         if joint_epochs is None:
             joint_epochs = epochs[-1] if isinstance(epochs, (list, tuple)) else epochs
         with torch.no_grad():
             top = torch.cat([self.audio.up_pass(a), self.video.up_pass(v)], dim=1)
-        self.joint.fit(top, epochs=int(joint_epochs), batch_size=batch_size, progress=progress)
+        self.joint.fit(top, epochs=int(joint_epochs), batch_size=batch_size, progress=progress, **fast)
         self.history = {"audio": self.audio.history, "video": self.video.history, "joint": list(self.joint.history)}
         return self
 

@@ -73,6 +73,18 @@ def fast_math(device, matmul_precision: str = "highest", autocast_dtype=None):
         torch.set_float32_matmul_precision(old)
 
 
+def autocast(device, autocast_dtype=None):
+    """``torch.autocast`` in ``autocast_dtype`` on ``device``'s type, or a no-op context if None.
+
+    For autograd training wrap only the forward pass / loss in it (the backward pass then
+    follows the forward dtypes); keep :func:`fast_math` with ``autocast_dtype=None`` around the
+    whole loop so that the matmul precision also covers the backward pass.
+    """
+    if autocast_dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=autocast_dtype)
+
+
 def autocast_off(device):
     """Context that disables autocast inside a :func:`fast_math` block (for fp32 bookkeeping)."""
     return torch.autocast(device_type=torch.device(device).type, enabled=False)

@@ -163,3 +163,22 @@ def test_missing_labels_and_root_errors(tmp_path):
                             "experiment": {"settings": ["cross_modality"]}})
     with pytest.raises(DataError, match=r"\['Q'\]"):
         pipeline.load_utterances(cfg, progress=False)
+
+
+def test_ablation_writes_one_table(tiny_run, tmp_path):
+    from bimodal.config import AblationVariant
+    from experiments.runner import run_ablation
+
+    cfg, _, _ = tiny_run
+    cfg = tiny_config(cfg.data.root, experiment={"settings": ["cross_modality", "mcgurk"]})
+    cfg.ablation = [AblationVariant(name="no-augmentation", set={"finetune.fractions": [0.0, 0.0, 1.0]})]
+    ab = run_ablation(cfg, tmp_path, device="cpu", progress=False)
+    assert set(ab["variants"]) == {"base", "no-augmentation"}
+    base = ab["variants"]["base"]["summary"]["cross_modality/video/bimodal_dae"]["mean"]
+    table = (tmp_path / "ablation.md").read_text()
+    assert "no-augmentation" in table and f"{100 * base:.1f}" in table
+    # the variant really changed the fine-tuning: its augmented model is the base's unaugmented one
+    noaug = ab["variants"]["no-augmentation"]["summary"]["cross_modality/video/bimodal_dae"]["mean"]
+    assert noaug == ab["variants"]["base"]["summary"]["cross_modality/video/bimodal_dae_no_augmentation"]["mean"]
+    assert json.loads((tmp_path / "ablation.json").read_text())["variants"]["no-augmentation"]["set"] == {
+        "finetune.fractions": [0.0, 0.0, 1.0]}

@@ -200,3 +200,15 @@ def test_quick_benchmark_writes_consistent_json(tmp_path):
             assert r["speedup_vs_sklearn"] == pytest.approx(sk[r["batch_size"]]["seconds"] / r["seconds"])
             assert 0 < r["recon_mse"] < 0.5
     assert result["matmul_gflops"] > 0 and result["bimodal_autoencoder"]["gflops"] > 0
+
+
+def test_dbn_passes_fast_options_to_every_rbm():
+    from bimodal.dbn import DBN
+
+    X = _binary()
+    with pytest.raises(ConfigError, match="matmul_precision"):
+        DBN([24, 12, 8], first_visible="bernoulli", device="cpu").fit(X, epochs=1, matmul_precision="tf32")
+    plain = DBN([24, 12, 8], first_visible="bernoulli", device="cpu").fit(X, epochs=2, batch_size=20)
+    high = DBN([24, 12, 8], first_visible="bernoulli", device="cpu").fit(X, epochs=2, batch_size=20,
+                                                                          matmul_precision="high")
+    np.testing.assert_allclose(high.transform(X), plain.transform(X), atol=1e-3)
