@@ -27,7 +27,7 @@ import math
 import numpy as np
 import torch
 
-from .device import resolve_device
+from .device import resolve_device, single_blas_thread
 from .errors import ConfigError, DataError, ShapeError, TrainingDivergedError
 
 log = logging.getLogger(__name__)
@@ -286,7 +286,7 @@ class StandardizedClassifier:
 
             from sklearn.exceptions import ConvergenceWarning
 
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), single_blas_thread():
                 # Accuracy, not the last digit of the weights, is what we report; a capped solver is logged.
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 self.classifier.fit(Z.numpy(), y)
@@ -302,11 +302,13 @@ class StandardizedClassifier:
         return Z.numpy() if self.backend == "sklearn" else Z
 
     def decision_function(self, X):
-        s = self.classifier.decision_function(self._transform(X))
+        with single_blas_thread():
+            s = self.classifier.decision_function(self._transform(X))
         return s if isinstance(s, np.ndarray) else s.cpu().numpy()
 
     def predict(self, X):
-        return np.asarray(self.classifier.predict(self._transform(X))).astype(np.int64)
+        with single_blas_thread():
+            return np.asarray(self.classifier.predict(self._transform(X))).astype(np.int64)
 
     def score(self, X, y):
         y = _labels(y, len(X))

@@ -14,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .classifiers import DEFAULT_CS, StandardizedClassifier, select_C
-from .device import resolve_device
+from .device import resolve_device, single_blas_thread
 from .errors import ConfigError, DataError, ShapeError
 
 log = logging.getLogger(__name__)
@@ -215,8 +215,9 @@ class CCAProjector:
         k_max = min(Xa.shape[0], Xa.shape[1], Xv.shape[1])
         if not 1 <= self.n_components <= k_max:
             raise ConfigError(f"n_components must be in [1, {k_max}] for these shapes, got {self.n_components}")
-        self.cca_ = CCA(n_components=self.n_components, max_iter=self.max_iter, tol=self.tol,
-                        scale=self.scale).fit(Xa, Xv)
+        with single_blas_thread():
+            self.cca_ = CCA(n_components=self.n_components, max_iter=self.max_iter, tol=self.tol,
+                            scale=self.scale).fit(Xa, Xv)
         self.n_audio_, self.n_video_ = Xa.shape[1], Xv.shape[1]
         return self
 
@@ -224,14 +225,16 @@ class CCAProjector:
         """Audio rows ``(n, Da)`` → shared space ``(n, n_components)``."""
         self._check()
         Xa = _np2d(Xa, "Xa", self.n_audio_)
-        return self.cca_.transform(Xa)
+        with single_blas_thread():
+            return self.cca_.transform(Xa)
 
     def transform_video(self, Xv) -> np.ndarray:
         """Video rows ``(n, Dv)`` → shared space ``(n, n_components)``."""
         self._check()
         Xv = _np2d(Xv, "Xv", self.n_video_)
         # sklearn only projects Y together with an X; the X part is discarded, so zeros will do.
-        return self.cca_.transform(np.zeros((Xv.shape[0], self.n_audio_)), Xv)[1]
+        with single_blas_thread():
+            return self.cca_.transform(np.zeros((Xv.shape[0], self.n_audio_)), Xv)[1]
 
     def _check(self):
         if not hasattr(self, "cca_"):

@@ -354,7 +354,7 @@ class RBM(Persistable, nn.Module):
             raise ShapeError(f"RBM has {self.n_visible} visible units, X has {X.shape[1]} columns", field="X")
         if int(epochs) < 0 or int(batch_size) < 1:
             raise ConfigError(f"RBM.fit: need epochs >= 0 and batch_size >= 1, got {epochs}, {batch_size}")
-        n, batch_size = X.shape[0], int(batch_size)
+        batch_size = int(batch_size)
         if seed is None:
             seed = None if self.seed is None else self.seed + 1000 * (self._n_fits + 1)
         self._n_fits += 1
