@@ -182,3 +182,17 @@ def test_ablation_writes_one_table(tiny_run, tmp_path):
     assert noaug == ab["variants"]["base"]["summary"]["cross_modality/video/bimodal_dae_no_augmentation"]["mean"]
     assert json.loads((tmp_path / "ablation.json").read_text())["variants"]["no-augmentation"]["set"] == {
         "finetune.fractions": [0.0, 0.0, 1.0]}
+
+
+def test_extract_parquet(tiny_run, tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    from experiments.extract import extract_features
+
+    cfg, out, _ = tiny_run
+    path = extract_features(out / "checkpoints" / "seed0_fold1" / "bimodal_dae.pt", cfg.data.root,
+                            tmp_path / "feats.parquet", slices=(1,), modalities=("video",), progress=False,
+                            device="cpu")
+    df = pd.read_parquet(path)
+    assert list(df.columns[:3]) == ["utterance_id", "speaker", "label"] and df.shape[1] == 3 + 24
+    assert df["utterance_id"].is_unique and set(df["label"]) >= {"0", "1", "2"}

@@ -57,7 +57,27 @@ def test_mouth_roi_modes():
     np.testing.assert_array_equal(mouth_frames(small, "auto"), small)  # already ROI-sized: untouched
     big = np.stack([face()] * 2)
     assert mouth_frames(big, "never").shape == (2, 60, 80)
-    with pytest.warns(UserWarning):
+    from data_prep.mouth_roi import haar_face_detector
+
+    if haar_face_detector(big[0]):  # a build with Haar cascades finds the face: no fallback warning
         out = mouth_frames(big, "auto")
+    else:
+        with pytest.warns(UserWarning):
+            out = mouth_frames(big, "auto")
     # auto on a full face tracked the mouth: crop is darker in the centre than the plain resize.
     assert out[:, 25:35, 30:50].mean() < mouth_frames(big, "never")[:, 25:35, 30:50].mean() - 50
+
+
+def test_haar_cascades_find_face_and_mouth_when_bundled():
+    # OpenCV 4.x wheels bundle the Haar cascades (the project pins them); then the frontal-face
+    # cascade finds a drawn face and the mouth lands inside its lower third, on the drawn mouth.
+    from data_prep.mouth_roi import haar_face_detector, load_cascade
+
+    if load_cascade(("haarcascade_frontalface_default.xml",)) is None:
+        pytest.skip(f"this OpenCV build ({cv2.__version__}) ships no Haar cascades")
+    img = face((80, 118))
+    faces = haar_face_detector(img)
+    assert faces, "the frontal-face cascade found no face in the drawn face"
+    box = find_mouth_roi(img)
+    assert box.face_found and box.method in ("cascade", "dark_blob")
+    assert abs(box.cx - 80) < 6 and abs(box.cy - 118) < 6
