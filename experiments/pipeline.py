@@ -74,6 +74,65 @@ def speaker_splits(utts: list, cfg: Config, seed: int) -> list[tuple[np.ndarray,
     return speaker_folds(speakers, n_folds=cfg.experiment.n_folds, seed=seed)
 
 
+def frame_cache_path(cfg: Config, utts) -> Path:
+    """Where the per-utterance frames of this dataset and preprocessing config are kept on disk:
+    ``<cache>/frames-<hash>.pkl``, the hash over the :class:`PrepConfig` and every input file's path,
+    size and modification time, so a changed file or setting never reuses stale frames."""
+    import hashlib
+    import json
+    import os
+
+    from data_prep.dataset import default_cache_dir
+
+    files = []
+    for u in utts:
+        st = os.stat(u.path) if u.path and os.path.exists(u.path) else None
+        files.append((str(u.path), str(u.utterance_id), st.st_size if st else None, st.st_mtime_ns if st else None))
+    key = json.dumps({"prep": prep_config(cfg).to_dict(), "files": files}, sort_keys=True, default=str)
+    root = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir()
+    return root / f"frames-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pkl"
+
+
+def load_frame_cache(path: Path) -> dict:
+    """The frame cache saved by :func:`save_frame_cache`, or an empty one (unreadable files are ignored)."""
+    import pickle
+
+    if not path.is_file():
+        return {}
+    try:
+        packed = pickle.loads(path.read_bytes())
+    except Exception as e:  # noqa: BLE001 - a broken cache is rebuilt, never fatal
+        log.warning("ignoring unreadable frame cache %s (%s)", path, e)
+        return {}
+    log.info("frame cache hit: %s (%d entries)", path, len(packed))
+    # video crops are stored as uint8 (they are uint8 / 255 exactly) to keep the file small; entries
+    # that shared one array (clean and noisy versions of an utterance) share it again
+    floats: dict = {}
+
+    def unpack(vid):
+        if vid is not None and id(vid) not in floats:
+            floats[id(vid)] = vid.astype(np.float32) / 255.0
+        return None if vid is None else floats[id(vid)]
+
+    return {k: (spec, unpack(vid), fps) for k, (spec, vid, fps) in packed.items()}
+
+
+def save_frame_cache(cache: dict, path: Path) -> None:
+    import pickle
+
+    from bimodal.io import atomic_write_bytes
+
+    packed, seen = {}, {}
+    for k, (spec, vid, fps) in cache.items():
+        if vid is not None:
+            if id(vid) not in seen:  # noisy variants share the clean utterance's crops
+                seen[id(vid)] = np.rint(vid * 255.0).astype(np.uint8)
+            vid = seen[id(vid)]
+        packed[k] = (spec, vid, fps)
+    atomic_write_bytes(path, pickle.dumps(packed, protocol=pickle.HIGHEST_PROTOCOL))
+    log.info("saved frame cache %s (%d entries)", path, len(packed))
+
+
 @dataclass
 class FoldData:
     """Windows of one fold. ``test_noisy[snr]`` holds the test set with white noise added to its audio."""

@@ -62,7 +62,11 @@ def run_experiment(cfg: Config, out_dir, device=None, resume: bool = False, prog
     with timer("load data"):
         utts = pipeline.load_utterances(cfg, progress=progress)
     runs = []
-    frame_cache: dict = {}  # per-utterance spectrograms and mouth crops, shared by all folds
+    # Per-utterance spectrograms and mouth crops do not depend on the fold: computed once, shared by
+    # all folds, and kept on disk so a second run of the same data and preprocessing skips them.
+    cache_path = pipeline.frame_cache_path(cfg, utts)
+    frame_cache = pipeline.load_frame_cache(cache_path)
+    n_cached = len(frame_cache)
     for seed in cfg.experiment.seeds:
         splits = pipeline.speaker_splits(utts, cfg, seed)
         for fold_i, (tr, te) in enumerate(splits):
@@ -77,6 +81,9 @@ def run_experiment(cfg: Config, out_dir, device=None, resume: bool = False, prog
             run = run_fold(cfg, utts, tr, te, seed, fold_i, device, ckpt, resume, progress, timer, frame_cache)
             atomic_write_json(done, run)
             runs.append(run)
+
+    if len(frame_cache) > n_cached:
+        pipeline.save_frame_cache(frame_cache, cache_path)
 
     results = {
         "experiment": cfg.experiment.name,

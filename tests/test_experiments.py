@@ -1,5 +1,6 @@
 """End-to-end runs of the experiment runner on a tiny generated corpus, and its helpers."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ TINY = {
 def tiny_config(root, **sections):
     data = {k: dict(v) for k, v in TINY.items() if v is not None}
     data["data"]["root"] = str(root)
+    data["data"]["cache_dir"] = str(Path(root).parent / (Path(root).name + "-cache"))
     data["data"]["prep"] = {"audio_pca": 12, "video_pca": 8}
     for k, v in sections.items():
         data.setdefault(k, {}).update(v)
@@ -196,3 +198,21 @@ def test_extract_parquet(tiny_run, tmp_path):
     df = pd.read_parquet(path)
     assert list(df.columns[:3]) == ["utterance_id", "speaker", "label"] and df.shape[1] == 3 + 24
     assert df["utterance_id"].is_unique and set(df["label"]) >= {"0", "1", "2"}
+
+
+def test_second_run_reuses_cached_frames(tiny_run, tmp_path, monkeypatch):
+    from data_prep.dataset import Preprocessor
+    from experiments.runner import run_experiment
+
+    cfg, _, results = tiny_run
+    path = pipeline.frame_cache_path(cfg, pipeline.load_utterances(cfg, progress=False))
+    assert path.is_file() and path.parent == Path(cfg.data.cache_dir)
+
+    def no_recompute(self, u, audio_transform=None):
+        raise AssertionError(f"frames of {u.utterance_id} recomputed despite the cache")
+
+    monkeypatch.setattr(Preprocessor, "_frames", no_recompute)
+    c2 = tiny_config(cfg.data.root, experiment={"settings": ["cross_modality", "fusion", "mcgurk"]})
+    again = run_experiment(c2, tmp_path, device="cpu", progress=False, write_report=False)
+    for k in ("cross_modality/video/bimodal_dae", "fusion/0dB/bimodal_dae", "mcgurk/predictions/ga/ba/ga"):
+        assert again["summary"][k] == results["summary"][k], k
