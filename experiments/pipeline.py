@@ -51,10 +51,16 @@ def load_utterances(cfg: Config, progress: bool = True) -> list:
         raise ConfigError(f"data.source {d.source!r} unknown")
     wanted = set(d.labels) | set(d.mcgurk_labels if "mcgurk" in cfg.experiment.settings else [])
     utts = [u for u in utts if u.label in wanted]
-    missing = sorted(set(d.labels) - {u.label for u in utts})
+    have = {u.label for u in utts}
+    missing = sorted(set(d.labels) - have)
     if missing:
         raise DataError(f"no utterances for label(s) {missing} named in data.labels", path=d.root or None,
                         field="data.labels")
+    if "mcgurk" in cfg.experiment.settings and not set(d.mcgurk_labels) <= have:
+        raise DataError(f"the McGurk setting needs utterances labelled {d.mcgurk_labels} (data.mcgurk_labels); "
+                        f"missing {sorted(set(d.mcgurk_labels) - have)}. Drop it with "
+                        "--set 'experiment.settings=[\"cross_modality\", \"fusion\", \"shared_representation\", "
+                        "\"matching\"]'", path=d.root or None, field="data.mcgurk_labels")
     return utts
 
 

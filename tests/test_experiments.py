@@ -165,6 +165,10 @@ def test_missing_labels_and_root_errors(tmp_path):
                             "experiment": {"settings": ["cross_modality"]}})
     with pytest.raises(DataError, match=r"\['Q'\]"):
         pipeline.load_utterances(cfg, progress=False)
+    cfg = config_from_dict({"data": {"source": "synth", "root": str(tmp_path / "c"), "labels": ["0"],
+                                     "synth_speakers": 2, "synth_repetitions": 1, "synth_vocabulary": ["0"]}})
+    with pytest.raises(DataError, match=r"McGurk setting needs .*missing \['ba', 'da', 'ga'\]"):
+        pipeline.load_utterances(cfg, progress=False)
 
 
 def test_ablation_writes_one_table(tiny_run, tmp_path):
