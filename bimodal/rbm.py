@@ -39,6 +39,10 @@ VISIBLE_KINDS = ("gaussian", "bernoulli")
 DEFAULT_LR = {"gaussian": 1e-3, "bernoulli": 0.05}
 
 
+def _subclasses(cls) -> list[type]:
+    return [c for sub in cls.__subclasses__() for c in (sub, *_subclasses(sub))]
+
+
 class Persistable:
     """Save / load for models whose constructor arguments are returned by ``config()``.
 
@@ -58,7 +62,9 @@ class Persistable:
 
     @classmethod
     def load(cls, path, device=None):
-        """Rebuild a model saved with :meth:`save` on ``device`` (default: CUDA if available)."""
+        """Rebuild a model saved with :meth:`save` on ``device`` (default: CUDA if available).
+
+        ``Persistable.load(path)`` loads whichever model class the file records."""
         try:
             payload = torch.load(path, map_location="cpu", weights_only=False)
         except (OSError, RuntimeError, EOFError) as exc:
@@ -66,6 +72,12 @@ class Persistable:
         if not isinstance(payload, dict) or "config" not in payload or "state_dict" not in payload:
             raise DataError("not a bimodal model file (expected keys 'class', 'config', 'state_dict')",
                             path=path)
+        if cls is Persistable:
+            known = {c.__name__: c for c in _subclasses(Persistable)}
+            if payload.get("class") not in known:
+                raise DataError(f"holds a {payload.get('class')!r}, not one of {sorted(known)}", path=path,
+                                field="class")
+            cls = known[payload["class"]]
         if payload.get("class") != cls.__name__:
             raise DataError(f"holds a {payload.get('class')!r}, expected {cls.__name__!r}", path=path,
                             field="class")

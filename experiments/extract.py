@@ -16,21 +16,17 @@ LAYERS = ("shared", "hidden", "input")
 
 
 def load_model(path, device=None):
-    """Load any checkpoint written by bimodal (the class is recorded in the file)."""
-    from bimodal.autoencoder import BimodalAutoencoder, DeepAutoencoder
-    from bimodal.dbn import DBN, BimodalDBN
-    from bimodal.rbm import RBM
+    """Load any checkpoint written by bimodal (the file records the model class)."""
+    import importlib
+
+    from bimodal.rbm import Persistable
+
+    importlib.import_module("bimodal")  # imports every model class, so Persistable knows them all
 
     path = Path(path)
     if not path.is_file():
         raise DataError("model checkpoint not found", path=path)
-    errors = []
-    for cls in (BimodalAutoencoder, BimodalDBN, DBN, DeepAutoencoder, RBM):
-        try:
-            return cls.load(path, device=device)
-        except Exception as e:  # noqa: BLE001 - try the next class, report all if none fits
-            errors.append(f"{cls.__name__}: {e}")
-    raise DataError("not a bimodal model checkpoint (" + "; ".join(errors) + ")", path=path)
+    return Persistable.load(path, device=device)
 
 
 def window_features(model, ds, layer: str, modalities: tuple[str, ...]) -> np.ndarray:

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from bimodal import RBM
-from bimodal.errors import ConfigError, ShapeError, TrainingDivergedError
+from bimodal.errors import ConfigError, DataError, ShapeError, TrainingDivergedError
 from bimodal.rbm import bernoulli_log_pseudo_likelihood
 
 
@@ -187,3 +187,18 @@ def test_bad_input_is_rejected_clearly():
         rbm.fit(np.full((4, 5), np.nan), epochs=1)
     with pytest.raises(ConfigError, match="visible"):
         RBM(5, 3, visible="poisson")
+
+
+def test_persistable_load_dispatches_on_the_recorded_class(tmp_path):
+    from bimodal import BimodalAutoencoder
+    from bimodal.rbm import Persistable
+
+    rbm = RBM(6, 4, visible="bernoulli", device="cpu", seed=0)
+    rbm.save(tmp_path / "rbm.pt")
+    dae = BimodalAutoencoder([6, 5], [4, 3], 2, input_modalities=("video",), device="cpu", seed=0)
+    dae.save(tmp_path / "dae.pt")
+    assert type(Persistable.load(tmp_path / "rbm.pt", device="cpu")) is RBM
+    loaded = Persistable.load(tmp_path / "dae.pt", device="cpu")
+    assert type(loaded) is BimodalAutoencoder and loaded.input_modalities == ("video",)
+    with pytest.raises(DataError, match="expected 'RBM'"):
+        RBM.load(tmp_path / "dae.pt")
