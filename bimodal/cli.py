@@ -113,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", required=True, help="a checkpoint (.pt) written by reproduce/demo")
     e.add_argument("--data", required=True, help="a dataset folder in the generic layout ROOT/speaker/label/utt.*")
     e.add_argument("--out", required=True, help="feats.npz (or .parquet when pandas and pyarrow are installed)")
-    e.add_argument("--layer", default="shared", help="shared (autoencoder / joint layer), hidden (RBM), input")
+    e.add_argument("--layer", default="shared", choices=["shared", "input"],
+                   help="shared: the model's representation (bimodal autoencoder's shared layer, bimodal DBN's "
+                        "joint layer, RBM/DBN top hidden units); input: the whitened windows themselves")
     e.add_argument("--slices", type=int, nargs="+", default=[1, 3])
     e.add_argument("--modalities", nargs="+", default=["audio", "video"], choices=["audio", "video"])
     e.add_argument("--preprocessor", default=None, help="preprocessor file (default: preprocessor.npz beside --model)")

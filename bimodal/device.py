@@ -6,7 +6,7 @@ import random
 import numpy as np
 import torch
 
-from .errors import ShapeError
+from .errors import DataError, ShapeError
 
 
 def resolve_device(device=None) -> torch.device:
@@ -46,7 +46,7 @@ def as_tensor(X, device, dtype=torch.float32, name: str = "X", ndim: int | None 
     if ndim is not None and t.ndim != ndim:
         raise ShapeError(f"expected a {ndim}-d array, got shape {tuple(t.shape)}", field=name)
     if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-        raise ShapeError("contains NaN or infinite values", field=name)
+        raise DataError("contains NaN or infinite values", field=name)
     return t, was_numpy
 
 

@@ -388,7 +388,7 @@ class RBM(Persistable, nn.Module):
         for epoch in tqdm(range(epochs), desc=f"RBM {self.n_visible}->{self.n_hidden}", disable=not progress,
                           leave=False):
             momentum = self.momentum if epoch < self.momentum_epochs else self.final_momentum
-            snapshot = [p.clone() for p in (self.W, self.b_v, self.b_h)]
+            snapshot = [p.clone() for p in (self.W, self.b_v, self.b_h, self.hidden_mean)]
             perm = torch.randperm(n, generator=g, device=self.device)
             recon_sq = torch.zeros((), device=self.device)
             for c0 in range(0, n, chunk):
@@ -400,7 +400,7 @@ class RBM(Persistable, nn.Module):
             mse = recon_sq / (n * self.n_visible)
             mse_value, finite = torch.stack([mse, self._parameters_finite().to(mse.dtype)]).tolist()  # one sync
             if not (math.isfinite(mse_value) and finite):
-                for p, old in zip((self.W, self.b_v, self.b_h), snapshot):
+                for p, old in zip((self.W, self.b_v, self.b_h, self.hidden_mean), snapshot):
                     p.copy_(old)
                 for buf in (self.vel_W, self.vel_b_v, self.vel_b_h):
                     buf.zero_()

@@ -412,7 +412,10 @@ class Preprocessor:
             for prefix, attr in (("audio_", "audio_whitener"), ("video_", "video_whitener")):
                 state = {k[len(prefix):]: z[k] for k in z.files if k.startswith(prefix)}
                 if state:
-                    setattr(p, attr, PCAWhitener.from_state_dict(state))
+                    try:
+                        setattr(p, attr, PCAWhitener.from_state_dict(state))
+                    except DataError as exc:  # name the file the broken whitener came from
+                        raise DataError(str(exc), path=path, field=attr) from exc
         return p
 
 

@@ -12,7 +12,7 @@ from bimodal.io import atomic_savez, atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
-LAYERS = ("shared", "hidden", "input")
+LAYERS = ("shared", "input")
 
 
 def load_model(path, device=None):
@@ -33,7 +33,6 @@ def window_features(model, ds, layer: str, modalities: tuple[str, ...]) -> np.nd
     """Window-level features of ``ds`` from ``model`` at ``layer`` given the chosen input modalities."""
     from bimodal.autoencoder import BimodalAutoencoder
     from bimodal.dbn import BimodalDBN
-    from bimodal.rbm import RBM
 
     if layer not in LAYERS:
         raise ConfigError(f"--layer {layer!r} unknown; choose one of {', '.join(LAYERS)}")
@@ -47,10 +46,8 @@ def window_features(model, ds, layer: str, modalities: tuple[str, ...]) -> np.nd
             if len(modalities) != 2:
                 raise ConfigError("a bimodal DBN's joint layer needs both modalities (--modalities audio video)")
             return np.asarray(model.transform(**inputs))
-        if isinstance(model, RBM):
-            if len(modalities) != 1:
-                raise ConfigError("an RBM takes one modality: give --modalities audio or --modalities video")
-            return np.asarray(model.transform(inputs[modalities[0]]))
+        if len(modalities) != 1:
+            raise ConfigError(f"a {type(model).__name__} takes one modality: give --modalities audio or video")
         return np.asarray(model.transform(inputs[modalities[0]]))
 
 

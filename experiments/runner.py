@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from bimodal.config import Config, with_overrides
+from bimodal.errors import ConfigError
 from bimodal.device import resolve_device, seed_everything
 from bimodal.io import atomic_write_json
 from bimodal.provenance import provenance
@@ -59,6 +60,7 @@ def run_experiment(cfg: Config, out_dir, device=None, resume: bool = False, prog
     t_start = time.perf_counter()
     log.info("experiment %s on %s -> %s", cfg.experiment.name, device, out_dir)
 
+    _check_resumable(cfg, out_dir, resume)
     with timer("load data"):
         utts = pipeline.load_utterances(cfg, progress=progress)
     runs = []
@@ -110,6 +112,30 @@ def run_experiment(cfg: Config, out_dir, device=None, resume: bool = False, prog
         atomic_write_json(out_dir / "results.json", results)
     log.info("wrote %s in %.1f s", out_dir / "results.json", results["timings"]["total"])
     return results
+
+
+def _check_resumable(cfg: Config, out_dir: Path, resume: bool) -> None:
+    """Record the config in ``out_dir/config.json``; refuse to resume checkpoints made by another config."""
+    import json
+
+    path = out_dir / "config.json"
+    current = json.loads(json.dumps(cfg.to_dict()))  # the JSON view, as stored
+    if resume and path.exists():
+        stored = json.loads(path.read_text())
+        changed = sorted(k for k in set(_flatten_all(stored)) | set(_flatten_all(current))
+                         if _flatten_all(stored).get(k) != _flatten_all(current).get(k))
+        if changed:
+            raise ConfigError(f"{out_dir}: --resume with a config that differs from the one its checkpoints were "
+                              f"made with (keys: {', '.join(changed)}); use a new --out folder")
+    atomic_write_json(path, current)
+
+
+def _flatten_all(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        out.update(_flatten_all(v, key) if isinstance(v, dict) else {key: v})
+    return out
 
 
 def run_fold(cfg: Config, utts, train_idx, test_idx, seed: int, fold_i: int, device, ckpt: Path, resume: bool,

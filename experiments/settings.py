@@ -202,7 +202,7 @@ def mcgurk(ctx: FoldContext):
     predict = r["predict"]
     rows = {}
     yte = ctx.labels("test")[mte]
-    pred_congruent = predict(ctx.features("bimodal_both", "test")[mte])
+    pred_congruent = np.asarray(r["labels"], dtype=object)[r["predictions"]]
     for syl in ("ga", "ba", "da"):
         rows[f"{syl}/{syl}"] = _distribution(pred_congruent[yte == syl], labels)
     # dubbed stimuli: each test speaker's /ga/ video with the /ba/ audio of the same repetition index

@@ -182,3 +182,19 @@ def test_non_strict_transform_skips_and_lists_bad_utterances():
     with pytest.warns(UserWarning, match=r"(?s)skipped 1 of 3 utterances.*bad/short.avi.*too short"):
         ds = pre.transform([train[0], short, train[1]], progress=False, strict=False)
     assert ds.n_utterances == 2 and list(ds.utterance_ids) == [train[0].utterance_id, train[1].utterance_id]
+
+
+def test_broken_preprocessor_file_names_the_file(tmp_path):
+    import json
+
+    import numpy as np
+
+    from bimodal.errors import DataError
+    from data_prep.dataset import Preprocessor, PrepConfig
+
+    p = tmp_path / "prep.npz"
+    np.savez(p, cfg_json=np.array(json.dumps(PrepConfig().to_dict())), label_names=np.array(["a"]),
+             audio_components=np.zeros((2, 3)))  # a whitener state without its mean
+    with pytest.raises(DataError) as e:
+        Preprocessor.load(p)
+    assert str(p) in str(e.value) and "audio_whitener" in str(e.value)

@@ -220,3 +220,12 @@ def test_second_run_reuses_cached_frames(tiny_run, tmp_path, monkeypatch):
     again = run_experiment(c2, tmp_path, device="cpu", progress=False, write_report=False)
     for k in ("cross_modality/video/bimodal_dae", "fusion/0dB/bimodal_dae", "mcgurk/predictions/ga/ba/ga"):
         assert again["summary"][k] == results["summary"][k], k
+
+
+def test_resume_refuses_a_changed_config(tiny_run):
+    from experiments.runner import run_experiment
+
+    cfg, out, _ = tiny_run
+    changed = tiny_config(cfg.data.root, model={"shared": 16})
+    with pytest.raises(ConfigError, match="model.shared"):
+        run_experiment(changed, out, device="cpu", resume=True, progress=False, write_report=False)
