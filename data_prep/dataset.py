@@ -199,17 +199,15 @@ class Preprocessor:
             return self._frames(u, audio_transform)
         key = (str(u.path), str(u.utterance_id), tkey)
         if key not in self.frame_cache:
-            self.frame_cache[key] = self._frames(u, audio_transform)
-            clean = self.frame_cache.get((key[0], key[1], None))
-            if tkey is not None and clean is not None and clean[1] is not None:
-                # the mouth crops do not depend on the audio: keep one copy
-                spec, video, fps = self.frame_cache[key]
-                if video is not None and np.array_equal(video, clean[1]):
-                    self.frame_cache[key] = (spec, clean[1], fps)
+            # The mouth crops do not depend on the audio: a noisy version reuses (and shares) the
+            # clean version's crops instead of tracking the mouth again.
+            clean = self.frame_cache.get((key[0], key[1], None)) if tkey is not None else None
+            self.frame_cache[key] = self._frames(u, audio_transform, None if clean is None else clean[1])
         return self.frame_cache[key]
 
-    def _frames(self, u: Utterance, audio_transform: Callable | None = None
+    def _frames(self, u: Utterance, audio_transform: Callable | None = None, video: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray | None, float]:
+        """:meth:`frames` without the cache; ``video`` = this utterance's crops, if already known."""
         c = self.cfg
         wave, rate = np.asarray(u.audio, dtype=np.float32), int(u.sample_rate)
         if wave.ndim != 1 or wave.size == 0:
@@ -226,17 +224,17 @@ class Preprocessor:
                                 path=u.path, field="sample_rate")
             wave = resample(wave, rate, c.sample_rate, device=self.device)
             rate = c.sample_rate
-        video = None
         if u.video is not None:
             fps = float(u.fps) if u.fps else 0.0
             if fps <= 0:
                 raise DataError(f"video has no valid frame rate ({u.fps!r})", path=u.path, field="fps")
             ns, nv = trim_to_common_length(len(wave), rate, len(u.video), fps, c.max_av_length_mismatch_s, u.path)
             wave = wave[:ns]
-            crops = mouth_frames(u.video[:nv], c.mouth_roi, c.roi_size, name=u.path)
-            video = crops.reshape(nv, -1).astype(np.float32) / 255.0
+            if video is None:
+                crops = mouth_frames(u.video[:nv], c.mouth_roi, c.roi_size, name=u.path)
+                video = crops.reshape(nv, -1).astype(np.float32) / 255.0
         else:
-            fps = float(c.audio_only_fps)
+            video, fps = None, float(c.audio_only_fps)
         try:
             spec = log_spectrogram(wave, rate, c.win_ms, c.hop_ms, device=self.device)
         except DataError as exc:

@@ -198,3 +198,29 @@ def test_broken_preprocessor_file_names_the_file(tmp_path):
     with pytest.raises(DataError) as e:
         Preprocessor.load(p)
     assert str(p) in str(e.value) and "audio_whitener" in str(e.value)
+
+
+def test_frame_cache_shares_crops_between_clean_and_noisy_audio(monkeypatch):
+    import numpy as np
+
+    import data_prep.dataset as dataset
+    from data_prep.dataset import Preprocessor
+    from data_prep.readers import Utterance
+
+    rng = np.random.default_rng(0)
+    u = Utterance(rng.standard_normal(16000).astype(np.float32), 16000,
+                  rng.integers(0, 255, (25, 60, 80), dtype=np.uint8), 25.0, "a", "s1", "s1_a_1", "x.avi")
+    calls = []
+    real = dataset.mouth_frames
+    monkeypatch.setattr(dataset, "mouth_frames", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    def noisy(wave, rate, utt):
+        return wave + 0.5
+
+    noisy.cache_key = "plus-half"
+    prep = Preprocessor(device="cpu", frame_cache={})
+    clean_spec, clean_vid, _ = prep.frames(u)
+    noisy_spec, noisy_vid, _ = prep.frames(u, noisy)
+    assert noisy_vid is clean_vid and len(calls) == 1  # crops computed once and shared
+    assert not np.allclose(noisy_spec, clean_spec)  # the audio really is the transformed one
+    assert prep.frames(u, noisy)[0] is noisy_spec  # and cached
