@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from .device import check_paired_rows
 from .errors import ConfigError, ShapeError
 
 VIDEO_ONLY, AUDIO_ONLY, BOTH = 0, 1, 2
@@ -64,8 +65,7 @@ def augment_batch(audio: torch.Tensor, video: torch.Tensor, fractions=(1 / 3, 1 
     audio_in, video_in : inputs with the chosen rows zeroed (new tensors).
     kind : (B,) int64 — ``VIDEO_ONLY`` (0), ``AUDIO_ONLY`` (1) or ``BOTH`` (2) per row.
     """
-    if audio.shape[0] != video.shape[0]:
-        raise ShapeError(f"audio has {audio.shape[0]} rows but video has {video.shape[0]}", field="video")
+    check_paired_rows(audio, video)
     n = audio.shape[0]
     n_video_only, n_audio_only, _ = kind_counts(n, fractions)
     # A random permutation assigns kinds so that counts are exact and positions random.

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from .augment import NO_AUGMENTATION, augment_batch, check_fractions, mask_inputs
 from .dbn import DBN, BimodalDBN
-from .device import as_tensor, make_generator, resolve_device, restore_type
+from .device import as_tensor, check_paired_rows, make_generator, resolve_device, restore_type
 from .errors import ConfigError, ShapeError, TrainingDivergedError
 from .fast import autocast, check_fast_options, fast_math, maybe_compile
 from .rbm import Persistable
@@ -482,8 +482,7 @@ class BimodalAutoencoder(Persistable, nn.Module):
             raise ConfigError("BimodalAutoencoder.fit needs both audio and video (they are the targets)")
         a, was_numpy = self._check(audio, "audio")
         v, _ = self._check(video, "video")
-        if a.shape[0] != v.shape[0]:
-            raise ShapeError(f"audio has {a.shape[0]} rows but video has {v.shape[0]}", field="video")
+        check_paired_rows(a, v)
         return a, v, was_numpy
 
     def _inference_inputs(self, audio, video):

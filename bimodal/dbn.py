@@ -7,7 +7,7 @@ import logging
 import torch
 from torch import nn
 
-from .device import as_tensor, resolve_device, restore_type
+from .device import as_tensor, check_paired_rows, resolve_device, restore_type
 from .errors import ConfigError, ShapeError
 from .rbm import RBM, Persistable
 
@@ -194,8 +194,7 @@ class BimodalDBN(Persistable, nn.Module):
             raise ConfigError("BimodalDBN needs both audio and video (use BimodalAutoencoder for one modality)")
         a, was_numpy = self.audio._input(audio, "audio")
         v, _ = self.video._input(video, "video")
-        if a.shape[0] != v.shape[0]:
-            raise ShapeError(f"audio has {a.shape[0]} rows but video has {v.shape[0]}", field="video")
+        check_paired_rows(a, v)
         return (a, v, was_numpy) if return_kind else (a, v)
 
 
@@ -208,8 +207,7 @@ def concatenated_rbm(audio, video, n_hidden: int, visible: str = "gaussian", epo
     """
     a, _ = as_tensor(audio, device, name="audio")
     v, _ = as_tensor(video, device, name="video")
-    if a.shape[0] != v.shape[0]:
-        raise ShapeError(f"audio has {a.shape[0]} rows but video has {v.shape[0]}", field="video")
+    check_paired_rows(a, v)
     X = torch.cat([a, v], dim=1)
     rbm = RBM(X.shape[1], n_hidden, visible=visible, device=device, seed=seed, **rbm_params)
     return rbm.fit(X, epochs=epochs, batch_size=batch_size, progress=progress)

@@ -50,6 +50,12 @@ def as_tensor(X, device, dtype=torch.float32, name: str = "X", ndim: int | None 
     return t, was_numpy
 
 
+def check_paired_rows(audio, video) -> None:
+    """Raise :class:`ShapeError` unless ``audio`` and ``video`` have one row per example each."""
+    if audio.shape[0] != video.shape[0]:
+        raise ShapeError(f"audio has {audio.shape[0]} rows but video has {video.shape[0]}", field="video")
+
+
 def restore_type(t: torch.Tensor, was_numpy: bool):
     """Give back a numpy array if the input was one, else the tensor (detached)."""
     t = t.detach()

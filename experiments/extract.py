@@ -10,6 +10,8 @@ import torch
 from bimodal.errors import ConfigError, DataError
 from bimodal.io import atomic_savez, atomic_write_bytes
 
+from .pipeline import label_strings, utterance_features
+
 log = logging.getLogger(__name__)
 
 LAYERS = ("shared", "input")
@@ -54,7 +56,6 @@ def window_features(model, ds, layer: str, modalities: tuple[str, ...]) -> np.nd
 def extract_features(model_path, data_dir, out, layer: str = "shared", slices=(1, 3),
                      modalities=("audio", "video"), preprocessor=None, device=None, progress=True) -> Path:
     """Write utterance features (pooled over ``slices``), labels, speakers and utterance ids to ``out``."""
-    from bimodal.features import pool_slices
     from data_prep.dataset import Preprocessor
     from data_prep.readers import read_folder
 
@@ -66,8 +67,8 @@ def extract_features(model_path, data_dir, out, layer: str = "shared", slices=(1
     prep = Preprocessor.load(prep_path, device=device)
     ds = prep.transform(read_folder(data_dir, progress=progress), progress=progress)
     codes = window_features(model, ds, layer, tuple(modalities))
-    feats = np.asarray(pool_slices(codes, ds.utt, ds.n_utterances, slices=tuple(slices)), dtype=np.float32)
-    labels = np.asarray(ds.label_names, dtype=object)[np.asarray(ds.labels)].astype(str)
+    feats = utterance_features(codes, ds, slices)
+    labels = label_strings(ds).astype(str)
     out = Path(out)
     if out.suffix == ".parquet":
         import io
