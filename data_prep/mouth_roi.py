@@ -191,6 +191,47 @@ def crop_resize(frame: np.ndarray, cx: float, cy: float, w: float, h: float,
     return cv2.resize(crop, (size[1], size[0]), interpolation=cv2.INTER_AREA)
 
 
+def track_mouth_boxes(frames: np.ndarray, size: tuple[int, int] = (60, 80),
+                      face_detector: Callable | None = haar_face_detector, median: int = 5, alpha: float = 0.5,
+                      name: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Find and smooth the mouth box in every frame of a full-face video (no cropping, no warning).
+
+    Parameters are those of :func:`track_mouth`.
+
+    Returns
+    -------
+    boxes : (T, 4) float64 ``[cx, cy, w, h]`` per frame: smoothed centres, one size per video.
+    face_found : (T,) bool, whether the face detector found a face in each frame (where it did
+        not, the whole frame was taken as the face box).
+    """
+    frames = np.asarray(frames)
+    if frames.ndim != 3 or frames.shape[0] == 0:
+        raise DataError(f"expected (T, H, W) frames, got shape {frames.shape}", path=name, field="frames")
+    found = [find_mouth_roi(f, face_detector, aspect=size[0] / size[1]) for f in frames]
+    cx = _smooth(np.array([b.cx for b in found]), median, alpha)
+    cy = _smooth(np.array([b.cy for b in found]), median, alpha)
+    w = float(np.median([b.w for b in found]))
+    h = w * size[0] / size[1]
+    boxes = np.stack([cx, cy, np.full_like(cx, w), np.full_like(cx, h)], axis=1)
+    return boxes, np.array([b.face_found for b in found], dtype=bool)
+
+
+def crop_boxes(frames: np.ndarray, boxes: np.ndarray, size: tuple[int, int] = (60, 80)) -> np.ndarray:
+    """Crop box ``t`` (``[cx, cy, w, h]``) of frame ``t`` and resize to ``size``: (T, H, W) → (T, *size) uint8."""
+    out = np.empty((len(frames), size[0], size[1]), dtype=np.uint8)
+    for t, (f, (cx, cy, w, h)) in enumerate(zip(frames, boxes)):
+        out[t] = crop_resize(f, cx, cy, w, h, size)
+    return out
+
+
+def _warn_no_face(face_found: np.ndarray, name: str | None) -> None:
+    n_noface = int((~face_found).sum())
+    if n_noface:
+        warnings.warn(f"{name or 'video'}: no face found in {n_noface} of {len(face_found)} frames; "
+                      "used the whole frame as the face box (mouth searched in its lower third)",
+                      stacklevel=3)
+
+
 def track_mouth(frames: np.ndarray, size: tuple[int, int] = (60, 80), face_detector: Callable | None = haar_face_detector,
                 median: int = 5, alpha: float = 0.5, name: str | None = None) -> np.ndarray:
     """Find, smooth and crop the mouth in every frame of a full-face video.
@@ -208,23 +249,9 @@ def track_mouth(frames: np.ndarray, size: tuple[int, int] = (60, 80), face_detec
     -------
     (T, size[0], size[1]) uint8 mouth crops.
     """
-    frames = np.asarray(frames)
-    if frames.ndim != 3 or frames.shape[0] == 0:
-        raise DataError(f"expected (T, H, W) frames, got shape {frames.shape}", path=name, field="frames")
-    boxes = [find_mouth_roi(f, face_detector, aspect=size[0] / size[1]) for f in frames]
-    n_noface = sum(not b.face_found for b in boxes)
-    if n_noface:
-        warnings.warn(f"{name or 'video'}: no face found in {n_noface} of {len(boxes)} frames; "
-                      "used the whole frame as the face box (mouth searched in its lower third)",
-                      stacklevel=2)
-    cx = _smooth(np.array([b.cx for b in boxes]), median, alpha)
-    cy = _smooth(np.array([b.cy for b in boxes]), median, alpha)
-    w = float(np.median([b.w for b in boxes]))
-    h = w * size[0] / size[1]
-    out = np.empty((len(frames), size[0], size[1]), dtype=np.uint8)
-    for t, f in enumerate(frames):
-        out[t] = crop_resize(f, cx[t], cy[t], w, h, size)
-    return out
+    boxes, face_found = track_mouth_boxes(frames, size, face_detector, median, alpha, name)
+    _warn_no_face(face_found, name)
+    return crop_boxes(np.asarray(frames), boxes, size)
 
 
 def resize_frames(frames: np.ndarray, size: tuple[int, int] = (60, 80)) -> np.ndarray:
@@ -241,10 +268,28 @@ def mouth_frames(frames: np.ndarray, mode: str = "auto", size: tuple[int, int] =
                  name: str | None = None, auto_factor: float = 1.5) -> np.ndarray:
     """Apply ``PrepConfig.mouth_roi``: "always" track, "never" only resize, "auto" track unless the
     frames are already about the ROI size (each side within ``auto_factor`` of ``size``)."""
+    crops, face_found = mouth_frames_with_faces(frames, mode, size, name, auto_factor)
+    if face_found is not None:
+        _warn_no_face(face_found, name)
+    return crops
+
+
+def mouth_frames_with_faces(frames: np.ndarray, mode: str = "auto", size: tuple[int, int] = (60, 80),
+                            name: str | None = None, auto_factor: float = 1.5
+                            ) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`mouth_frames` without its warning, also saying in which frames a face was found.
+
+    Returns
+    -------
+    crops : (T, size[0], size[1]) uint8, exactly what :func:`mouth_frames` returns.
+    face_found : (T,) bool per frame when the mouth was tracked; None when the frames were only
+        resized (``mode="never"``, or "auto" with frames already about the ROI size).
+    """
     if mode not in ("auto", "always", "never"):
         raise DataError(f"mouth_roi must be 'auto', 'always' or 'never', got {mode!r}", field="mouth_roi")
     H, W = np.asarray(frames).shape[1:]
     small = H <= auto_factor * size[0] and W <= auto_factor * size[1]
     if mode == "never" or (mode == "auto" and small):
-        return resize_frames(frames, size)
-    return track_mouth(frames, size, name=name)
+        return resize_frames(frames, size), None
+    boxes, face_found = track_mouth_boxes(frames, size, name=name)
+    return crop_boxes(np.asarray(frames), boxes, size), face_found

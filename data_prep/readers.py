@@ -3,14 +3,19 @@
 Supported layouts
 -----------------
 * Generic (``read_folder``): ``ROOT/<speaker>/<label>/<utt>.{mp4,avi,mpg,mpeg,mov}`` with the
-  audio in ``<utt>.wav`` beside the video.
+  audio in ``<utt>.wav`` beside the video, or else the video's own sound track.
 * AVLetters (``read_avletters``): ``<Letter><rep>_<Speaker>-lips.mat`` (variables ``vid``
   (H*W, T) column-major frames and ``siz`` = [H W T]) anywhere under ROOT, audio in
   ``<Letter><rep>_<Speaker>.wav`` anywhere under ROOT; 25 fps.
 * CUAVE (``read_cuave``): ``sNN{m|f}<anything>.{mpg,avi,mp4,mov}`` full-face videos, audio in the
-  ``.wav`` of the same stem, and a label file of the same stem (``.txt`` or ``.lab``) with one
+  ``.wav`` of the same stem (else the video's own sound track), and a label file of the same stem (``.txt`` or ``.lab``) with one
   utterance per line: ``start_frame end_frame digit`` (1-based, inclusive).
 * FSDD (``read_fsdd``): ``{digit}_{speaker}_{index}.wav`` (audio only, ``video=None``).
+
+Sound tracks inside video containers are decoded with PyAV (:mod:`data_prep.container`), mixed to
+mono at the stream's own rate; a WAV beside the video wins. A container without an audio stream,
+or whose audio and video durations differ by more than ``container.MAX_AV_MISMATCH_S``, is an
+unusable file like any other.
 
 Files that cannot be used are skipped with one ``warnings.warn`` listing them and why
 (``strict=False``), or raise the first :class:`DataError` (``strict=True``).
@@ -32,6 +37,7 @@ from tqdm.auto import tqdm
 from bimodal.errors import DataError
 
 from .audio import load_wav
+from .container import read_audio_for_video
 from .video import VIDEO_EXTENSIONS, read_video
 
 log = logging.getLogger(__name__)
@@ -63,7 +69,7 @@ class Entry:
     label: str
     utterance_id: str
     video_path: str | None
-    audio_path: str
+    audio_path: str            # == video_path when the sound track is inside the video container
 
 
 def default_workers() -> int:
@@ -126,39 +132,37 @@ def _filter(entries, labels, speakers):
 def scan_folder(root) -> list[Entry]:
     """List the utterances of the generic layout without decoding them (sorted).
 
-    Videos without a ``.wav`` beside them are listed with a warning and left out.
+    The audio is ``<utt>.wav`` beside the video when there is one, else the video's own sound
+    track (``Entry.audio_path == Entry.video_path``; whether it has one is checked when reading).
     """
     root = _check_root(root)
-    entries, missing = [], []
+    entries = []
     for spk in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         for lab in sorted(p for p in spk.iterdir() if p.is_dir() and not p.name.startswith(".")):
             for f in sorted(lab.iterdir()):
                 if f.suffix.lower() not in VIDEO_EXTENSIONS or f.name.startswith("."):
                     continue
                 wav = f.with_suffix(".wav")
-                if not wav.is_file():
-                    missing.append(str(f))
-                    continue
-                entries.append(Entry(spk.name, lab.name, f"{spk.name}/{lab.name}/{f.stem}", str(f), str(wav)))
-    if missing:
-        warnings.warn(f"{root}: {len(missing)} video(s) without a .wav beside them were skipped: "
-                      + ", ".join(missing[:20]), stacklevel=2)
+                audio = wav if wav.is_file() else f
+                entries.append(Entry(spk.name, lab.name, f"{spk.name}/{lab.name}/{f.stem}", str(f), str(audio)))
     if not entries:
         raise DataError("no recognisable files: expected ROOT/<speaker>/<label>/<utt>.{"
-                        + ",".join(e.lstrip(".") for e in VIDEO_EXTENSIONS) + "} with <utt>.wav beside it",
-                        path=root)
+                        + ",".join(e.lstrip(".") for e in VIDEO_EXTENSIONS)
+                        + "} with its sound track inside or in <utt>.wav beside it", path=root)
     return entries
 
 
 def _read_entry(e: Entry) -> Utterance:
-    wave, rate = load_wav(e.audio_path)
     frames, fps = read_video(e.video_path)
+    wave, rate = read_audio_for_video(e.video_path, frames, fps, e.audio_path)
     return Utterance(wave, rate, frames, fps, e.label, e.speaker, e.utterance_id, e.video_path)
 
 
 def read_folder(root, labels: Iterable | None = None, speakers: Iterable | None = None, strict: bool = False,
                 progress: bool = True, n_workers: int | None = None) -> list[Utterance]:
-    """Read the generic layout ``ROOT/<speaker>/<label>/<utt>.<video ext>`` + ``<utt>.wav``.
+    """Read the generic layout ``ROOT/<speaker>/<label>/<utt>.<video ext>`` (+ ``<utt>.wav``).
+
+    The audio is the ``.wav`` beside a video if there is one, else the video's own sound track.
 
     Parameters
     ----------
@@ -272,7 +276,8 @@ def parse_label_file(path) -> list[tuple[int, int, str]]:
 def read_cuave(root, strict: bool = False, progress: bool = True, n_workers: int | None = None) -> list[Utterance]:
     """Read CUAVE-style full-face recordings and cut them into one utterance per label line.
 
-    Each ``sNN{m|f}*.{mpg,avi,mp4,mov}`` needs ``<stem>.wav`` and ``<stem>.txt`` (or ``.lab``).
+    Each ``sNN{m|f}*.{mpg,avi,mp4,mov}`` needs ``<stem>.txt`` (or ``.lab``); the audio is ``<stem>.wav``
+    when present, else the video's own sound track (which must last as long as the video).
     Video stays full-face; ``Preprocessor`` tracks the mouth (``mouth_roi="auto"``).
     Utterance id = ``<stem>/<index>``, speaker = ``sNN{m|f}``.
     """
@@ -282,21 +287,20 @@ def read_cuave(root, strict: bool = False, progress: bool = True, n_workers: int
         if p.suffix.lower() not in VIDEO_EXTENSIONS or not _CUAVE_RE.match(p.name):
             continue
         wav = p.with_suffix(".wav")
+        wav = wav if wav.is_file() else None  # None: the sound track inside the video
         lab = next((q for q in (p.with_suffix(".txt"), p.with_suffix(".lab")) if q.is_file()), None)
-        if not wav.is_file():
-            bad.append(DataError("no .wav beside the video", path=p))
-        elif lab is None:
+        if lab is None:
             bad.append(DataError("no label file <stem>.txt or <stem>.lab beside the video", path=p))
         else:
             items.append((p, wav, lab))
     if not items and not bad:
-        raise DataError("no recognisable files: expected sNN{m|f}*.{mpg,avi,mp4,mov} + .wav + .txt", path=root)
+        raise DataError("no recognisable files: expected sNN{m|f}*.{mpg,avi,mp4,mov} (+ .wav) + .txt", path=root)
 
     def read(item):
         p, wav, lab = item
         segs = parse_label_file(lab)
         frames, fps = read_video(p)
-        wave, rate = load_wav(wav)
+        wave, rate = read_audio_for_video(p, frames, fps, wav)
         spk = _CUAVE_RE.match(p.name).group(1).lower()
         out = []
         for k, (s, e, label) in enumerate(segs):
