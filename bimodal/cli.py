@@ -1,4 +1,4 @@
-"""Command line: ``bimodal demo | reproduce | extract | data synth | bench``."""
+"""Command line: ``bimodal demo | reproduce | extract | data synth | data check | bench``."""
 from __future__ import annotations
 
 import argparse
@@ -81,6 +81,15 @@ def cmd_data_synth(args) -> int:
     return synth_main(args.rest) or 0
 
 
+def cmd_data_check(args) -> int:
+    from data_prep.check import check_corpus
+
+    report = check_corpus(args.root, source=args.source, montage=args.montage, frames_per_speaker=args.frames,
+                          clips_per_speaker=args.clips_per_speaker, progress=not args.quiet)
+    print(report.format())
+    return 0 if report.ok else 1
+
+
 def cmd_bench(args) -> int:
     from benchmarks.run import main as bench_main
 
@@ -126,6 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
     s = data.add_parser("synth", help="generate the embedded audio-visual corpus (see --help)", add_help=False)
     s.add_argument("rest", nargs=argparse.REMAINDER)
     s.set_defaults(func=cmd_data_synth)
+    c = data.add_parser("check", help="read a corpus as an experiment would and report what is usable "
+                                      "(exit status 1 when nothing is)")
+    c.add_argument("root", help="corpus folder")
+    c.add_argument("--source", default="folder", choices=["folder", "cuave", "avletters", "fsdd"],
+                   help="reader (as data.source in a config)")
+    c.add_argument("--montage", default="data-check-montage.png",
+                   help="PNG of tracked mouth crops, a few frames of one clip per speaker")
+    c.add_argument("--frames", type=int, default=6, help="montage frames per clip")
+    c.add_argument("--clips-per-speaker", type=int, default=1, help="montage rows per speaker")
+    c.set_defaults(func=cmd_data_check)
 
     b = sub.add_parser("bench", help="throughput benchmarks (see --help)", add_help=False)
     b.add_argument("rest", nargs=argparse.REMAINDER)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -62,8 +63,8 @@ def _haar_dirs() -> list[Path]:
 
 
 @lru_cache(maxsize=None)
-def load_cascade(names: tuple[str, ...]):
-    """The first cascade among ``names`` found in the Haar folders, or None when unavailable."""
+def _cascade_file(names: tuple[str, ...]) -> str | None:
+    """Path of the first loadable cascade among ``names`` in the Haar folders, or None."""
     import cv2
 
     if not hasattr(cv2, "CascadeClassifier"):
@@ -71,11 +72,32 @@ def load_cascade(names: tuple[str, ...]):
     for d in _haar_dirs():
         for n in names:
             p = d / n
-            if p.is_file():
-                c = cv2.CascadeClassifier(str(p))
-                if not c.empty():
-                    return c
+            if p.is_file() and not cv2.CascadeClassifier(str(p)).empty():
+                return str(p)
     return None
+
+
+_THREAD_CASCADES = threading.local()
+
+
+def load_cascade(names: tuple[str, ...]):
+    """The first cascade among ``names`` found in the Haar folders, or None when unavailable.
+
+    One classifier per thread: ``CascadeClassifier.detectMultiScale`` keeps per-call scratch data in
+    the object and fails (``scaleIdx`` assertion) when two threads use one classifier at once, as the
+    Preprocessor's and readers' thread pools would.
+    """
+    path = _cascade_file(names)
+    if path is None:
+        return None
+    cache = getattr(_THREAD_CASCADES, "by_path", None)
+    if cache is None:
+        cache = _THREAD_CASCADES.by_path = {}
+    if path not in cache:
+        import cv2
+
+        cache[path] = cv2.CascadeClassifier(path)
+    return cache[path]
 
 
 def haar_face_detector(frame: np.ndarray) -> list[tuple[int, int, int, int]]:

@@ -1,3 +1,5 @@
+import warnings
+
 import cv2
 import numpy as np
 import pytest
@@ -81,3 +83,41 @@ def test_haar_cascades_find_face_and_mouth_when_bundled():
     box = find_mouth_roi(img)
     assert box.face_found and box.method in ("cascade", "dark_blob")
     assert abs(box.cx - 80) < 6 and abs(box.cy - 118) < 6
+
+
+def test_face_found_flags_per_frame_leave_the_crops_unchanged():
+    from data_prep.mouth_roi import mouth_frames_with_faces, track_mouth_boxes
+
+    frames = np.stack([face((80, 118))] * 6)
+    # a detector that finds the face in even frames only
+    calls = iter(range(100))
+    boxes, found = track_mouth_boxes(frames, face_detector=lambda f: [(0, 0, 160, 160)] if next(calls) % 2 == 0 else [])
+    assert found.tolist() == [True, False] * 3 and boxes.shape == (6, 4)
+    crops, flags = mouth_frames_with_faces(frames, "always")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no-face warning when this OpenCV has no cascades
+        np.testing.assert_array_equal(crops, mouth_frames(frames, "always"))
+    assert flags.shape == (6,) and flags.dtype == bool
+    small = frames[:, :60, :80]
+    assert mouth_frames_with_faces(small, "auto")[1] is None  # not tracked: no flags
+
+
+def test_cascades_are_per_thread():
+    # detectMultiScale on one CascadeClassifier from two threads at once fails inside OpenCV
+    # (scaleIdx assertion): the Preprocessor tracks mouths on a thread pool, so each thread gets its own.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from data_prep.mouth_roi import load_cascade
+
+    names = ("haarcascade_frontalface_default.xml",)
+    if load_cascade(names) is None:
+        pytest.skip(f"this OpenCV build ({cv2.__version__}) ships no Haar cascades")
+    assert load_cascade(names) is load_cascade(names)
+    with ThreadPoolExecutor(2) as pool:
+        other = pool.submit(load_cascade, names).result()
+    assert other is not load_cascade(names)
+    frames = np.stack([face((80 + d, 118)) for d in range(-6, 7)] * 2)
+    single = [find_mouth_roi(f) for f in frames]
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(find_mouth_roi, frames))
+    assert threaded == single
