@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -18,3 +19,21 @@ def fsdd_root():
     if not rec.is_dir():
         pytest.skip(f"{rec} is absent (only developers' machines have ../shared/data/fsdd)")
     return rec
+
+
+SHARED_DATA = Path(os.environ.get("BIMODAL_SHARED_DATA", Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def grid_root(tmp_path_factory):
+    """The four real GRID clips (../shared/data/grid-samples, or $BIMODAL_SHARED_DATA/grid-samples) laid
+    out as a folder corpus ROOT/s1/bin/<utt>.mpg by symlinks; skip when the clips are absent."""
+    src = SHARED_DATA / "grid-samples"
+    clips = sorted(src.glob("*.mpg"))
+    if len(clips) != 4:
+        pytest.skip(f"{src} does not hold the 4 GRID .mpg clips (only developers' machines have ../shared/data)")
+    root = tmp_path_factory.mktemp("grid")
+    (root / "s1" / "bin").mkdir(parents=True)
+    for c in clips:
+        (root / "s1" / "bin" / c.name).symlink_to(c)
+    return root

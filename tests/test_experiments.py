@@ -229,3 +229,21 @@ def test_resume_refuses_a_changed_config(tiny_run):
     changed = tiny_config(cfg.data.root, model={"shared": 16})
     with pytest.raises(ConfigError, match="model.shared"):
         run_experiment(changed, out, device="cpu", resume=True, progress=False, write_report=False)
+
+
+@pytest.mark.slow
+def test_extract_on_real_grid_faces(tiny_run, grid_root, tmp_path, capsys):
+    # `bimodal extract` with a model of the tiny demo-like run on the four real GRID clips: sound track
+    # read from the .mpg, mouths tracked on 360x288 faces, windows whitened with the run's fit.
+    from bimodal.cli import main
+
+    _, out, _ = tiny_run
+    feats = tmp_path / "grid.npz"
+    assert main(["-q", "extract", "--model", str(out / "checkpoints" / "seed0_fold0" / "bimodal_dae.pt"),
+                 "--data", str(grid_root), "--out", str(feats), "--device", "cpu"]) == 0
+    assert str(feats) in capsys.readouterr().out
+    z = np.load(feats, allow_pickle=False)
+    assert z["features"].shape == (4, 24 * 4) and np.isfinite(z["features"]).all()
+    assert z["labels"].tolist() == ["bin"] * 4 and z["utterance_ids"].tolist() == [
+        "s1/bin/bbaf2n", "s1/bin/brbk7n", "s1/bin/lbax4n", "s1/bin/lwbsza"]
+    assert z["features"].std(axis=0).max() > 0  # the four sentences do not all map to one point
