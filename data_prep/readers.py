@@ -8,8 +8,8 @@ Supported layouts
   (H*W, T) column-major frames and ``siz`` = [H W T]) anywhere under ROOT, audio in
   ``<Letter><rep>_<Speaker>.wav`` anywhere under ROOT; 25 fps.
 * CUAVE (``read_cuave``): ``sNN{m|f}<anything>.{mpg,avi,mp4,mov}`` full-face videos, audio in the
-  ``.wav`` of the same stem (else the video's own sound track), and a label file of the same stem (``.txt`` or ``.lab``) with one
-  utterance per line: ``start_frame end_frame digit`` (1-based, inclusive).
+  ``.wav`` of the same stem (else the video's own sound track), and a label file of the same stem
+  (``.txt`` or ``.lab``) with one utterance per line: ``start_frame end_frame digit`` (1-based, inclusive).
 * FSDD (``read_fsdd``): ``{digit}_{speaker}_{index}.wav`` (audio only, ``video=None``).
 
 Sound tracks inside video containers are decoded with PyAV (:mod:`data_prep.container`), mixed to

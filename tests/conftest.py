@@ -21,7 +21,9 @@ def fsdd_root():
     return rec
 
 
-SHARED_DATA = Path(os.environ.get("BIMODAL_SHARED_DATA", Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
+# ../shared/data beside the checkout; $BIMODAL_SHARED_DATA points elsewhere (e.g. from a git worktree)
+SHARED_DATA = Path(os.environ.get("BIMODAL_SHARED_DATA",
+                                  Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")

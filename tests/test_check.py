@@ -89,7 +89,8 @@ def test_audio_only_and_cropped_lip_sources(tmp_path):
     for name, secs in (("0_ann_0", 0.5), ("1_ann_0", 0.4), ("1_bob_0", 0.1)):  # 0.1 s < one 4-frame window
         sf.write(fsdd / f"{name}.wav", tone(secs), RATE)
     rep = check_corpus(fsdd, source="fsdd", montage=tmp_path / "f.png", progress=False)
-    assert (rep.found, len(rep.usable)) == (3, 2) and "1_bob_0.wav: field 'frames': utterance too short" in rep.skipped[0]
+    assert (rep.found, len(rep.usable)) == (3, 2)
+    assert "1_bob_0.wav: field 'frames': utterance too short" in rep.skipped[0]
     assert rep.montage is None and "montage: none (no video)" in rep.format()
 
     lips = tmp_path / "avl"
