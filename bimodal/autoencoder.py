@@ -381,6 +381,32 @@ class BimodalAutoencoder(Persistable, nn.Module):
         model.shared_b.copy_(dbn.joint.b_h)
         return model
 
+    @classmethod
+    @torch.no_grad()
+    def shallow_from_rbm(cls, rbm, n_other: int, modality: str = "video", device=None,
+                         seed: int | None = None) -> "BimodalAutoencoder":
+        """The paper's shallow single-input autoencoder (Ngiam et al. 2011, Fig. 2a), from one RBM.
+
+        ``modality`` (video by default) → one hidden layer (the RBM's hidden units, shared by both
+        outputs) → both modalities reconstructed, with no further layers. The input → hidden weights
+        and the hidden → ``modality`` reconstruction start from the RBM (``W``, ``b_h``; ``W^T``,
+        ``b_v``); the hidden → other-modality weights start random. Outputs are linear for a Gaussian
+        RBM. ``n_other`` is the other modality's input dimension.
+        """
+        if modality not in MODALITIES:
+            raise ConfigError(f"modality must be one of {MODALITIES}, got {modality!r}")
+        other = "audio" if modality == "video" else "video"
+        out = "linear" if rbm.visible == "gaussian" else "sigmoid"
+        sizes = {modality: [rbm.n_visible], other: [int(n_other)]}
+        model = cls(sizes["audio"], sizes["video"], rbm.n_hidden, input_modalities=(modality,),
+                    **{f"{modality}_output": out}, device=rbm.device if device is None else device,
+                    seed=rbm.seed if seed is None else seed)
+        model.shared_W.copy_(rbm.W)
+        model.shared_b.copy_(rbm.b_h)
+        model.top_W[modality].copy_(rbm.W.t())
+        model.top_b[modality].copy_(rbm.b_v)
+        return model
+
     # ---------------------------------------------------------------- forward (tensors)
     def _code(self, inputs: dict, g: torch.Generator | None = None):
         """Shared code from the input tensors; returns ``(code, mu, logvar)`` (mu/logvar None if deterministic).
@@ -401,8 +427,16 @@ class BimodalAutoencoder(Persistable, nn.Module):
         return self.shared_W[self._shared_rows(m)].t() if self._top_tied(m) else self.top_W[m]
 
     def _decode(self, code: torch.Tensor) -> dict:
-        return {m: self.decoders[m](torch.sigmoid(torch.addmm(self.top_b[m], code, self._top_weight(m))))
-                for m in MODALITIES}
+        out = {}
+        for m in MODALITIES:
+            a = torch.addmm(self.top_b[m], code, self._top_weight(m))
+            if len(self.sizes[m]) == 1:
+                # No hidden layer for this modality (shallow autoencoder): the shared layer maps
+                # straight to the output units, so the output activation applies here.
+                out[m] = a if self.outputs[m] == "linear" else torch.sigmoid(a)
+            else:
+                out[m] = self.decoders[m](torch.sigmoid(a))
+        return out
 
     # ---------------------------------------------------------------- training
     def fit(self, audio, video, epochs: int = 10, batch_size: int = 100, lr: float = 1e-3, optimizer: str = "adam",

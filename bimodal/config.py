@@ -29,6 +29,9 @@ class ExperimentConfig:
     n_folds: int = 3  # speaker folds; every speaker is tested once per seed
     split: str = "folds"  # "folds" (k speaker folds) or "even_odd" (CUAVE protocol: even train, odd test)
     device: str = "auto"
+    # Also train and report the paper's section 4.7 comparisons in the video-only table: shallow
+    # video-only autoencoder, video-only deep autoencoder without audio reconstruction, bimodal DBN.
+    section47_rows: bool = False
 
 
 @dataclass

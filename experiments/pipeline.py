@@ -219,6 +219,8 @@ def needed_models(cfg: Config) -> set[str]:
     need = {"bimodal_dbn", "bimodal_dae"}
     if "cross_modality" in s:
         need |= {"video_dae", "audio_dae", "bimodal_dae_noaug"}
+        if cfg.experiment.section47_rows:
+            need |= {"video_shallow_ae", "video_dae_no_audio"}
     return need
 
 
@@ -265,6 +267,16 @@ def train_feature_models(cfg: Config, fold: FoldData, seed: int, device, checkpo
         stage("video_dae", lambda: dae(("video",)))
     if "audio_dae" in need:
         stage("audio_dae", lambda: dae(("audio",)))
+    # Section 4.7 comparisons: the shallow video-only autoencoder (Fig. 2a), started from the video
+    # RBM, and the video-only deep autoencoder fine-tuned to reconstruct video alone.
+    if "video_shallow_ae" in need:
+        stage("video_shallow_ae", lambda: BimodalAutoencoder.shallow_from_rbm(
+            first_rbm(models["bimodal_dbn"], "video"), n_audio, "video", device=device, seed=seed).fit(
+            audio=Xa, video=Xv, seed=seed, progress=progress, **finetune_kwargs(cfg)))
+    if "video_dae_no_audio" in need:
+        stage("video_dae_no_audio", lambda: autoencoder(cfg, dbn, n_audio, n_video, seed, device, ("video",)).fit(
+            audio=Xa, video=Xv, seed=seed, progress=progress, modality_weights=(0.0, 1.0),
+            **finetune_kwargs(cfg)))
     return models
 
 
@@ -297,6 +309,11 @@ def window_codes(models: dict, ds, which: list[str]) -> dict[str, np.ndarray]:
         "noaug_video": lambda: models["bimodal_dae_noaug"].encode(video=ds.video),
         "noaug_audio": lambda: models["bimodal_dae_noaug"].encode(audio=ds.audio),
         "bdbn_both": lambda: dbn.transform(audio=ds.audio, video=ds.video),
+        # Joint layer of the bimodal DBN with the audio input zeroed (video-only input, as the
+        # autoencoders get it at test time).
+        "bdbn_video": lambda: dbn.transform(audio=np.zeros_like(ds.audio), video=ds.video),
+        "shallow_video": lambda: models["video_shallow_ae"].encode(video=ds.video),
+        "dae_video_no_audio": lambda: models["video_dae_no_audio"].encode(video=ds.video),
     }
     out = {}
     with torch.no_grad():

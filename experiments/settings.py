@@ -20,7 +20,12 @@ from .pipeline import FoldData, label_strings, mcgurk_utterance, utterance_featu
 log = logging.getLogger(__name__)
 
 
-VIDEO_ONLY_FEATURES = {"raw_video", "rbm_video", "dae_video", "bimodal_video", "noaug_video"}
+VIDEO_ONLY_FEATURES = {"raw_video", "rbm_video", "dae_video", "bimodal_video", "noaug_video", "bdbn_video",
+                       "shallow_video", "dae_video_no_audio"}
+# Section 4.7 rows of the video-only table, trained when ``experiment.section47_rows`` is on.
+SECTION47_VIDEO_ROWS = {"shallow_video_only_ae": "shallow_video",
+                        "video_only_dae_no_audio_reconstruction": "dae_video_no_audio",
+                        "bimodal_dbn": "bdbn_video"}
 
 
 @dataclass
@@ -100,6 +105,8 @@ def cross_modality(ctx: FoldContext):
     """Features learned from both modalities, classifier trained and tested on one modality."""
     metrics, artifacts = {}, {}
     for modality, rows in CROSS_MODALITY_ROWS.items():
+        if modality == "video" and ctx.cfg.experiment.section47_rows:
+            rows = {**rows, **SECTION47_VIDEO_ROWS}
         metrics[modality] = {}
         for row, feat in rows.items():
             r = ctx.train_test(feat, feat)

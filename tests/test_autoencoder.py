@@ -143,3 +143,24 @@ def test_deep_autoencoder_save_load_and_seed(tmp_path, data):
     ae1.save(tmp_path / "dae.pt")
     back = DeepAutoencoder.load(tmp_path / "dae.pt", device="cpu")
     assert torch.equal(back.encode(torch.from_numpy(a)), ae1.encode(torch.from_numpy(a)))
+
+
+def test_shallow_autoencoder_from_rbm_starts_as_the_rbm_and_learns_audio(bimodal_dbn, data):
+    """Fig. 2a's shallow video-only autoencoder: its code is the video RBM's hidden layer, its video
+    output the RBM's mean reconstruction, and fine-tuning teaches the random audio head."""
+    a, v = data
+    rbm = bimodal_dbn.video.layers[0]
+    ae = BimodalAutoencoder.shallow_from_rbm(rbm, n_other=a.shape[1], modality="video", seed=0)
+    assert list(ae.encoders) == ["video"] and ae.sizes == {"audio": [12], "video": [10]}
+    np.testing.assert_allclose(ae.encode(video=v), rbm.transform(v), atol=1e-6)
+    _, v_hat = ae.reconstruct(video=v)
+    expected = rbm.visible_mean(torch.as_tensor(rbm.transform(v))).numpy()
+    np.testing.assert_allclose(v_hat, expected, atol=1e-5)  # linear output: Gaussian visibles
+    audio_err_before = float(np.mean((ae.reconstruct(video=v)[0] - a) ** 2))
+    ae.fit(a, v, epochs=15, batch_size=50, lr=3e-3)
+    audio_err_after = float(np.mean((ae.reconstruct(video=v)[0] - a) ** 2))
+    assert ae.history[-1] < ae.history[0]
+    # the paired data share a latent, so video predicts audio better than predicting the mean
+    assert audio_err_after < 0.9 * min(audio_err_before, float(np.mean((a - a.mean(0)) ** 2)))
+    with pytest.raises(ConfigError, match="modality"):
+        BimodalAutoencoder.shallow_from_rbm(rbm, 12, modality="text")

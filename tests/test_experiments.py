@@ -247,3 +247,19 @@ def test_extract_on_real_grid_faces(tiny_run, grid_root, tmp_path, capsys):
     assert z["labels"].tolist() == ["bin"] * 4 and z["utterance_ids"].tolist() == [
         "s1/bin/bbaf2n", "s1/bin/brbk7n", "s1/bin/lbax4n", "s1/bin/lwbsza"]
     assert z["features"].std(axis=0).max() > 0  # the four sentences do not all map to one point
+
+
+def test_section47_rows_are_trained_and_reported(tmp_path):
+    """``experiment.section47_rows`` adds the paper's section 4.7 comparisons to the video-only table."""
+    from experiments.runner import run_experiment
+
+    cfg = tiny_config(tmp_path / "corpus", experiment={"settings": ["cross_modality"], "section47_rows": True,
+                                                       "n_folds": 2})
+    results = run_experiment(cfg, tmp_path / "run", device="cpu", progress=False)
+    s = results["summary"]
+    for row in ("shallow_video_only_ae", "video_only_dae_no_audio_reconstruction", "bimodal_dbn", "video_only_dae"):
+        assert 0.0 <= s[f"cross_modality/video/{row}"]["mean"] <= 1.0, row
+    ckpts = {p.name for p in (tmp_path / "run").rglob("*.pt")}
+    assert {"video_shallow_ae.pt", "video_dae_no_audio.pt"} <= ckpts
+    # without the flag the extra models are not trained
+    assert "video_shallow_ae" not in pipeline.needed_models(tiny_config(tmp_path / "corpus"))
