@@ -44,7 +44,8 @@ def load_utterances(cfg: Config, progress: bool = True) -> list:
     elif d.source == "folder":
         utts = readers.read_folder(_need_root(d), progress=progress)
     elif d.source == "avletters":
-        utts = readers.read_avletters(_need_root(d))
+        utts = readers.read_avletters(_need_root(d), progress=progress,
+                                      max_av_length_mismatch_s=prep_config(cfg).max_av_length_mismatch_s)
     elif d.source == "cuave":
         utts = readers.read_cuave(_need_root(d))
     else:  # pragma: no cover - rejected by config validation

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,10 @@ import torch
 # float summation order, hence every number, the same from run to run.
 torch.set_num_threads(1)
 
-FSDD = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "fsdd"
+# ../shared/data beside the checkout; BIMODAL_SHARED_DATA points elsewhere (e.g. from a git worktree).
+SHARED_DATA = Path(os.environ.get("BIMODAL_SHARED_DATA", Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
+FSDD = SHARED_DATA / "fsdd"
+AVLETTERS = SHARED_DATA / "avletters"
 
 
 @pytest.fixture
@@ -18,3 +22,11 @@ def fsdd_root():
     if not rec.is_dir():
         pytest.skip(f"{rec} is absent (only developers' machines have ../shared/data/fsdd)")
     return rec
+
+
+@pytest.fixture
+def avletters_root():
+    """The shared AVLetters subset (Lips/*.mat + Audio/mfcc/Clean/*.mfcc); skip when absent."""
+    if not (AVLETTERS / "Lips").is_dir():
+        pytest.skip(f"{AVLETTERS}/Lips is absent (only developers' machines have ../shared/data/avletters)")
+    return AVLETTERS

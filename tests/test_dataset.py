@@ -38,7 +38,8 @@ def test_shapes_alignment_and_order():
     ds = pre.transform(train + [utt("b", "s3", T=30, seed=9)], progress=False)
     n_win = [17, 17, 17, 17, 27]  # T - frames_per_window + 1 with stride 1
     assert len(ds) == sum(n_win) and ds.n_utterances == 5
-    assert ds.audio.shape == (sum(n_win), 4 * 10 * 2) and ds.video.shape == (sum(n_win), 4 * 5 * 2)
+    # default front end: 10 audio frames of 10 whitened dims (derivatives before the PCA) per window
+    assert ds.audio.shape == (sum(n_win), 10 * 10) and ds.video.shape == (sum(n_win), 4 * 5 * 2)
     assert ds.audio.dtype == np.float32 and np.isfinite(ds.audio).all() and np.isfinite(ds.video).all()
     np.testing.assert_array_equal(ds.utt, np.repeat(np.arange(5), n_win))
     assert ds.label_names == ["a", "b"] and ds.labels.tolist() == [0, 1, 0, 1, 1]
@@ -46,13 +47,15 @@ def test_shapes_alignment_and_order():
     # Overlapping windows (stride 1): frame 1 of window i is frame 0 of window i+1.
     D = 5 * 2
     np.testing.assert_array_equal(ds.video[1, :D], ds.video[0, D:2 * D])
-    # The audio whitener saw pooled frames: per-frame coefficients are white on the training data.
-    A = np.concatenate([pre.audio_whitener.transform(pre.frames(u)[0]) for u in train])
+    # The audio whitener saw mean-normalised frames with their derivatives: white on the training data.
+    A = np.concatenate([pre.audio_whitener.transform(pre.audio_input(pre.frames(u)[0], u)) for u in train])
     np.testing.assert_allclose(np.cov(A, rowvar=False), np.eye(10), atol=0.02)
 
 
 def test_unpooled_audio_window_size():
-    cfg = PrepConfig(**SMALL, audio_pool_to_video=False, deltas=2, window_stride=2)
+    # every audio frame of the window's span, derivatives after the whitening (audio_window_frames=0)
+    cfg = PrepConfig(**SMALL, audio_pool_to_video=False, deltas=2, audio_deltas=2, audio_deltas_before_pca=False,
+                     audio_window_frames=0, window_stride=2)
     train = corpus()
     ds = Preprocessor(cfg, device="cpu", n_workers=1).fit(train, progress=False).transform(train, progress=False)
     assert ds.audio.shape[1] == 16 * 10 * 3  # 4 frames at 25 fps = 160 ms = 16 audio frames
@@ -160,7 +163,7 @@ def test_fsdd_real_recordings(fsdd_root):
     pre = Preprocessor(PrepConfig(audio_pca=20, sample_rate=16000), device="cpu", n_workers=2)
     pre.fit(utts, progress=False)
     ds = pre.transform(utts, progress=False)
-    assert ds.video is None and ds.audio.shape[1] == 4 * 20 * 2 and np.isfinite(ds.audio).all()
+    assert ds.video is None and ds.audio.shape[1] == 10 * 20 and np.isfinite(ds.audio).all()  # 10 audio frames
     assert ds.n_utterances == 24 and ds.label_names == ["0", "1", "6"]
     # Digits differ: mean log spectra (below 4 kHz, the band 8 kHz audio has; loud frames only) of
     # two different digits are further apart than two repetitions of the same digit.
