@@ -48,9 +48,15 @@ from .audio import MAX_RATE, MIN_RATE, log_spectrogram, resample
 from .mouth_roi import mouth_frames
 from .readers import Utterance, default_workers
 from .whitening import PCAWhitener
-from .windows import align_audio_to_video, av_windows, deltas, trim_to_common_length, window_plan
+from .windows import (align_audio_to_video, av_windows, deltas, trim_to_common_length, video_frame_bounds,
+                      window_plan)
 
 log = logging.getLogger(__name__)
+
+#: Version of what :meth:`Preprocessor.frames` returns and of the cached dataset layout; part of
+#: every cache key, so bump it whenever either changes (2: precomputed audio features, frames
+#: trimmed to the video span, repetition ids, derivative scales).
+FRAMES_VERSION = 2
 
 
 @dataclass
@@ -312,6 +318,12 @@ class Preprocessor:
                 raise DataError(str(exc), path=u.path, field="audio") from exc
         else:
             spec = feats[:n_audio]
+        # Only audio frames centred inside the span of the (nominal) video frames: the last centred
+        # STFT frame sits on the end of the wave (half reflect padding), belongs to no video frame
+        # and, left in, pulls a whitening component towards itself.
+        n_grid = video.shape[0] if video is not None else int(np.floor(n_audio / unit_rate * fps + 1e-9))
+        if n_grid >= 1:
+            spec = spec[:int(video_frame_bounds(n_grid, fps, self.audio_rate(u))[-1])]
         if c.audio_pool_to_video:
             nv = video.shape[0] if video is not None else int(np.floor(n_audio / unit_rate * fps + 1e-9))
             if nv < 1:
@@ -591,7 +603,7 @@ def cache_key(cfg: PrepConfig, root, reader_name: str, train_speakers, extra: di
     """Hash of the config, the reader and its options, the training speakers and the input files."""
     payload = {"cfg": cfg.to_dict(), "reader": reader_name, "root": str(Path(root).resolve()),
                "train_speakers": None if train_speakers is None else sorted(map(str, train_speakers)),
-               "extra": extra or {}, "files": fingerprint_files(root), "version": 2}
+               "extra": extra or {}, "files": fingerprint_files(root), "version": FRAMES_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 

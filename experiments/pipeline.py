@@ -133,13 +133,14 @@ def frame_cache_path(cfg: Config, utts) -> Path:
     import json
     import os
 
-    from data_prep.dataset import default_cache_dir
+    from data_prep.dataset import FRAMES_VERSION, default_cache_dir
 
     files = []
     for u in utts:
         st = os.stat(u.path) if u.path and os.path.exists(u.path) else None
         files.append((str(u.path), str(u.utterance_id), st.st_size if st else None, st.st_mtime_ns if st else None))
-    key = json.dumps({"prep": prep_config(cfg).to_dict(), "files": files}, sort_keys=True, default=str)
+    key = json.dumps({"prep": prep_config(cfg).to_dict(), "files": files, "version": FRAMES_VERSION}, sort_keys=True,
+                     default=str)
     root = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir()
     return root / f"frames-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pkl"
 
