@@ -563,7 +563,7 @@ class Preprocessor:
         with np.load(path, allow_pickle=False) as z:
             if "cfg_json" not in z.files:
                 raise DataError("not a Preprocessor file (no cfg_json)", path=path)
-            p = cls(PrepConfig.from_dict(json.loads(str(z["cfg_json"]))), device=device)
+            p = cls(PrepConfig.from_dict(_upgrade_cfg(json.loads(str(z["cfg_json"])))), device=device)
             p.label_names = z["label_names"].tolist()
             p.audio_delta_scale = z["scale_audio_deltas"] if "scale_audio_deltas" in z.files else None
             p.video_delta_scale = z["scale_video_deltas"] if "scale_video_deltas" in z.files else None
@@ -575,6 +575,15 @@ class Preprocessor:
                     except DataError as exc:  # name the file the broken whitener came from
                         raise DataError(str(exc), path=path, field=attr) from exc
         return p
+
+
+def _upgrade_cfg(d: dict) -> dict:
+    """A preprocessor saved before the paper's audio front end became the default (no
+    ``audio_deltas_before_pca`` key) was fitted with the previous one: keep using it."""
+    if "audio_deltas_before_pca" not in d:
+        d = {**d, "audio_deltas": d.get("deltas", 1), "audio_deltas_before_pca": False, "audio_mean_norm": False,
+             "audio_window_frames": 0, "scale_deltas": False, "audio_pool_to_video": d.get("audio_pool_to_video", True)}
+    return d
 
 
 # ---------------------------------------------------------------------- caching

@@ -69,6 +69,9 @@ def _read_corpus(cfg: Config, progress: bool) -> list:
         utts = readers.read_cuave(_need_root(d))
     else:  # pragma: no cover - rejected by config validation
         raise ConfigError(f"data.source {d.source!r} unknown")
+    if "mcgurk" in cfg.experiment.settings and any(u.audio is None for u in utts):
+        raise ConfigError(f"the McGurk setting dubs waveforms, but the {d.source!r} corpus' audio is precomputed "
+                          "feature frames (no waveforms); drop 'mcgurk' from experiment.settings")
     wanted = set(d.labels) | set(d.mcgurk_labels if "mcgurk" in cfg.experiment.settings else [])
     utts = [u for u in utts if u.label in wanted]
     have = {u.label for u in utts}

@@ -195,3 +195,27 @@ def test_shared_avletters(avletters_root):
     # about 2 MFCC frames per video frame
     ratio = np.array([len(u.audio_features) / len(u.video) for u in utts])
     assert 1.7 < ratio.min() and ratio.max() < 2.3
+
+
+def test_load_utterances_for_an_avletters_config(tmp_path):
+    from bimodal.config import config_from_dict
+    from bimodal.errors import ConfigError
+    from experiments.pipeline import load_utterances, speaker_splits
+
+    make_corpus(tmp_path)
+
+    def cfg(settings):
+        return config_from_dict({"experiment": {"name": "t", "settings": settings, "split": "third_test"},
+                                 "data": {"source": "avletters", "root": str(tmp_path), "labels": ["A", "B"]}})
+
+    skipped = []
+    utts = load_utterances(cfg(["cross_modality"]), progress=False, skipped=skipped)
+    assert len(utts) == 12 and skipped == []
+    (tr, te), = speaker_splits(utts, cfg(["cross_modality"]), seed=0)
+    assert len(tr) == 8 and {utts[i].repetition for i in te} == {"3"}
+    with pytest.raises(ConfigError, match="McGurk setting dubs waveforms"):
+        load_utterances(cfg(["cross_modality", "mcgurk"]), progress=False)
+    # a bad clip is listed in `skipped`, not fatal
+    (tmp_path / "Lips" / "A1_Ann-lips.mat").write_bytes(b"MATLAB")
+    utts = load_utterances(cfg(["cross_modality"]), progress=False, skipped=skipped)
+    assert len(utts) == 11 and len(skipped) == 1 and "A1_Ann-lips.mat" in skipped[0]

@@ -341,3 +341,26 @@ def test_fit_skips_a_truncated_wav_instead_of_aborting(tmp_path):
     with pytest.warns(UserWarning):
         ds = pre.transform(utts, progress=False, strict=False)
     assert ds.n_utterances == 3 and "s2/b/u0" not in set(ds.utterance_ids)
+
+
+def test_preprocessor_saved_before_the_new_front_end_still_loads(tmp_path):
+    """Files written before issue 9 have no audio_deltas_before_pca key: they load with the previous front end."""
+    import json
+
+    legacy = dict(audio_pool_to_video=True, audio_deltas_before_pca=False, audio_deltas=1, audio_mean_norm=False,
+                  scale_deltas=False, audio_window_frames=0)
+    train = corpus()
+    pre = Preprocessor(PrepConfig(**SMALL, **legacy), device="cpu", n_workers=1).fit(train, progress=False)
+    path = pre.save(tmp_path / "p.npz")
+    with np.load(path) as z:
+        arrays = dict(z)
+    old = json.loads(str(arrays["cfg_json"]))
+    for k in legacy:
+        if k != "audio_pool_to_video":
+            old.pop(k)
+    arrays["cfg_json"] = np.array(json.dumps(old))
+    np.savez(tmp_path / "old.npz", **arrays)
+    back = Preprocessor.load(tmp_path / "old.npz", device="cpu")
+    assert back.cfg.audio_deltas_before_pca is False and back.cfg.audio_mean_norm is False
+    np.testing.assert_allclose(back.transform(train, progress=False).audio, pre.transform(train, progress=False).audio,
+                               atol=1e-5)
