@@ -38,7 +38,7 @@ def load_utterances(cfg: Config, progress: bool = True, skipped: list | None = N
         warnings.simplefilter("always")
         utts = _read_corpus(cfg, progress)
     for w in caught:
-        if issubclass(w.category, UserWarning):
+        if issubclass(w.category, UserWarning) and "skipped" in str(w.message):  # the readers' skip lists
             log.warning("%s", w.message)
             if skipped is not None:
                 skipped.append(str(w.message))
