@@ -1,14 +1,26 @@
 """From utterances to aligned, PCA-whitened (audio window, video window) pairs, with caching.
 
-Per utterance (Ngiam et al. 2011, every number in :class:`PrepConfig`):
+Per utterance (Ngiam et al. 2011, every number in :class:`PrepConfig`; defaults = the paper's):
 
 audio : wave → (``audio_transform``) → resample to ``sample_rate`` → log spectrogram
-        (20 ms / 10 ms) → [mean-pool into video frames] → PCA whitening (100) → deltas
-video : frames → mouth ROI 60x80 → pixels/255 → PCA whitening (32) → deltas
-both  : trim to the common duration, cut windows of ``frames_per_window`` video frames with the
-        audio of the same span; window vector = per-frame features concatenated in time order.
+        (20 ms / 10 ms: 161 bins at 16 kHz, 100 frames/s) → mean normalisation over time (per
+        utterance and bin) → Δ, ΔΔ (483 dims) → PCA whitening (100)
+        Precomputed audio features (e.g. HTK MFCCs, ``Utterance.audio_features``) enter at the
+        mean normalisation, at their own frame rate, with ``feature_audio_deltas`` derivatives.
+video : frames → mouth ROI 60x80 → pixels/255 → PCA whitening (32) → Δ, each derivative
+        dimension divided by its standard deviation on the training frames (``scale_deltas``),
+        so every input of the Gaussian RBM has unit variance
+both  : trim to the common duration, cut windows of ``frames_per_window`` (4) video frames; the
+        audio of the same span (16 frames at 100/s and 25 fps) is reduced to
+        ``audio_window_frames`` (10) frames, the nearest ones to 10 evenly spread times (see
+        ``windows.audio_window_offsets``); window vector = per-frame features concatenated in
+        time order.
 
-Whiteners are fitted on the training utterances only (``Preprocessor.fit``).
+The previous front end (audio mean-pooled to the video rate, derivatives appended after the
+whitening and not rescaled, no mean normalisation) is ``audio_pool_to_video=True,
+audio_deltas_before_pca=False, audio_deltas=1, audio_mean_norm=False, scale_deltas=False``.
+
+Whiteners and derivative scales are fitted on the training utterances only (``Preprocessor.fit``).
 """
 from __future__ import annotations
 
@@ -36,9 +48,15 @@ from .audio import MAX_RATE, MIN_RATE, log_spectrogram, resample
 from .mouth_roi import mouth_frames
 from .readers import Utterance, default_workers
 from .whitening import PCAWhitener
-from .windows import align_audio_to_video, av_windows, deltas, trim_to_common_length
+from .windows import (align_audio_to_video, av_windows, deltas, trim_to_common_length, video_frame_bounds,
+                      window_plan)
 
 log = logging.getLogger(__name__)
+
+#: Version of what :meth:`Preprocessor.frames` returns and of the cached dataset layout; part of
+#: every cache key, so bump it whenever either changes (2: precomputed audio features, frames
+#: trimmed to the video span, repetition ids, derivative scales).
+FRAMES_VERSION = 2
 
 
 @dataclass
@@ -52,7 +70,7 @@ class PrepConfig:
     audio_pca: int = 100
     video_pca: int = 32
     pca_eps: float = 1e-5
-    deltas: int = 1                      # 0, 1 (paper) or 2 derivative orders appended
+    deltas: int = 1                      # video: 0, 1 (paper) or 2 derivative orders appended after PCA
     delta_width: int = 2                 # regression half-width in frames
     roi_size: tuple[int, int] = (60, 80) # mouth crop (H, W)
     mouth_roi: str = "auto"              # "auto" | "always" | "never"
@@ -60,7 +78,18 @@ class PrepConfig:
     # Stride 1: AVLetters/CUAVE utterances are only ~20-60 frames long, so overlapping windows
     # multiply the training pairs; utterance features average over all windows anyway.
     window_stride: int = 1
-    audio_pool_to_video: bool = True     # mean-pool audio frames per video frame
+    # Audio, as in the paper: mean normalisation over time, Δ and ΔΔ of the spectrogram, then PCA;
+    # windows of 10 audio frames (audio_window_frames; 0 = every frame of the window's span).
+    audio_deltas: int = 2                # derivative orders of the spectrogram (paper: Δ and ΔΔ)
+    audio_deltas_before_pca: bool = True # False: appended after the whitening (previous front end)
+    audio_mean_norm: bool = True         # subtract each utterance's mean over time, per dimension
+    audio_window_frames: int = 10
+    audio_pool_to_video: bool = False    # previous front end: mean-pool audio frames per video frame
+    # Precomputed audio features (HTK MFCCs ...) usually carry their own derivatives (MFCC_E_D).
+    feature_audio_deltas: int = 0
+    # Derivatives appended after a whitening (video; audio when audio_deltas_before_pca=False) are
+    # divided by their standard deviation on the training frames so every RBM input has unit variance.
+    scale_deltas: bool = True
     max_av_length_mismatch_s: float = 0.2
     audio_only_fps: float = 25.0         # frame grid for audio-only utterances (e.g. FSDD)
 
@@ -68,8 +97,11 @@ class PrepConfig:
         self.roi_size = tuple(int(v) for v in self.roi_size)
         if self.mouth_roi not in ("auto", "always", "never"):
             raise ConfigError(f"mouth_roi must be 'auto', 'always' or 'never', got {self.mouth_roi!r}")
-        if self.deltas not in (0, 1, 2):
-            raise ConfigError(f"deltas must be 0, 1 or 2, got {self.deltas}")
+        for k in ("deltas", "audio_deltas", "feature_audio_deltas"):
+            if getattr(self, k) not in (0, 1, 2):
+                raise ConfigError(f"{k} must be 0, 1 or 2, got {getattr(self, k)}")
+        if int(self.audio_window_frames) < 0:
+            raise ConfigError(f"audio_window_frames must be >= 0 (0 = every frame), got {self.audio_window_frames}")
         if not (MIN_RATE <= self.sample_rate <= MAX_RATE):
             raise ConfigError(f"sample_rate {self.sample_rate} outside {MIN_RATE}..{MAX_RATE}")
         for k in ("frames_per_window", "window_stride", "audio_pca", "video_pca"):
@@ -100,6 +132,7 @@ class AVDataset:
     utt : (N,) int64 index into the per-utterance arrays; windows of one utterance are
         contiguous and in time order.
     labels : (U,) int64 indices into ``label_names``; speakers, utterance_ids : (U,) str.
+    repetitions : (U,) str take ids (AVLetters "1".."3"; "" where the corpus gives none) or None.
     """
 
     audio: np.ndarray
@@ -109,6 +142,7 @@ class AVDataset:
     speakers: np.ndarray
     utterance_ids: np.ndarray
     label_names: list[str] = field(default_factory=list)
+    repetitions: np.ndarray | None = None
 
     @property
     def n_utterances(self) -> int:
@@ -133,7 +167,7 @@ class AVDataset:
         keep = new[self.utt] >= 0
         return AVDataset(self.audio[keep], None if self.video is None else self.video[keep],
                          new[self.utt[keep]], self.labels[idx], self.speakers[idx], self.utterance_ids[idx],
-                         list(self.label_names))
+                         list(self.label_names), None if self.repetitions is None else self.repetitions[idx])
 
     def save(self, path) -> Path:
         arrays = dict(audio=self.audio, utt=self.utt, labels=self.labels,
@@ -141,6 +175,8 @@ class AVDataset:
                       label_names=np.asarray(self.label_names, dtype=str))
         if self.video is not None:
             arrays["video"] = self.video
+        if self.repetitions is not None:
+            arrays["repetitions"] = self.repetitions.astype(str)
         return atomic_savez(path, **arrays)
 
     @classmethod
@@ -153,7 +189,15 @@ class AVDataset:
             if missing:
                 raise DataError(f"not an AVDataset file: missing {sorted(missing)}", path=path)
             return cls(z["audio"], z["video"] if "video" in z.files else None, z["utt"], z["labels"],
-                       z["speakers"].astype(object), z["utterance_ids"].astype(object), z["label_names"].tolist())
+                       z["speakers"].astype(object), z["utterance_ids"].astype(object), z["label_names"].tolist(),
+                       z["repetitions"].astype(object) if "repetitions" in z.files else None)
+
+
+def _delta_scale(whitened: list[np.ndarray], order: int, width: int) -> np.ndarray:
+    """Standard deviation (floored) of every derivative dimension ``deltas`` appends to the frames."""
+    D = whitened[0].shape[1]
+    d = np.concatenate([deltas(w, order, width)[:, D:] for w in whitened]).astype(np.float64)
+    return np.maximum(d.std(axis=0), 1e-6).astype(np.float32)
 
 
 class Preprocessor:
@@ -179,7 +223,12 @@ class Preprocessor:
         self.n_workers = n_workers or default_workers()
         self.audio_whitener: PCAWhitener | None = None
         self.video_whitener: PCAWhitener | None = None
+        # Per-dimension standard deviations of derivative blocks appended after a whitening.
+        self.audio_delta_scale: np.ndarray | None = None
+        self.video_delta_scale: np.ndarray | None = None
         self.label_names: list[str] = []
+        #: Utterances the last fit / transform left out, one dict each (utterance_id, path, reason).
+        self.skipped: list[dict] = []
 
     # ------------------------------------------------------------------ per-utterance frames
     def frames(self, u: Utterance, audio_transform: Callable | None = None
@@ -188,7 +237,8 @@ class Preprocessor:
 
         Returns
         -------
-        audio : (T, F) log-spectrogram frames, one per video frame when pooling, else at 100/s.
+        audio : (T, F) log-spectrogram frames (or the utterance's precomputed audio features), one
+            per video frame when pooling, else at their own rate (:meth:`audio_rate`).
         video : (T_v, H*W) float32 pixels in [0, 1] of the mouth crops, or None.
         fps : the frame grid (video fps, or ``audio_only_fps``).
         """
@@ -205,66 +255,149 @@ class Preprocessor:
             self.frame_cache[key] = self._frames(u, audio_transform, None if clean is None else clean[1])
         return self.frame_cache[key]
 
+    def audio_rate(self, u: Utterance) -> float:
+        """Frames per second of the audio frames :meth:`frames` returns for ``u`` (before pooling)."""
+        if u.audio is not None:
+            return self.cfg.audio_frame_rate
+        return float(u.audio_frame_rate or 0.0)
+
     def _frames(self, u: Utterance, audio_transform: Callable | None = None, video: np.ndarray | None = None
                 ) -> tuple[np.ndarray, np.ndarray | None, float]:
         """:meth:`frames` without the cache; ``video`` = this utterance's crops, if already known."""
         c = self.cfg
-        wave, rate = np.asarray(u.audio, dtype=np.float32), int(u.sample_rate)
-        if wave.ndim != 1 or wave.size == 0:
-            raise DataError(f"expected non-empty mono audio, got shape {wave.shape}", path=u.path, field="audio")
-        if not (MIN_RATE <= rate <= MAX_RATE):
-            raise DataError(f"implausible sample rate {rate} Hz", path=u.path, field="sample_rate")
-        if audio_transform is not None:
-            wave = np.asarray(audio_transform(wave, rate, u), dtype=np.float32)
-        if not np.isfinite(wave).all():
-            raise DataError("audio holds NaN or infinite samples", path=u.path, field="audio")
-        if rate != c.sample_rate:
-            if not c.resample:
-                raise DataError(f"sample rate is {rate} Hz, expected {c.sample_rate} Hz (resample=False)",
-                                path=u.path, field="sample_rate")
-            wave = resample(wave, rate, c.sample_rate, device=self.device)
-            rate = c.sample_rate
+        if u.audio is not None:
+            wave, rate = np.asarray(u.audio, dtype=np.float32), int(u.sample_rate or 0)
+            if wave.ndim != 1 or wave.size == 0:
+                raise DataError(f"expected non-empty mono audio, got shape {wave.shape}", path=u.path, field="audio")
+            if not (MIN_RATE <= rate <= MAX_RATE):
+                raise DataError(f"implausible sample rate {rate} Hz", path=u.path, field="sample_rate")
+            if audio_transform is not None:
+                wave = np.asarray(audio_transform(wave, rate, u), dtype=np.float32)
+            if not np.isfinite(wave).all():
+                raise DataError("audio holds NaN or infinite samples", path=u.path, field="audio")
+            if rate != c.sample_rate:
+                if not c.resample:
+                    raise DataError(f"sample rate is {rate} Hz, expected {c.sample_rate} Hz (resample=False)",
+                                    path=u.path, field="sample_rate")
+                wave = resample(wave, rate, c.sample_rate, device=self.device)
+                rate = c.sample_rate
+            n_audio, unit_rate = len(wave), float(rate)
+        elif u.audio_features is not None:
+            if audio_transform is not None:
+                raise DataError("an audio transform (e.g. added noise) needs a waveform; this utterance has only "
+                                "precomputed audio features", path=u.path, field="audio_features")
+            feats = np.asarray(u.audio_features, dtype=np.float32)
+            unit_rate = float(u.audio_frame_rate or 0.0)
+            if feats.ndim != 2 or feats.shape[0] == 0 or feats.shape[1] == 0:
+                raise DataError(f"expected (T, F) audio feature frames, got shape {feats.shape}", path=u.path,
+                                field="audio_features")
+            if not (0.0 < unit_rate <= 10000.0):
+                raise DataError(f"implausible audio feature frame rate {u.audio_frame_rate!r} frames/s",
+                                path=u.path, field="audio_frame_rate")
+            if not np.isfinite(feats).all():
+                raise DataError("audio features hold NaN or infinite values", path=u.path, field="audio_features")
+            n_audio = len(feats)
+        else:
+            raise DataError("utterance has no audio (neither a waveform nor audio features)", path=u.path,
+                            field="audio")
         if u.video is not None:
             fps = float(u.fps) if u.fps else 0.0
             if fps <= 0:
                 raise DataError(f"video has no valid frame rate ({u.fps!r})", path=u.path, field="fps")
-            ns, nv = trim_to_common_length(len(wave), rate, len(u.video), fps, c.max_av_length_mismatch_s, u.path)
-            wave = wave[:ns]
+            n_audio, nv = trim_to_common_length(n_audio, unit_rate, len(u.video), fps, c.max_av_length_mismatch_s,
+                                                u.path)
             if video is None:
                 crops = mouth_frames(u.video[:nv], c.mouth_roi, c.roi_size, name=u.path)
                 video = crops.reshape(nv, -1).astype(np.float32) / 255.0
         else:
             video, fps = None, float(c.audio_only_fps)
-        try:
-            spec = log_spectrogram(wave, rate, c.win_ms, c.hop_ms, device=self.device)
-        except DataError as exc:
-            raise DataError(str(exc), path=u.path, field="audio") from exc
+        if u.audio is not None:
+            try:
+                spec = log_spectrogram(wave[:n_audio], rate, c.win_ms, c.hop_ms, device=self.device)
+            except DataError as exc:
+                raise DataError(str(exc), path=u.path, field="audio") from exc
+        else:
+            spec = feats[:n_audio]
+        # Only audio frames centred inside the span of the (nominal) video frames: the last centred
+        # STFT frame sits on the end of the wave (half reflect padding), belongs to no video frame
+        # and, left in, pulls a whitening component towards itself.
+        n_grid = video.shape[0] if video is not None else int(np.floor(n_audio / unit_rate * fps + 1e-9))
+        if n_grid >= 1:
+            spec = spec[:int(video_frame_bounds(n_grid, fps, self.audio_rate(u))[-1])]
         if c.audio_pool_to_video:
-            nv = video.shape[0] if video is not None else int(np.floor(len(wave) / rate * fps + 1e-9))
+            nv = video.shape[0] if video is not None else int(np.floor(n_audio / unit_rate * fps + 1e-9))
             if nv < 1:
                 raise DataError("utterance shorter than one video frame", path=u.path, field="audio")
             try:
-                spec = align_audio_to_video(spec, nv, fps, c.audio_frame_rate)
+                spec = align_audio_to_video(spec, nv, fps, self.audio_rate(u))
             except DataError as exc:
                 raise DataError(str(exc), path=u.path, field="audio") from exc
         return spec, video, fps
 
+    def _audio_delta_order(self, u: Utterance) -> int:
+        return self.cfg.audio_deltas if u.audio is not None else self.cfg.feature_audio_deltas
+
+    def audio_input(self, spec: np.ndarray, u: Utterance) -> np.ndarray:
+        """Per-frame audio vectors the audio whitener sees: mean-normalised over time and, with
+        ``audio_deltas_before_pca``, with Δ (and ΔΔ) appended ((T, 161 * 3) = (T, 483) for the paper)."""
+        c = self.cfg
+        X = np.asarray(spec, dtype=np.float32)
+        if c.audio_mean_norm:
+            # Per utterance and dimension, before the derivatives (which a constant offset does not change).
+            X = X - X.mean(axis=0, keepdims=True)
+        order = self._audio_delta_order(u)
+        if c.audio_deltas_before_pca and order:
+            X = deltas(X, order, c.delta_width)
+        return X
+
+    def _after_whitening(self, W: np.ndarray, order: int, scale: np.ndarray | None) -> np.ndarray:
+        """Derivatives appended to whitened frames, each divided by its fitted standard deviation."""
+        out = deltas(W, order, self.cfg.delta_width)
+        if order and scale is not None:
+            out[:, W.shape[1]:] /= scale
+        return out
+
+    def audio_frames(self, spec: np.ndarray, u: Utterance) -> np.ndarray:
+        """Whitened per-frame audio features of one utterance (window building blocks)."""
+        a = self.audio_whitener.transform(self.audio_input(spec, u))
+        if not self.cfg.audio_deltas_before_pca:
+            a = self._after_whitening(a, self._audio_delta_order(u), self.audio_delta_scale)
+        return np.asarray(a, dtype=np.float32)
+
+    def video_frames(self, vid: np.ndarray) -> np.ndarray:
+        """Whitened per-frame video features (with scaled derivatives) of one utterance."""
+        v = self.video_whitener.transform(vid)
+        return self._after_whitening(v, self.cfg.deltas, self.video_delta_scale)
+
+    def _windows(self, u: Utterance, spec, vid, fps):
+        c = self.cfg
+        a = self.audio_frames(spec, u)
+        v = self.video_frames(vid) if vid is not None else None
+        return av_windows(a, v, fps, self.audio_rate(u), c.frames_per_window, c.window_stride,
+                          c.audio_pool_to_video, name=u.path, audio_window_frames=c.audio_window_frames)
+
+    def _check_windows(self, u: Utterance, spec, vid, fps) -> None:
+        """DataError unless at least one window can be cut (so a short clip is skipped like a bad file)."""
+        c = self.cfg
+        starts, _ = window_plan(spec.shape[0], None if vid is None else vid.shape[0], fps, self.audio_rate(u),
+                                c.frames_per_window, c.window_stride, c.audio_pool_to_video, c.audio_window_frames)
+        if len(starts) == 0:
+            nv = "-" if vid is None else vid.shape[0]
+            raise DataError(f"utterance too short: {nv} video frames / {spec.shape[0]} audio frames, a window "
+                            f"needs {c.frames_per_window} video frames", path=u.path, field="frames")
+
     def _all_frames(self, utterances, audio_transform, progress, desc, strict=True):
-        """Frames of every utterance; with ``strict=False`` unusable ones are dropped with one warning.
+        """Frames of every utterance; with ``strict=False`` unusable ones are dropped with one warning
+        and listed in ``self.skipped``.
 
         Returns (kept utterances, their frames)."""
         if not utterances:
             raise DataError("no utterances given", field="utterances")
-        c = self.cfg
 
         def one(u):
             try:
                 fr = self.frames(u, audio_transform)
-                # Check here that one window fits, so a short utterance is reported like any bad file.
-                n = fr[0].shape[0] if c.audio_pool_to_video else fr[1].shape[0] if fr[1] is not None else None
-                if n is not None and n < c.frames_per_window:
-                    raise DataError(f"utterance too short: {n} frames, a window needs {c.frames_per_window}",
-                                    path=u.path, field="frames")
+                self._check_windows(u, *fr)
                 return fr
             except DataError as exc:
                 if exc.path is None:  # make sure the message names the utterance
@@ -276,29 +409,51 @@ class Preprocessor:
         with ThreadPoolExecutor(max_workers=self.n_workers) as pool:
             res = list(tqdm(pool.map(one, utterances), total=len(utterances), desc=desc,
                             disable=not progress, leave=False))
-        bad = [r for r in res if isinstance(r, DataError)]
-        if bad:
-            warnings.warn(f"skipped {len(bad)} of {len(res)} utterances:\n  " + "\n  ".join(map(str, bad[:50])),
-                          stacklevel=3)
+        self.skipped = [{"utterance_id": str(u.utterance_id), "path": str(u.path), "reason": str(r)}
+                        for u, r in zip(utterances, res) if isinstance(r, DataError)]
+        if self.skipped:
+            warnings.warn(f"{desc}: skipped {len(self.skipped)} of {len(res)} utterances:\n  "
+                          + "\n  ".join(d["reason"] for d in self.skipped[:50]), stacklevel=3)
         kept = [(u, r) for u, r in zip(utterances, res) if not isinstance(r, DataError)]
         if not kept:
             raise DataError(f"none of the {len(res)} utterances is usable", field="utterances")
+        kinds = Counter("waveform" if u.audio is not None else "features" for u, _ in kept)
+        if len(kinds) > 1:
+            raise DataError(f"mix of waveform and precomputed-feature audio {dict(kinds)}; a corpus must use one",
+                            field="audio")
         return [k[0] for k in kept], [k[1] for k in kept]
 
     # ------------------------------------------------------------------ fit / transform
     def fit(self, train_utterances: Sequence[Utterance], progress: bool = True, strict: bool = True) -> "Preprocessor":
-        """Fit the audio whitener on all and the video whitener on the audio-visual training utterances.
+        """Fit the audio whitener on all and the video whitener on the audio-visual training utterances,
+        then the standard deviations of the derivatives appended after whitening (``scale_deltas``).
 
-        ``strict=False`` skips unusable utterances with a warning instead of raising."""
+        ``strict=False`` skips unusable utterances with a warning (listed in ``self.skipped``)
+        instead of raising."""
         c = self.cfg
         train_utterances, frames = self._all_frames(list(train_utterances), None, progress, "fit: features", strict)
-        A = np.concatenate([f[0] for f in frames])
-        self.audio_whitener = PCAWhitener(c.audio_pca, c.pca_eps).fit(A)
+        inputs = [self.audio_input(f[0], u) for u, f in zip(train_utterances, frames)]
+        A = np.concatenate(inputs)
+        n_audio = c.audio_pca
+        if n_audio > A.shape[1]:
+            log.warning("audio_pca=%d exceeds the %d audio input dimensions; whitening all %d", n_audio, A.shape[1],
+                        A.shape[1])
+            n_audio = A.shape[1]
+        self.audio_whitener = PCAWhitener(n_audio, c.pca_eps).fit(A)
         vids = [f[1] for f in frames if f[1] is not None]
         self.video_whitener = PCAWhitener(c.video_pca, c.pca_eps).fit(np.concatenate(vids)) if vids else None
+        self.audio_delta_scale = self.video_delta_scale = None
+        if c.scale_deltas:
+            u0 = train_utterances[0]
+            if not c.audio_deltas_before_pca and self._audio_delta_order(u0):
+                self.audio_delta_scale = _delta_scale([self.audio_whitener.transform(x) for x in inputs],
+                                                      self._audio_delta_order(u0), c.delta_width)
+            if vids and c.deltas:
+                self.video_delta_scale = _delta_scale([self.video_whitener.transform(v) for v in vids], c.deltas,
+                                                      c.delta_width)
         self.label_names = sorted({u.label for u in train_utterances})
-        log.info("fitted whiteners on %d utterances (%d audio frames, %d video frames)", len(frames), len(A),
-                 sum(len(v) for v in vids))
+        log.info("fitted whiteners on %d utterances (%d audio frames of %d dims, %d video frames)", len(frames),
+                 len(A), A.shape[1], sum(len(v) for v in vids))
         return self
 
     def transform(self, utterances: Sequence[Utterance], audio_transform: Callable | None = None,
@@ -309,14 +464,14 @@ class Preprocessor:
         ----------
         utterances : all with video, or all audio-only (→ ``AVDataset.video is None``).
         audio_transform : ``f(wave, rate, utterance) → wave`` applied to the raw wave before
-            resampling (e.g. additive noise at a given SNR); whiteners stay as fitted.
+            resampling (e.g. additive noise at a given SNR); whiteners stay as fitted. Utterances
+            with precomputed audio features only cannot take one (DataError, or skipped).
         progress : tqdm bar.
-        strict : raise on the first unusable utterance; False drops them with one warning
-            (the dataset then holds only the usable ones).
+        strict : raise on the first unusable utterance; False drops them with one warning and lists
+            them in ``self.skipped`` (the dataset then holds only the usable ones).
         """
         if self.audio_whitener is None:
             raise DataError("Preprocessor is not fitted; call fit() or load() first", field="audio_whitener")
-        c = self.cfg
         utterances = list(utterances)
         has_video = {u.video is not None for u in utterances}
         if len(has_video) > 1:
@@ -334,10 +489,7 @@ class Preprocessor:
         index = {n: i for i, n in enumerate(names)}
         A, V, U = [], [], []
         for k, (u, (spec, vid, fps)) in enumerate(zip(utterances, frames)):
-            a = deltas(self.audio_whitener.transform(spec), c.deltas, c.delta_width)
-            v = deltas(self.video_whitener.transform(vid), c.deltas, c.delta_width) if vid is not None else None
-            aw, vw = av_windows(a, v, fps, c.audio_frame_rate, c.frames_per_window, c.window_stride,
-                                c.audio_pool_to_video, name=u.path)
+            aw, vw = self._windows(u, spec, vid, fps)
             A.append(aw)
             if vw is not None:
                 V.append(vw)
@@ -345,11 +497,14 @@ class Preprocessor:
         dims = Counter(a.shape[1] for a in A)
         if len(dims) > 1:
             raise DataError(f"audio window sizes differ between utterances {dict(dims)} (mixed frame rates "
-                            "with audio_pool_to_video=False?)", field="audio")
+                            "with audio_window_frames=0?)", field="audio")
+        reps = [u.repetition for u in utterances]
         ds = AVDataset(np.concatenate(A), np.concatenate(V) if with_video else None, np.concatenate(U),
                        np.array([index[u.label] for u in utterances], np.int64),
                        np.array([u.speaker for u in utterances], dtype=object),
-                       np.array([u.utterance_id for u in utterances], dtype=object), names)
+                       np.array([u.utterance_id for u in utterances], dtype=object), names,
+                       None if all(r is None for r in reps) else np.array(["" if r is None else str(r) for r in reps],
+                                                                           dtype=object))
         for name, X in (("audio", ds.audio), ("video", ds.video)):
             if X is not None and not np.isfinite(X).all():
                 raise DataError("non-finite window features", field=name)
@@ -395,6 +550,9 @@ class Preprocessor:
         for prefix, w in (("audio_", self.audio_whitener), ("video_", self.video_whitener)):
             if w is not None:
                 arrays.update({prefix + k: v for k, v in w.state_dict().items()})
+        for key, scale in (("scale_audio_deltas", self.audio_delta_scale), ("scale_video_deltas", self.video_delta_scale)):
+            if scale is not None:
+                arrays[key] = scale
         return atomic_savez(path, **arrays)
 
     @classmethod
@@ -405,8 +563,10 @@ class Preprocessor:
         with np.load(path, allow_pickle=False) as z:
             if "cfg_json" not in z.files:
                 raise DataError("not a Preprocessor file (no cfg_json)", path=path)
-            p = cls(PrepConfig.from_dict(json.loads(str(z["cfg_json"]))), device=device)
+            p = cls(PrepConfig.from_dict(_upgrade_cfg(json.loads(str(z["cfg_json"])))), device=device)
             p.label_names = z["label_names"].tolist()
+            p.audio_delta_scale = z["scale_audio_deltas"] if "scale_audio_deltas" in z.files else None
+            p.video_delta_scale = z["scale_video_deltas"] if "scale_video_deltas" in z.files else None
             for prefix, attr in (("audio_", "audio_whitener"), ("video_", "video_whitener")):
                 state = {k[len(prefix):]: z[k] for k in z.files if k.startswith(prefix)}
                 if state:
@@ -415,6 +575,15 @@ class Preprocessor:
                     except DataError as exc:  # name the file the broken whitener came from
                         raise DataError(str(exc), path=path, field=attr) from exc
         return p
+
+
+def _upgrade_cfg(d: dict) -> dict:
+    """A preprocessor saved before the paper's audio front end became the default (no
+    ``audio_deltas_before_pca`` key) was fitted with the previous one: keep using it."""
+    if "audio_deltas_before_pca" not in d:
+        d = {**d, "audio_deltas": d.get("deltas", 1), "audio_deltas_before_pca": False, "audio_mean_norm": False,
+             "audio_window_frames": 0, "scale_deltas": False, "audio_pool_to_video": d.get("audio_pool_to_video", True)}
+    return d
 
 
 # ---------------------------------------------------------------------- caching
@@ -443,7 +612,7 @@ def cache_key(cfg: PrepConfig, root, reader_name: str, train_speakers, extra: di
     """Hash of the config, the reader and its options, the training speakers and the input files."""
     payload = {"cfg": cfg.to_dict(), "reader": reader_name, "root": str(Path(root).resolve()),
                "train_speakers": None if train_speakers is None else sorted(map(str, train_speakers)),
-               "extra": extra or {}, "files": fingerprint_files(root), "version": 1}
+               "extra": extra or {}, "files": fingerprint_files(root), "version": FRAMES_VERSION}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 

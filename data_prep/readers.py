@@ -4,9 +4,10 @@ Supported layouts
 -----------------
 * Generic (``read_folder``): ``ROOT/<speaker>/<label>/<utt>.{mp4,avi,mpg,mpeg,mov}`` with the
   audio in ``<utt>.wav`` beside the video, or else the video's own sound track.
-* AVLetters (``read_avletters``): ``<Letter><rep>_<Speaker>-lips.mat`` (variables ``vid``
-  (H*W, T) column-major frames and ``siz`` = [H W T]) anywhere under ROOT, audio in
-  ``<Letter><rep>_<Speaker>.wav`` anywhere under ROOT; 25 fps.
+* AVLetters (``read_avletters``), as distributed: ``<Letter><rep>_<Speaker>-lips.mat`` (variables
+  ``vid`` (H*W, T) column-major frames and ``siz`` = [H W T]) anywhere under ROOT, 25 fps; audio
+  as HTK feature files ``<Letter><rep>_<Speaker>.mfcc`` (MFCC_E_D, 20 ms frames) anywhere under
+  ROOT, or ``<Letter><rep>_<Speaker>.wav`` waveforms when the copy has them (waveforms win).
 * CUAVE (``read_cuave``): ``sNN{m|f}<anything>.{mpg,avi,mp4,mov}`` full-face videos, audio in the
   ``.wav`` of the same stem (else the video's own sound track), and a label file of the same stem
   (``.txt`` or ``.lab``) with one utterance per line: ``start_frame end_frame digit`` (1-based, inclusive).
@@ -45,20 +46,38 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Utterance:
-    """One spoken item. ``video`` is None for audio-only corpora (then ``fps`` is None)."""
+    """One spoken item. ``video`` is None for audio-only corpora (then ``fps`` is None).
 
-    audio: np.ndarray          # (n_samples,) float32 mono
-    sample_rate: int
+    Audio comes either as a waveform (``audio`` + ``sample_rate``) or, for corpora that ship
+    precomputed features (AVLetters' HTK MFCCs), as frames ``audio_features`` (T_a, F) float32 at
+    ``audio_frame_rate`` frames/s with ``audio`` None; frame ``j`` is taken to be centred at
+    ``j / audio_frame_rate`` s. ``repetition`` names the take of this (speaker, label) when the
+    corpus says (AVLetters: "1", "2", "3"), for the "third test" split; None otherwise.
+    """
+
+    audio: np.ndarray | None   # (n_samples,) float32 mono, or None when only features exist
+    sample_rate: int | None
     video: np.ndarray | None   # (T, H, W) uint8 grayscale
     fps: float | None
     label: str
     speaker: str
     utterance_id: str
     path: str
+    audio_features: np.ndarray | None = None  # (T_a, F) float32 precomputed audio frames
+    audio_frame_rate: float | None = None     # frames/s of audio_features
+    repetition: str | None = None
+
+    @property
+    def has_waveform(self) -> bool:
+        return self.audio is not None
 
     @property
     def duration_s(self) -> float:
-        return len(self.audio) / self.sample_rate
+        if self.audio is not None:
+            return len(self.audio) / self.sample_rate
+        if self.audio_features is not None:
+            return len(self.audio_features) / self.audio_frame_rate
+        return len(self.video) / self.fps
 
 
 @dataclass
@@ -215,15 +234,43 @@ def load_avletters_mat(path) -> np.ndarray:
     return np.clip(np.rint(frames), 0, 255).astype(np.uint8)
 
 
-def read_avletters(root, fps: float = 25.0, strict: bool = False, progress: bool = True,
-                   n_workers: int | None = None) -> list[Utterance]:
-    """Read AVLetters: ``A1_Bill-lips.mat`` lip sequences with ``A1_Bill.wav`` audio.
+def _avletters_stem(path: Path) -> str:
+    """``A1_Bill`` of ``A1_Bill-lips.mat`` / ``A1_Bill.mfcc`` / ``a1_bill.wav`` (lower case, to match files)."""
+    return path.stem.lower().removesuffix("-lips")
 
-    Label = the letter (upper case), speaker = the name, utterance id = ``<Speaker>/<Letter><rep>``.
-    A .mat without its .wav is skipped with a warning (the models need both modalities).
+
+def read_avletters(root, fps: float = 25.0, audio: str = "auto", strict: bool = False, progress: bool = True,
+                   n_workers: int | None = None, max_av_length_mismatch_s: float = 0.2) -> list[Utterance]:
+    """Read AVLetters as distributed: ``Lips/A1_Bill-lips.mat`` lip sequences, audio as HTK
+    ``A1_Bill.mfcc`` feature files or ``A1_Bill.wav`` waveforms, each anywhere under ``root``.
+
+    Parameters
+    ----------
+    root : corpus folder.
+    fps : video frame rate (AVLetters: 25).
+    audio : "auto" (waveforms if any ``.wav`` is under ``root``, since they allow the spectrogram
+        front end and added noise, else MFCCs if any ``.mfcc`` is there), "wav", "mfcc".
+    strict : raise on the first unusable file instead of skipping it with a warning.
+    max_av_length_mismatch_s : an MFCC clip whose duration differs from its video's by more than
+        this is skipped (the full corpus holds one: 23 video frames, 31 MFCC frames instead of ~46).
+
+    Returns
+    -------
+    list of Utterance sorted by file name; label = the letter (upper case), speaker = the name,
+    repetition = the take number, utterance id = ``<Speaker>/<Letter><rep>``. With MFCC audio
+    ``audio`` is None and ``audio_features`` (T_a, 26) float32 at 50 frames/s is set.
+    A clip without the chosen audio file is skipped with a warning.
     """
+    from .htk import read_htk
+    from .windows import trim_to_common_length
+
     root = _check_root(root)
-    wavs = {p.stem.lower().removesuffix("-lips"): p for p in root.rglob("*.wav")}
+    if audio not in ("auto", "wav", "mfcc"):
+        raise DataError(f"audio must be 'auto', 'wav' or 'mfcc', got {audio!r}", path=root, field="audio")
+    found = {ext: {_avletters_stem(p): p for p in root.rglob(f"*.{ext}")} for ext in ("wav", "mfcc")}
+    if audio == "auto":
+        audio = "wav" if found["wav"] else "mfcc"
+    audio_files = found[audio]
     items, bad = [], []
     for p in sorted(root.rglob("*.mat")):
         m = _AVL_RE.match(p.stem)
@@ -231,19 +278,27 @@ def read_avletters(root, fps: float = 25.0, strict: bool = False, progress: bool
             bad.append(DataError("file name is not <Letter><rep>_<Speaker>-lips.mat", path=p))
             continue
         letter, rep, spk = m.group(1).upper(), m.group(2), m.group(3)
-        wav = wavs.get(f"{m.group(1)}{rep}_{spk}".lower())
-        if wav is None:
-            bad.append(DataError(f"no audio {letter}{rep}_{spk}.wav found under the root", path=p))
+        af = audio_files.get(f"{m.group(1)}{rep}_{spk}".lower())
+        if af is None:
+            bad.append(DataError(f"no audio {letter}{rep}_{spk}.{audio} found under the root", path=p))
             continue
-        items.append((p, wav, letter, rep, spk))
+        items.append((p, af, letter, rep, spk))
     if not items and not bad:
         raise DataError("no recognisable files: expected <Letter><rep>_<Speaker>-lips.mat", path=root)
 
     def read(item):
-        p, wav, letter, rep, spk = item
+        p, af, letter, rep, spk = item
         frames = load_avletters_mat(p)
-        wave, rate = load_wav(wav)
-        return Utterance(wave, rate, frames, float(fps), letter, spk, f"{spk}/{letter}{rep}", str(p))
+        common = dict(label=letter, speaker=spk, utterance_id=f"{spk}/{letter}{rep}", path=str(p), repetition=rep)
+        if audio == "wav":
+            wave, rate = load_wav(af)
+            return Utterance(wave, rate, frames, float(fps), **common)
+        feats, header = read_htk(af)
+        # Checked here, not later in the preprocessing, so a bad clip is listed and skipped with the others.
+        trim_to_common_length(len(feats), header.frame_rate, len(frames), float(fps), max_av_length_mismatch_s,
+                              name=f"{p} + {af.name}")
+        return Utterance(None, None, frames, float(fps), audio_features=feats, audio_frame_rate=header.frame_rate,
+                         **common)
 
     return _collect(bad + _map_files(read, items, progress, "avletters", n_workers), strict, root)
 

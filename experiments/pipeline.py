@@ -27,8 +27,27 @@ log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- data
-def load_utterances(cfg: Config, progress: bool = True) -> list:
-    """All utterances of the dataset the config names (the synthetic corpus is generated if absent)."""
+def load_utterances(cfg: Config, progress: bool = True, skipped: list | None = None) -> list:
+    """All utterances of the dataset the config names (the synthetic corpus is generated if absent).
+
+    Files the reader cannot use are skipped with a warning; pass a list as ``skipped`` to get
+    those warnings' texts appended to it (for the results file)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        utts = _read_corpus(cfg, progress)
+    for w in caught:
+        if issubclass(w.category, UserWarning) and "skipped" in str(w.message):  # the readers' skip lists
+            log.warning("%s", w.message)
+            if skipped is not None:
+                skipped.append(str(w.message))
+        else:  # not ours to swallow
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return utts
+
+
+def _read_corpus(cfg: Config, progress: bool) -> list:
     from data_prep import readers
 
     d = cfg.data
@@ -44,11 +63,15 @@ def load_utterances(cfg: Config, progress: bool = True) -> list:
     elif d.source == "folder":
         utts = readers.read_folder(_need_root(d), progress=progress)
     elif d.source == "avletters":
-        utts = readers.read_avletters(_need_root(d))
+        utts = readers.read_avletters(_need_root(d), progress=progress,
+                                      max_av_length_mismatch_s=prep_config(cfg).max_av_length_mismatch_s)
     elif d.source == "cuave":
         utts = readers.read_cuave(_need_root(d))
     else:  # pragma: no cover - rejected by config validation
         raise ConfigError(f"data.source {d.source!r} unknown")
+    if "mcgurk" in cfg.experiment.settings and any(u.audio is None for u in utts):
+        raise ConfigError(f"the McGurk setting dubs waveforms, but the {d.source!r} corpus' audio is precomputed "
+                          "feature frames (no waveforms); drop 'mcgurk' from experiment.settings")
     wanted = set(d.labels) | set(d.mcgurk_labels if "mcgurk" in cfg.experiment.settings else [])
     utts = [u for u in utts if u.label in wanted]
     have = {u.label for u in utts}
@@ -70,10 +93,35 @@ def _need_root(d) -> Path:
     return Path(d.root)
 
 
+def repetition_split(utts: list) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The AVLetters "third test" protocol as one (train, test) pair: every speaker's last
+    repetition (highest take id; numeric ids compared as numbers) tests, the others train.
+
+    Raises ConfigError when an utterance has no repetition id (the corpus' reader must set
+    ``Utterance.repetition``) or there is only one repetition.
+    """
+    reps = [u.repetition for u in utts]
+    missing = [u.utterance_id for u, r in zip(utts, reps) if r is None]
+    if missing:
+        raise ConfigError(f"experiment.split = 'third_test' needs a repetition id for every utterance; "
+                          f"{len(missing)} have none (e.g. {missing[:3]}); only the avletters reader sets them. "
+                          "Use split = 'folds' or 'even_odd' for this corpus")
+    order = sorted(set(reps), key=lambda r: (0, int(r), r) if str(r).isdigit() else (1, 0, str(r)))
+    if len(order) < 2:
+        raise ConfigError(f"experiment.split = 'third_test' needs at least two repetitions, got {order}")
+    last = order[-1]
+    is_test = np.array([r == last for r in reps])
+    log.info("third-test split: repetitions %s train, repetition %s tests", order[:-1], last)
+    return [(np.flatnonzero(~is_test), np.flatnonzero(is_test))]
+
+
 def speaker_splits(utts: list, cfg: Config, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(train, test) utterance indices per fold; no speaker on both sides."""
+    """(train, test) utterance indices per fold: no speaker on both sides, except with
+    ``experiment.split = "third_test"`` (:func:`repetition_split`), where no repetition is."""
     from bimodal.evaluation import speaker_folds
 
+    if cfg.experiment.split == "third_test":
+        return repetition_split(utts)
     speakers = np.array([u.speaker for u in utts])
     if cfg.experiment.split == "even_odd":
         return speaker_folds(speakers, n_folds=2, seed=seed, split="even_odd")
@@ -88,13 +136,14 @@ def frame_cache_path(cfg: Config, utts) -> Path:
     import json
     import os
 
-    from data_prep.dataset import default_cache_dir
+    from data_prep.dataset import FRAMES_VERSION, default_cache_dir
 
     files = []
     for u in utts:
         st = os.stat(u.path) if u.path and os.path.exists(u.path) else None
         files.append((str(u.path), str(u.utterance_id), st.st_size if st else None, st.st_mtime_ns if st else None))
-    key = json.dumps({"prep": prep_config(cfg).to_dict(), "files": files}, sort_keys=True, default=str)
+    key = json.dumps({"prep": prep_config(cfg).to_dict(), "files": files, "version": FRAMES_VERSION}, sort_keys=True,
+                     default=str)
     root = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir()
     return root / f"frames-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pkl"
 
@@ -149,6 +198,10 @@ class FoldData:
     train_utts: list
     test_utts: list
     test_noisy: dict = field(default_factory=dict)
+    #: utterances left out of fit / train / test, one dict each (utterance_id, path, reason)
+    skipped: dict = field(default_factory=dict)
+    #: why no noisy test sets were made, when a setting wanted them but they cannot be (else None)
+    noise_skipped: str | None = None
 
 
 def prepare_fold(cfg: Config, utts, train_idx, test_idx, seed: int, device, progress=True,
@@ -157,18 +210,41 @@ def prepare_fold(cfg: Config, utts, train_idx, test_idx, seed: int, device, prog
 
     ``frame_cache`` (one dict for the whole experiment) keeps each utterance's spectrogram and
     mouth crops, which do not depend on the fold, so only the whitening is redone per fold.
+
+    An utterance that cannot be used (a truncated file, audio and video of different lengths, too
+    short for a window) is left out with a warning and listed in ``FoldData.skipped`` instead of
+    ending the run; ``train_utts`` / ``test_utts`` hold the utterances actually used.
     """
     from data_prep.dataset import Preprocessor
 
     train_utts = [utts[i] for i in train_idx]
     test_utts = [utts[i] for i in test_idx]
-    prep = Preprocessor(prep_config(cfg), device=device, frame_cache=frame_cache).fit(train_utts, progress=progress)
-    fold = FoldData(prep, prep.transform(train_utts, progress=progress), prep.transform(test_utts, progress=progress),
-                    train_utts, test_utts)
-    if "fusion" in cfg.experiment.settings:
-        for snr in cfg.eval.snr_db:
-            fold.test_noisy[float(snr)] = prep.transform(test_utts, audio_transform=noise_transform(snr, seed),
-                                                         progress=progress)
+    prep = Preprocessor(prep_config(cfg), device=device, frame_cache=frame_cache)
+    skipped = {}
+
+    def used(utts_in, key):
+        skipped[key] = list(prep.skipped)
+        bad = {d["utterance_id"] for d in prep.skipped}
+        return [u for u in utts_in if str(u.utterance_id) not in bad]
+
+    prep.fit(train_utts, progress=progress, strict=False)
+    skipped["fit"] = list(prep.skipped)
+    train = prep.transform(train_utts, progress=progress, strict=False)
+    train_utts = used(train_utts, "train")
+    test = prep.transform(test_utts, progress=progress, strict=False)
+    test_utts = used(test_utts, "test")
+    fold = FoldData(prep, train, test, train_utts, test_utts, skipped={k: v for k, v in skipped.items() if v})
+    if "fusion" in cfg.experiment.settings and cfg.eval.snr_db:
+        if any(u.audio is None for u in test_utts):
+            fold.noise_skipped = ("the corpus' audio is precomputed feature frames (no waveforms), so white noise "
+                                  "cannot be added: the fusion setting's noisy conditions are skipped")
+            log.warning(fold.noise_skipped)
+        else:
+            # strict: the clean versions of these utterances all passed, and the noisy sets must
+            # stay row-aligned with the clean test labels
+            for snr in cfg.eval.snr_db:
+                fold.test_noisy[float(snr)] = prep.transform(test_utts, audio_transform=noise_transform(snr, seed),
+                                                             progress=progress)
     return fold
 
 

@@ -61,8 +61,9 @@ def run_experiment(cfg: Config, out_dir, device=None, resume: bool = False, prog
     log.info("experiment %s on %s -> %s", cfg.experiment.name, device, out_dir)
 
     _check_resumable(cfg, out_dir, resume)
+    read_skipped: list[str] = []  # reader warnings: files left out of the corpus
     with timer("load data"):
-        utts = pipeline.load_utterances(cfg, progress=progress)
+        utts = pipeline.load_utterances(cfg, progress=progress, skipped=read_skipped)
     runs = []
     # Per-utterance spectrograms and mouth crops do not depend on the fold: computed once, shared by
     # all folds, and kept on disk so a second run of the same data and preprocessing skips them.
@@ -93,6 +94,7 @@ def run_experiment(cfg: Config, out_dir, device=None, resume: bool = False, prog
         "config": cfg.to_dict(),
         "provenance": provenance(device=device, seed=list(cfg.experiment.seeds), config=None),
         "n_utterances": len(utts),
+        "read_skipped": read_skipped,
         "n_speakers": len({u.speaker for u in utts}),
         "runs": runs,
         "summary": summarise_runs(runs),
@@ -164,6 +166,9 @@ def run_fold(cfg: Config, utts, train_idx, test_idx, seed: int, fold_i: int, dev
         "test_speakers": sorted({utts[i].speaker for i in test_idx}),
         "n_train_windows": int(len(fold.train.audio)),
         "n_test_windows": int(len(fold.test.audio)),
+        # utterances left out (unusable clips: listed, never fatal) and why noise was not added
+        "skipped": fold.skipped,
+        "noise_skipped": fold.noise_skipped,
         "metrics": metrics,
         "artifacts": artifacts,
     }

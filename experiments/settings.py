@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from bimodal.config import Config
+from bimodal.errors import ConfigError
 from bimodal.evaluation import CCAProjector, cross_modal_matching, evaluate_features
 
 from .pipeline import FoldData, label_strings, mcgurk_utterance, utterance_features, window_codes
@@ -60,11 +61,21 @@ class FoldContext:
     def speakers(self, split: str) -> np.ndarray:
         return np.asarray(self.dataset(split).speakers)
 
+    def cv_groups(self, split: str = "train") -> np.ndarray:
+        """Groups the cross-validation that picks C holds out, matching the test protocol: speakers,
+        or repetitions with ``experiment.split = "third_test"`` (whose test set is a repetition)."""
+        if self.cfg.experiment.split == "third_test":
+            reps = self.dataset(split).repetitions
+            if reps is None:
+                raise ConfigError("experiment.split = 'third_test' needs repetition ids; this dataset has none")
+            return np.asarray(reps)
+        return self.speakers(split)
+
     def task_mask(self, split: str, labels=None) -> np.ndarray:
         return np.isin(self.labels(split), list(labels or self.cfg.data.labels))
 
     def classify(self, Xtr, ytr, groups, Xte, yte) -> dict:
-        """C chosen by speaker-grouped CV on the training speakers, then fit and test.
+        """C chosen by grouped CV on the training set (``groups``: :meth:`cv_groups`), then fit and test.
 
         Labels are strings; the result adds ``predict(X)`` → label strings and ``labels`` (the class
         names in the order of the confusion matrix's rows)."""
@@ -88,7 +99,7 @@ class FoldContext:
         mtr, mte = self.task_mask("train", labels), self.task_mask("test", labels)
         Xtr = self.features(train_name, "train")[mtr]
         Xte = self.features(test_name, "test", snr)[mte]
-        return self.classify(Xtr, self.labels("train")[mtr], self.speakers("train")[mtr], Xte,
+        return self.classify(Xtr, self.labels("train")[mtr], self.cv_groups("train")[mtr], Xte,
                              self.labels("test")[mte])
 
 
@@ -130,18 +141,21 @@ def fusion(ctx: FoldContext):
     """Multimodal fusion, classifier trained on clean features, tested on clean and noisy audio.
 
     Video features are not affected by audio noise. Rows whose models are not trained in this
-    config (e.g. the video-only autoencoder without cross-modality) are left out.
+    config (e.g. the video-only autoencoder without cross-modality) are left out, and so are the
+    noisy conditions when the corpus has no waveforms to add noise to (precomputed audio features,
+    e.g. AVLetters' MFCCs: ``FoldData.noise_skipped`` says why).
     """
     have = set(ctx.models)
     rows = {k: v for k, v in FUSION_ROWS.items() if "dae_video" not in v or "video_dae" in have}
     m = ctx.cfg.data.labels
     mtr, mte = ctx.task_mask("train", m), ctx.task_mask("test", m)
-    ytr, yte, groups = ctx.labels("train")[mtr], ctx.labels("test")[mte], ctx.speakers("train")[mtr]
+    ytr, yte, groups = ctx.labels("train")[mtr], ctx.labels("test")[mte], ctx.cv_groups("train")[mtr]
     metrics, artifacts = {}, {}
     for row, names in rows.items():
         Xtr = np.concatenate([ctx.features(n, "train") for n in names], axis=1)[mtr]
         # one classifier per row, tested at every noise level
-        conditions = [("clean", None)] + [(f"{snr:g}dB", snr) for snr in ctx.cfg.eval.snr_db]
+        conditions = [("clean", None)] + [(f"{snr:g}dB", snr) for snr in ctx.cfg.eval.snr_db
+                                          if float(snr) in ctx.fold.test_noisy]
         tests = {label: np.concatenate([ctx.features(n, "test", snr) for n in names], axis=1)[mte]
                  for label, snr in conditions}
         r = ctx.classify(Xtr, ytr, groups, tests["clean"], yte)
@@ -162,7 +176,7 @@ def shared_representation(ctx: FoldContext):
         za_tr, zv_tr, za_te, zv_te = _cca_views(ctx, fa, fv)
         m = ctx.cfg.data.labels
         mtr, mte = ctx.task_mask("train", m), ctx.task_mask("test", m)
-        ytr, yte, groups = ctx.labels("train")[mtr], ctx.labels("test")[mte], ctx.speakers("train")[mtr]
+        ytr, yte, groups = ctx.labels("train")[mtr], ctx.labels("test")[mte], ctx.cv_groups("train")[mtr]
         metrics["audio->video"][name] = ctx.classify(za_tr[mtr], ytr, groups, zv_te[mte], yte)["accuracy"]
         metrics["video->audio"][name] = ctx.classify(zv_tr[mtr], ytr, groups, za_te[mte], yte)["accuracy"]
     metrics["chance"] = 1.0 / len(ctx.cfg.data.labels)
@@ -204,7 +218,7 @@ def mcgurk(ctx: FoldContext):
     mtr, mte = ctx.task_mask("train", labels), ctx.task_mask("test", labels)
     Xtr = ctx.features("bimodal_both", "train")[mtr]
     ytr = ctx.labels("train")[mtr]
-    r = ctx.classify(Xtr, ytr, ctx.speakers("train")[mtr], ctx.features("bimodal_both", "test")[mte],
+    r = ctx.classify(Xtr, ytr, ctx.cv_groups("train")[mtr], ctx.features("bimodal_both", "test")[mte],
                      ctx.labels("test")[mte])
     predict = r["predict"]
     rows = {}

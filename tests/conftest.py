@@ -9,7 +9,10 @@ import torch
 # float summation order, hence every number, the same from run to run.
 torch.set_num_threads(1)
 
-FSDD = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "fsdd"
+# ../shared/data beside the checkout; BIMODAL_SHARED_DATA points elsewhere (e.g. from a git worktree).
+SHARED_DATA = Path(os.environ.get("BIMODAL_SHARED_DATA", Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
+FSDD = SHARED_DATA / "fsdd"
+AVLETTERS = SHARED_DATA / "avletters"
 
 
 @pytest.fixture
@@ -19,11 +22,6 @@ def fsdd_root():
     if not rec.is_dir():
         pytest.skip(f"{rec} is absent (only developers' machines have ../shared/data/fsdd)")
     return rec
-
-
-# ../shared/data beside the checkout; $BIMODAL_SHARED_DATA points elsewhere (e.g. from a git worktree)
-SHARED_DATA = Path(os.environ.get("BIMODAL_SHARED_DATA",
-                                  Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
 
 
 @pytest.fixture(scope="session")
@@ -39,3 +37,11 @@ def grid_root(tmp_path_factory):
     for c in clips:
         (root / "s1" / "bin" / c.name).symlink_to(c)
     return root
+
+
+@pytest.fixture
+def avletters_root():
+    """The shared AVLetters subset (Lips/*.mat + Audio/mfcc/Clean/*.mfcc); skip when absent."""
+    if not (AVLETTERS / "Lips").is_dir():
+        pytest.skip(f"{AVLETTERS}/Lips is absent (only developers' machines have ../shared/data/avletters)")
+    return AVLETTERS

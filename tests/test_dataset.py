@@ -38,7 +38,8 @@ def test_shapes_alignment_and_order():
     ds = pre.transform(train + [utt("b", "s3", T=30, seed=9)], progress=False)
     n_win = [17, 17, 17, 17, 27]  # T - frames_per_window + 1 with stride 1
     assert len(ds) == sum(n_win) and ds.n_utterances == 5
-    assert ds.audio.shape == (sum(n_win), 4 * 10 * 2) and ds.video.shape == (sum(n_win), 4 * 5 * 2)
+    # default front end: 10 audio frames of 10 whitened dims (derivatives before the PCA) per window
+    assert ds.audio.shape == (sum(n_win), 10 * 10) and ds.video.shape == (sum(n_win), 4 * 5 * 2)
     assert ds.audio.dtype == np.float32 and np.isfinite(ds.audio).all() and np.isfinite(ds.video).all()
     np.testing.assert_array_equal(ds.utt, np.repeat(np.arange(5), n_win))
     assert ds.label_names == ["a", "b"] and ds.labels.tolist() == [0, 1, 0, 1, 1]
@@ -46,13 +47,15 @@ def test_shapes_alignment_and_order():
     # Overlapping windows (stride 1): frame 1 of window i is frame 0 of window i+1.
     D = 5 * 2
     np.testing.assert_array_equal(ds.video[1, :D], ds.video[0, D:2 * D])
-    # The audio whitener saw pooled frames: per-frame coefficients are white on the training data.
-    A = np.concatenate([pre.audio_whitener.transform(pre.frames(u)[0]) for u in train])
+    # The audio whitener saw mean-normalised frames with their derivatives: white on the training data.
+    A = np.concatenate([pre.audio_whitener.transform(pre.audio_input(pre.frames(u)[0], u)) for u in train])
     np.testing.assert_allclose(np.cov(A, rowvar=False), np.eye(10), atol=0.02)
 
 
 def test_unpooled_audio_window_size():
-    cfg = PrepConfig(**SMALL, audio_pool_to_video=False, deltas=2, window_stride=2)
+    # every audio frame of the window's span, derivatives after the whitening (audio_window_frames=0)
+    cfg = PrepConfig(**SMALL, audio_pool_to_video=False, deltas=2, audio_deltas=2, audio_deltas_before_pca=False,
+                     audio_window_frames=0, window_stride=2)
     train = corpus()
     ds = Preprocessor(cfg, device="cpu", n_workers=1).fit(train, progress=False).transform(train, progress=False)
     assert ds.audio.shape[1] == 16 * 10 * 3  # 4 frames at 25 fps = 160 ms = 16 audio frames
@@ -160,7 +163,7 @@ def test_fsdd_real_recordings(fsdd_root):
     pre = Preprocessor(PrepConfig(audio_pca=20, sample_rate=16000), device="cpu", n_workers=2)
     pre.fit(utts, progress=False)
     ds = pre.transform(utts, progress=False)
-    assert ds.video is None and ds.audio.shape[1] == 4 * 20 * 2 and np.isfinite(ds.audio).all()
+    assert ds.video is None and ds.audio.shape[1] == 10 * 20 and np.isfinite(ds.audio).all()  # 10 audio frames
     assert ds.n_utterances == 24 and ds.label_names == ["0", "1", "6"]
     # Digits differ: mean log spectra (below 4 kHz, the band 8 kHz audio has; loud frames only) of
     # two different digits are further apart than two repetitions of the same digit.
@@ -224,3 +227,140 @@ def test_frame_cache_shares_crops_between_clean_and_noisy_audio(monkeypatch):
     assert noisy_vid is clean_vid and len(calls) == 1  # crops computed once and shared
     assert not np.allclose(noisy_spec, clean_spec)  # the audio really is the transformed one
     assert prep.frames(u, noisy)[0] is noisy_spec  # and cached
+
+
+# ---------------------------------------------------------------- the paper's audio front end (issue 9)
+def speech_like(label, speaker, seed, T=30, fps=25.0, rate=16000):
+    """A tone whose pitch glides (so frames and their derivatives vary) plus noise, with a moving bar."""
+    u = utt(label, speaker, T=T, fps=fps, rate=rate, seed=seed)
+    rng = np.random.default_rng(seed + 100)
+    t = np.arange(len(u.audio)) / rate
+    f = (300 if label == "a" else 900) * (1 + 0.5 * t) + 40 * seed
+    u.audio = (0.3 * np.sin(2 * np.pi * np.cumsum(f) / rate) * (1 + np.sin(2 * np.pi * 3 * t))
+               + 0.02 * rng.normal(size=t.size)).astype(np.float32)
+    return u
+
+
+def speech_corpus(n_speakers=4, reps=3, T=30):
+    return [speech_like(l, f"s{s}", seed=10 * s + 3 * r + (l == "b"), T=T)
+            for s in range(n_speakers) for l in ("a", "b") for r in range(reps)]
+
+
+def test_paper_front_end_483_dims_before_pca():
+    pre = Preprocessor(PrepConfig(audio_pca=20, video_pca=5), device="cpu", n_workers=1)
+    u = speech_like("a", "s1", seed=1)
+    spec = pre.frames(u)[0]
+    assert spec.shape[1] == 161  # 20 ms window at 16 kHz
+    X = pre.audio_input(spec, u)
+    assert X.shape == (spec.shape[0], 483) and X.dtype == np.float32
+    # mean normalisation over time: every static dimension averages zero over the utterance
+    np.testing.assert_allclose(X[:, :161].mean(0), 0, atol=1e-4)
+    # the derivatives are those of the raw spectrogram (a constant offset does not change them)
+    from data_prep.windows import deltas
+    np.testing.assert_allclose(X[:, 161:], deltas(spec, 2)[:, 161:], atol=1e-4)
+    pre.fit(speech_corpus(2, 2), progress=False)
+    assert pre.audio_whitener.n_features == 483 and pre.audio_whitener.n_components == 20
+
+
+def test_ten_audio_frames_per_window():
+    from data_prep.windows import audio_window_offsets, av_windows
+
+    # 4 video frames at 25 fps span 16 audio frames at 100/s; 10 of them are kept, first and last included
+    np.testing.assert_array_equal(audio_window_offsets(16, 10), [0, 2, 3, 5, 7, 8, 10, 12, 13, 15])
+    a = np.arange(100, dtype=np.float32)[:, None]  # audio frame j holds the number j
+    v = np.zeros((25, 1), np.float32)
+    aw, vw = av_windows(a, v, 25.0, 100.0, 4, 1, pool=False, audio_window_frames=10)
+    assert aw.shape == (22, 10) and vw.shape == (22, 4)
+    np.testing.assert_array_equal(aw[0], [0, 2, 3, 5, 7, 8, 10, 12, 13, 15])
+    np.testing.assert_array_equal(aw[5], 20 + aw[0])  # window 5 starts at video frame 5 = 200 ms
+    # a fitted preprocessor's windows: 10 audio frames of audio_pca dims each
+    train = speech_corpus(2, 2)
+    ds = Preprocessor(PrepConfig(audio_pca=12, video_pca=5), device="cpu", n_workers=1).fit(
+        train, progress=False).transform(train, progress=False)
+    assert ds.audio.shape[1] == 10 * 12
+
+
+@pytest.mark.parametrize("legacy_audio", [False, True])
+def test_every_gaussian_rbm_input_has_unit_variance(legacy_audio):
+    """Audio and video windows of the training set: every dimension's variance is 1 (within 20 %),
+    derivative blocks included (issue 9: they used to sit near 0.1).
+
+    Whitening and derivative scales are fitted on frames; windows sample an utterance's first and
+    last frames less often than its middle ones, so on short clips a component that captures
+    utterance edges drifts from 1 in the windows (30-frame clips: 0.55-2.0 for one such component);
+    60-frame clips keep every dimension within 20 % and the average within 5 %."""
+    extra = dict(audio_pool_to_video=True, audio_deltas_before_pca=False, audio_deltas=1,
+                 audio_mean_norm=False) if legacy_audio else {}
+    train = speech_corpus(T=60)
+    pre = Preprocessor(PrepConfig(audio_pca=12, video_pca=6, **extra), device="cpu", n_workers=1).fit(
+        train, progress=False)
+    ds = pre.transform(train, progress=False)
+    for name, X in (("audio", ds.audio), ("video", ds.video)):
+        var = X.var(axis=0)
+        assert 0.8 < var.min() and var.max() < 1.2 and abs(var.mean() - 1) < 0.05, (name, var.min(), var.max())
+    assert pre.video_delta_scale.shape == (6,) and (pre.video_delta_scale < 0.9).all()  # were not unit before
+    assert (pre.audio_delta_scale is not None) == legacy_audio
+    # without the scaling the video derivative dimensions are far from unit variance
+    raw = Preprocessor(PrepConfig(audio_pca=12, video_pca=6, scale_deltas=False, **extra), device="cpu",
+                       n_workers=1).fit(train, progress=False).transform(train, progress=False)
+    assert raw.video.reshape(len(raw), 4, 12)[:, :, 6:].var(axis=0).max() < 0.8
+
+
+def test_delta_scales_are_saved_with_the_preprocessor(tmp_path):
+    train = speech_corpus(2, 2)
+    pre = Preprocessor(PrepConfig(audio_pca=12, video_pca=5), device="cpu", n_workers=1).fit(train, progress=False)
+    back = Preprocessor.load(pre.save(tmp_path / "p.npz"), device="cpu")
+    np.testing.assert_array_equal(back.video_delta_scale, pre.video_delta_scale)
+    a, b = pre.transform(train, progress=False), back.transform(train, progress=False)
+    np.testing.assert_allclose(a.video, b.video, atol=1e-6)
+    np.testing.assert_allclose(a.audio, b.audio, atol=1e-5)
+
+
+def test_fit_skips_a_truncated_wav_instead_of_aborting(tmp_path):
+    """A folder corpus with one truncated WAV (100 bytes beside a 0.88 s video): the fit goes on
+    without it and lists it."""
+    vids = {}
+    for i, (spk, lab) in enumerate([("s1", "a"), ("s1", "b"), ("s2", "a"), ("s2", "b")]):
+        d = tmp_path / spk / lab
+        d.mkdir(parents=True)
+        u = utt(lab, spk, T=22, rate=16000, seed=i)
+        write_video(d / "u0.avi", u.video, 25.0)
+        sf.write(d / "u0.wav", u.audio, 16000)
+        vids[spk, lab] = d
+    bad = vids["s2", "b"] / "u0.wav"
+    bad.write_bytes(bad.read_bytes()[:100])
+    utts = read_folder(tmp_path, progress=False)  # decodes: the problem shows only against the video
+    assert len(utts) == 4
+    pre = Preprocessor(PrepConfig(**SMALL), device="cpu", n_workers=1)
+    with pytest.raises(DataError, match="video lasts 0.880 s"):
+        pre.fit(utts, progress=False)
+    with pytest.warns(UserWarning, match="skipped 1 of 4"):
+        pre.fit(utts, progress=False, strict=False)
+    assert [d["utterance_id"] for d in pre.skipped] == ["s2/b/u0"]
+    assert "video lasts 0.880 s" in pre.skipped[0]["reason"]
+    with pytest.warns(UserWarning):
+        ds = pre.transform(utts, progress=False, strict=False)
+    assert ds.n_utterances == 3 and "s2/b/u0" not in set(ds.utterance_ids)
+
+
+def test_preprocessor_saved_before_the_new_front_end_still_loads(tmp_path):
+    """Files written before issue 9 have no audio_deltas_before_pca key: they load with the previous front end."""
+    import json
+
+    legacy = dict(audio_pool_to_video=True, audio_deltas_before_pca=False, audio_deltas=1, audio_mean_norm=False,
+                  scale_deltas=False, audio_window_frames=0)
+    train = corpus()
+    pre = Preprocessor(PrepConfig(**SMALL, **legacy), device="cpu", n_workers=1).fit(train, progress=False)
+    path = pre.save(tmp_path / "p.npz")
+    with np.load(path) as z:
+        arrays = dict(z)
+    old = json.loads(str(arrays["cfg_json"]))
+    for k in legacy:
+        if k != "audio_pool_to_video":
+            old.pop(k)
+    arrays["cfg_json"] = np.array(json.dumps(old))
+    np.savez(tmp_path / "old.npz", **arrays)
+    back = Preprocessor.load(tmp_path / "old.npz", device="cpu")
+    assert back.cfg.audio_deltas_before_pca is False and back.cfg.audio_mean_norm is False
+    np.testing.assert_allclose(back.transform(train, progress=False).audio, pre.transform(train, progress=False).audio,
+                               atol=1e-5)

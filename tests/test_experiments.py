@@ -57,6 +57,8 @@ def test_end_to_end_writes_every_setting(tiny_run):
     assert sorted(tested) == sorted({sp for run in results["runs"] for sp in run["train_speakers"] + run["test_speakers"]})
     for run in results["runs"]:
         assert not set(run["train_speakers"]) & set(run["test_speakers"])
+        assert run["skipped"] == {} and run["noise_skipped"] is None  # nothing unusable in the tiny corpus
+    assert results["read_skipped"] == []
     # McGurk distributions are distributions
     for stim in ("ga/ga", "ba/ba", "ga/ba"):
         total = sum(s[f"mcgurk/predictions/{stim}/{syl}"]["mean"] for syl in ("ga", "ba", "da"))
