@@ -64,9 +64,7 @@ class FoldContext:
         Labels are strings; the result adds ``predict(X)`` → label strings and ``labels`` (the class
         names in the order of the confusion matrix's rows)."""
         e = self.cfg.eval
-        backend = e.backend
-        if backend == "auto":  # liblinear beats full-batch L-BFGS on small CPU problems; the GPU wins at scale
-            backend = "torch" if torch.device(self.device).type == "cuda" else "sklearn"
+        backend = e.backend  # "auto": the fastest exact solver for this shape and device (classifiers.resolve_backend)
         names = np.array(sorted(set(ytr) | set(yte)), dtype=object)
         code = {n: i for i, n in enumerate(names)}
         r = evaluate_features(Xtr, np.array([code[y] for y in ytr]), Xte, np.array([code[y] for y in yte]), groups,
