@@ -501,12 +501,12 @@ def _gram_grid_accuracies(Xtr, ytr, Xva, yva, Cs, kind, max_iter=None) -> np.nda
     mean, scale = standardizer(Xtr)
     classes, y_idx = np.unique(ytr, return_inverse=True)
     rs = gram.RowSpace((Xtr - mean) / scale, intercept_column=(kind == "svm"))
-    Fva = rs.project((Xva - mean) / scale)
+    cross = rs.cross((Xva - mean) / scale)
     Y = gram.targets(torch.as_tensor(y_idx, device=Xtr.device), len(classes), kind)
     path = gram.solve_path(rs, Y, kind, Cs, max_iter)
     accs = []
     for C in Cs:
-        s = gram.scores(rs, Fva, path[float(C)])
+        s = gram.scores(cross, path[float(C)])
         idx = (s[:, 0] > 0).long() if s.shape[1] == 1 else s.argmax(1)
         accs.append(float(np.mean(classes[idx.cpu().numpy()] == yva)))
     return np.asarray(accs)

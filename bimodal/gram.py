@@ -3,23 +3,23 @@
 Utterance features are wide (``d`` = 4 × 1536 = 6144 at the paper's sizes) while a fold has a
 few hundred training utterances. Both objectives of :mod:`bimodal.classifiers` penalise ``|w|²``
 and see the data only through ``X w``, so their minimiser lies in the span of the training rows
-(representer theorem): writing ``X = F Qᵀ`` with ``Q (d, p)`` orthonormal (a thin QR of ``Xᵀ``,
-``F Fᵀ = X Xᵀ`` the Gram matrix) and ``w = Q v`` gives the *same* problem in ``p = min(n, d)``
-dimensions, with ``|w| = |v|`` and ``X w = F v``. :class:`RowSpace` holds that basis.
+(representer theorem): ``w = Xᵀ α``, and the problem is the same one written with the Gram
+matrix ``G = X Xᵀ (n, n)`` — one ``n² d`` product, after which nothing costs more than ``n³``.
+:class:`RowSpace` holds that form (or the plain features when ``n > d``).
 
-* :func:`svm_newton` solves the one-vs-rest squared-hinge L2 SVM (liblinear's primal, intercept
-  penalised as a constant feature) by the finite Newton method of Keerthi & DeCoste (2005):
-  each step solves the quadratic model on the current margin violators (a ``p × p`` Cholesky per
-  class) and takes the exact minimiser along that direction (the objective is piecewise
-  quadratic, so the line search is exact too). It stops when the gradient vanishes to rounding
-  error: the result is LinearSVC's minimiser, not an approximation of it.
+* :func:`svm_newton_kernel` / :func:`svm_newton` solve the one-vs-rest squared-hinge L2 SVM
+  (liblinear's primal, intercept penalised as a constant feature) by the finite Newton method of
+  Keerthi & DeCoste (2005): each step solves the quadratic model on the current margin violators
+  (one batched Cholesky, n × n per class) and takes the exact minimiser along that direction
+  (the objective is piecewise quadratic, so the line search is exact too). It stops when the
+  gradient vanishes to rounding error: the result is LinearSVC's minimiser, not an approximation.
 * :func:`logreg_newton` solves L2 logistic regression (multinomial; binomial for two classes, as
   scikit-learn; intercept not penalised) by truncated Newton with exact Hessian-vector products
-  in the same reduced space.
+  in coordinates ``F`` with ``F Fᵀ = G`` (from ``G``'s eigendecomposition).
 
 Everything runs in float64 on the given device (CPU or GPU). A C grid is solved as a path with
-warm starts (:func:`solve_path`), and :func:`select_C_gram` shares one basis per inner fold
-across the whole grid — the work behind ``backend="gram"`` in :mod:`bimodal.classifiers`.
+warm starts (:func:`solve_path`), and :func:`bimodal.classifiers.select_C` shares one Gram
+matrix per inner fold across the whole grid — the work behind ``backend="gram"`` in :mod:`bimodal.classifiers`.
 """
 from __future__ import annotations
 
@@ -34,31 +34,31 @@ DTYPE = torch.float64
 
 
 class RowSpace:
-    """Orthonormal basis of the span of the training rows, and the rows' coordinates in it.
+    """The training rows in the form the solvers use, and the map from solutions back to weights.
 
     Parameters
     ----------
     Z : tensor (n, d), the (standardised) training features.
     intercept_column : True appends a constant feature of value 1 (liblinear's penalised
-        intercept, ``intercept_scaling=1``) before the basis is built.
+        intercept, ``intercept_scaling=1``) before anything else.
 
     Attributes
     ----------
-    F : float64 (n, p) coordinates of the rows, ``F Fᵀ = Z̃ Z̃ᵀ`` (``Z̃`` with the constant column).
-    Q : float64 (d̃, p) orthonormal basis, or None when ``n ≥ d̃`` (then ``F = Z̃``, no reduction).
+    kernel : True when ``n ≤ d̃`` (``d̃`` counts the constant column): the solvers then see the
+        data only through the Gram matrix ``G = Z̃ Z̃ᵀ (n, n)`` and a solution is a coefficient
+        per training row, ``w = Z̃ᵀ α``. Otherwise (``n > d̃``) ``F = Z̃`` and a solution is ``w``.
+    G : float64 (n, n) or None. F : float64 (n, p) features with ``F Fᵀ = G`` (built on demand in
+        the kernel form from ``G``'s eigenvectors; used by logistic regression).
     """
 
     def __init__(self, Z: torch.Tensor, intercept_column: bool):
         self.intercept_column = bool(intercept_column)
-        Zt = self._augment(Z)
-        n, d = Zt.shape
-        if n < d:
-            # Thin QR of Z̃ᵀ = Q R: Z̃ = Rᵀ Qᵀ, so F = Rᵀ. As exact as the Gram matrix Z̃ Z̃ᵀ = F Fᵀ
-            # (same cost, n² d) without squaring its condition number.
-            self.Q, R = torch.linalg.qr(Zt.T, mode="reduced")
-            self.F = R.T.contiguous()
-        else:
-            self.Q, self.F = None, Zt
+        self.Z = self._augment(Z)
+        n, d = self.Z.shape
+        self.kernel = n <= d
+        self.G = self.Z @ self.Z.T if self.kernel else None  # the one n² d product per fold
+        self._F = None if self.kernel else self.Z
+        self._to_alpha = None
 
     def _augment(self, Z: torch.Tensor) -> torch.Tensor:
         Z = Z.to(DTYPE)
@@ -66,14 +66,31 @@ class RowSpace:
             Z = torch.cat([Z, torch.ones(Z.shape[0], 1, dtype=DTYPE, device=Z.device)], 1)
         return Z
 
-    def project(self, Z: torch.Tensor) -> torch.Tensor:
-        """Coordinates ``(m, p)`` of new rows ``Z (m, d)`` (their scores are ``project(Z) @ V``)."""
-        Zt = self._augment(Z)
-        return Zt if self.Q is None else Zt @ self.Q
+    @property
+    def F(self) -> torch.Tensor:
+        if self._F is None:
+            # G = U diag(s) Uᵀ; F = U s^½ has F Fᵀ = G, and v ↦ α = U s^-½ v maps its weights back.
+            # Directions with s below 1e-12 of the largest carry no data (only rounding) and are dropped.
+            s, U = torch.linalg.eigh(self.G)
+            keep = s > 1e-12 * s.max().clamp_min(1e-300)
+            s, U = s[keep], U[:, keep]
+            self._F = U * s.sqrt()
+            self._to_alpha = U / s.sqrt()
+        return self._F
 
-    def weights(self, V: torch.Tensor) -> torch.Tensor:
-        """Weights ``(d̃, k)`` in the original feature space from ``V (p, k)``."""
-        return V if self.Q is None else self.Q @ V
+    def cross(self, Z: torch.Tensor) -> torch.Tensor:
+        """What new rows ``Z (m, d)`` are multiplied with to score them: ``Z̃ Z̃_trainᵀ (m, n)`` in the
+        kernel form, ``Z̃ (m, d̃)`` otherwise; ``scores = cross(Z) @ coefficients + b``."""
+        Zt = self._augment(Z)
+        return Zt @ self.Z.T if self.kernel else Zt
+
+    def coefficients(self, V: torch.Tensor) -> torch.Tensor:
+        """Coefficients ``(n, k)`` (kernel) or weights ``(d̃, k)`` of a solution ``V`` in ``F``'s coordinates."""
+        return V if self._to_alpha is None else self._to_alpha @ V
+
+    def weights(self, A: torch.Tensor) -> torch.Tensor:
+        """Weights ``(d̃, k)`` in the original feature space from coefficients ``A``."""
+        return self.Z.T @ A if self.kernel else A
 
 
 # ----------------------------------------------------------------------------- squared-hinge SVM
@@ -83,6 +100,11 @@ def svm_objective(F: torch.Tensor, T: torch.Tensor, V: torch.Tensor, C: float) -
 
 
 def _exact_step(V, D, S, SD, T, C):
+    """Exact minimiser ``τ ≥ 0`` of the SVM objective from ``V`` along ``D`` (see :func:`_exact_step_terms`)."""
+    return _exact_step_terms((V * D).sum(0), (D * D).sum(0), S, SD, T, C)
+
+
+def _exact_step_terms(vd, dd, S, SD, T, C):
     """Exact minimiser ``τ ≥ 0`` of the (piecewise-quadratic, convex) SVM objective along ``D``.
 
     ``φ'(τ) = v·d + τ|d|² − 2C Σ_{u_i > τ w_i} w_i (u_i − τ w_i)`` with ``u = 1 − t s`` and
@@ -90,8 +112,7 @@ def _exact_step(V, D, S, SD, T, C):
     the root lies in the first linear piece whose own root does not pass the piece's end.
     All classes at once (columns), with a sort and cumulative sums: O(k n log n).
     """
-    u, w = 1.0 - T * S, T * SD                                    # (n, k)
-    vd, dd = (V * D).sum(0), (D * D).sum(0)                       # (k,)
+    u, w = 1.0 - T * S, T * SD                                    # (n, k); vd = v·d, dd = |d|² per class
     active = (u > 0) | ((u == 0) & (w < 0))                       # active just after τ = 0
     A0 = (active * w * u).sum(0)
     B0 = (active * w * w).sum(0)
@@ -153,6 +174,41 @@ def svm_newton(F: torch.Tensor, T: torch.Tensor, C: float, V0: torch.Tensor | No
         if not bool(torch.isfinite(V).all()):
             raise TrainingDivergedError(f"SVM Newton solve gave non-finite weights (C={C})")
     return V, max_iter
+
+
+def svm_newton_kernel(G: torch.Tensor, T: torch.Tensor, C: float, A0: torch.Tensor | None = None,
+                      max_iter: int = 100, tol: float = 1e-10) -> tuple[torch.Tensor, int]:
+    """:func:`svm_newton` with the weights written as ``w = Z̃ᵀ α`` and the data seen through
+    ``G = Z̃ Z̃ᵀ (n, n)`` only: the same iterates, with n×n systems instead of p×p ones.
+
+    The Newton target on active set ``a`` is ``α_a = (I/(2C) + G_aa)⁻¹ t_a``, ``α`` = 0 elsewhere
+    (push-through identity applied to :func:`svm_newton`'s system); all classes are solved in
+    one batched Cholesky with the inactive rows masked to ``I/(2C)``. Stops when
+    ``|gradient| ≤ tol · max(1, C n)`` in the primal norm. Returns ``α (n, k)`` and the steps.
+    """
+    n = G.shape[0]
+    k = T.shape[1]
+    A = torch.zeros(n, k, dtype=G.dtype, device=G.device) if A0 is None else A0.clone()
+    eye = torch.eye(n, dtype=G.dtype, device=G.device) / (2.0 * C)
+    scale = max(1.0, C * n)
+    for it in range(1, max_iter + 1):
+        S = G @ A
+        M = (T * S < 1.0).to(G.dtype)
+        R = A - 2.0 * C * M * (T - S)                              # primal gradient = Z̃ᵀ R
+        if float((R * (G @ R)).sum(0).max().clamp_min(0).sqrt()) <= tol * scale:
+            return A, it - 1
+        Mt = M.T                                                   # (k, n)
+        H = eye + Mt[:, :, None] * G * Mt[:, None, :]              # (k, n, n), inactive rows = I/(2C)
+        L, _ = torch.linalg.cholesky_ex(H)
+        target = torch.cholesky_solve((Mt * T.T)[..., None], L)[..., 0].T
+        D = target - A
+        GD = G @ D
+        # _exact_step needs v·d and |d|²: in the kernel form these are αᵀ G d and dᵀ G d.
+        tau = _exact_step_terms((A * GD).sum(0), (D * GD).sum(0), S, GD, T, C)
+        A = A + tau * D
+        if not bool(torch.isfinite(A).all()):
+            raise TrainingDivergedError(f"SVM Newton solve gave non-finite weights (C={C})")
+    return A, max_iter
 
 
 # ----------------------------------------------------------------------------- logistic regression
@@ -248,28 +304,38 @@ def targets(y_idx: torch.Tensor, n_classes: int, kind: str) -> torch.Tensor:
 
 
 def solve(rs: RowSpace, Y, kind: str, C: float, warm=None, max_iter=None):
-    """One fit in the reduced space: returns ``(V, b)`` (``b`` is None for the SVM, whose intercept is
-    the constant column's weight) and the iterations used."""
+    """One fit: returns the solver's state ``(V, b)`` (pass it back as ``warm``; ``b`` is None for the
+    SVM, whose intercept is the constant column's weight) and the iterations used."""
     if kind == "svm":
-        V, it = svm_newton(rs.F, Y, C, V0=None if warm is None else warm[0], max_iter=max_iter or 100)
+        if rs.kernel:
+            V, it = svm_newton_kernel(rs.G, Y, C, A0=None if warm is None else warm[0], max_iter=max_iter or 100)
+        else:
+            V, it = svm_newton(rs.F, Y, C, V0=None if warm is None else warm[0], max_iter=max_iter or 100)
         return (V, None), it
     V, b, it = logreg_newton(rs.F, Y, C, init=warm, max_iter=max_iter or 100)
     return (V, b), it
 
 
+def coefficients(rs: RowSpace, kind: str, sol) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(A, b)`` such that scores of new rows are ``rs.cross(Z) @ A + b`` (``b`` None: no free intercept)."""
+    V, b = sol
+    return (V if kind == "svm" else rs.coefficients(V)), b
+
+
 def solve_path(rs: RowSpace, Y, kind: str, Cs, max_iter=None) -> dict:
-    """Solutions for every C of ``Cs``, computed in increasing C with warm starts: ``{C: (V, b)}``."""
+    """Solutions for every C of ``Cs``, computed in increasing C with warm starts: ``{C: (A, b)}``
+    (see :func:`coefficients`)."""
     out, warm = {}, None
     for C in sorted(set(float(c) for c in Cs)):
         warm, _ = solve(rs, Y, kind, C, warm, max_iter)
-        out[C] = warm
+        out[C] = coefficients(rs, kind, warm)
     return out
 
 
-def scores(rs: RowSpace, Fnew: torch.Tensor, sol) -> torch.Tensor:
-    """Decision values ``(m, k)`` of projected rows ``Fnew`` for a solution ``(V, b)``."""
-    V, b = sol
-    s = Fnew @ V
+def scores(cross: torch.Tensor, coef) -> torch.Tensor:
+    """Decision values ``(m, k)`` from ``rs.cross(Z)`` and ``(A, b)``."""
+    A, b = coef
+    s = cross @ A
     return s if b is None else s + b
 
 
@@ -280,8 +346,9 @@ def fit_primal(Z: torch.Tensor, y_idx: np.ndarray, n_classes: int, kind: str, C:
         raise DataError("need at least two classes to fit", field="y")
     rs = RowSpace(Z, intercept_column=(kind == "svm"))
     Y = targets(torch.as_tensor(y_idx, device=Z.device), n_classes, kind)
-    (V, b), it = solve(rs, Y, kind, C, None, max_iter)
-    W = rs.weights(V)                                            # (d̃, k)
+    sol, it = solve(rs, Y, kind, C, None, max_iter)
+    A, b = coefficients(rs, kind, sol)
+    W = rs.weights(A)                                            # (d̃, k)
     if kind == "svm":
         return W[:-1].T.contiguous(), W[-1].contiguous(), it
     return W.T.contiguous(), b, it
