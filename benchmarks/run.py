@@ -260,7 +260,7 @@ def bench_bimodal_autoencoder(sizes: dict, device: torch.device, fast: dict, rep
                 examples_per_s=N * E / seconds, gflops=flops / seconds / 1e9, **mem.result)
 
 
-def utterance_features(n_speakers: int, n_classes: int, dims: int, latent: int = 32, seed: int = 0):
+def synthetic_utterance_features(n_speakers: int, n_classes: int, dims: int, latent: int = 32, seed: int = 0):
     """Synthetic utterance features of the paper's shape: one utterance per (speaker, class), a
     latent = class prototype + speaker offset + noise, mapped to ``dims`` sigmoid activations (like
     pooled hidden probabilities) plus a little noise. Returns ``X (U, dims)`` float32, ``y``, ``speaker``."""
@@ -282,7 +282,7 @@ def bench_svm_c_search(sizes: dict, device: torch.device, reference: bool = True
     from bimodal.classifiers import StandardizedClassifier, select_C
 
     n_tr, n_te = sizes["svm_train_speakers"], sizes["svm_test_speakers"]
-    X, y, speaker = utterance_features(n_tr + n_te, sizes["svm_classes"], sizes["svm_dims"])
+    X, y, speaker = synthetic_utterance_features(n_tr + n_te, sizes["svm_classes"], sizes["svm_dims"])
     train, test = speaker < n_tr, speaker >= n_tr
     rows = []
     for backend, dev in (("gram", device), ("sklearn", torch.device("cpu")))[:2 if reference else 1]:

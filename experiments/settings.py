@@ -45,8 +45,8 @@ class FoldContext:
         key = (name, split, snr)
         if key not in self._cache:
             ds = self.dataset(split, snr)
-            codes = window_codes(self.models, ds, [name])[name]
-            self._cache[key] = utterance_features(codes, ds, self.cfg.eval.slices)
+            codes = window_codes(self.models, ds, [name])[name]  # on the models' device, windows uploaded once
+            self._cache[key] = utterance_features(codes, ds, self.cfg.eval.slices)  # one host copy, pooled
         return self._cache[key]
 
     def labels(self, split: str) -> np.ndarray:
