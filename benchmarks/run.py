@@ -378,8 +378,8 @@ def report_text(result: dict) -> str:
            f"fast options {result['fast_options']}",
            f"(c) measured dense fp32 matmul rate ({result['matmul_n']}^3): {rate:.1f} GFLOP/s"]
     if result.get("rbm_vs_sklearn"):
-        out += ["", "(a) Bernoulli RBM {rbm_visible}->{rbm_hidden}, {rbm_rows} rows, {rbm_epochs} epochs, lr 0.05".format(
-            **result["sizes"])]
+        out += ["", "(a) Bernoulli RBM {rbm_visible}->{rbm_hidden}, {rbm_rows} rows, {rbm_epochs} epochs, "
+                "lr 0.05".format(**result["sizes"])]
         for r in result["rbm_vs_sklearn"]:
             if "gflops" in r:
                 r["matmul_fraction"] = r["gflops"] / rate
@@ -387,7 +387,7 @@ def report_text(result: dict) -> str:
             ("model", str), ("batch_size", str), ("dtype", str), ("examples_per_s", _f(".0f")),
             ("speedup_vs_sklearn", _f(".2f")), ("recon_mse", _f(".5f")), ("gflops", _f(".1f")),
             ("matmul_fraction", _f(".0%")), mem_col]))
-    big = result.get("gaussian_rbm", []) + ([result["bimodal_autoencoder"]] if result.get("bimodal_autoencoder") else [])
+    big = result.get("gaussian_rbm", []) + [r for r in [result.get("bimodal_autoencoder")] if r]
     if big:
         out += ["", "(b) {} sizes: audio {audio}, video {video}, {hidden} hidden per modality, {shared} shared, batch "
                 "{batch}".format("quick" if result["quick"] else "our paper-like (audio 4x200, video 4x64)",
@@ -400,7 +400,8 @@ def report_text(result: dict) -> str:
         rows = result["svm_c_search"]
         z = result["sizes"]
         out += ["", f"(f) SVM C search, one fold: {z['svm_train_speakers'] * z['svm_classes']} training utterances x "
-                    f"{z['svm_dims']} dims, {z['svm_classes']} classes, Cs {list(z['svm_Cs'])}, {z['svm_cv']} inner folds"]
+                    f"{z['svm_dims']} dims, {z['svm_classes']} classes, Cs {list(z['svm_Cs'])}, "
+                    f"{z['svm_cv']} inner folds"]
         out.append(_table(rows, [("model", str), ("device", str), ("seconds", _f(".2f")), ("C", _f("g")),
                                  ("accuracy", _f(".3f")), ("speedup_vs_sklearn", _f(".1f"))]))
         if len(rows) > 1:
@@ -415,8 +416,10 @@ def report_text(result: dict) -> str:
         out += ["", f"(g) RBM time to quality ({q['sizes']}): sklearn BernoulliRBM {q['sklearn_epochs']} epochs "
                     f"{q['sklearn_seconds']:.2f} s -> recon MSE {q['target_recon_mse']:.5f}, "
                     f"pseudo-likelihood {q['target_pseudo_likelihood']:.2f}",
-                f"    ours reaches its recon MSE: {reached(q['ours_epochs_to_recon'], q['ours_seconds_to_recon'], q['ratio_recon'])}",
-                f"    ours reaches its pseudo-likelihood: {reached(q['ours_epochs_to_pl'], q['ours_seconds_to_pl'], q['ratio_pl'])}"]
+                "    ours reaches its recon MSE: "
+                + reached(q["ours_epochs_to_recon"], q["ours_seconds_to_recon"], q["ratio_recon"]),
+                "    ours reaches its pseudo-likelihood: "
+                + reached(q["ours_epochs_to_pl"], q["ours_seconds_to_pl"], q["ratio_pl"])]
     if result.get("demo_timings"):
         out += ["", f"(e) bimodal demo stage wall times ({result['demo_results']})"]
         out.append(_table([{"stage": k, "seconds": v} for k, v in result["demo_timings"].items()],
@@ -490,7 +493,8 @@ def main(argv=None) -> int:
         stage("rbm", "rbm_vs_sklearn", lambda: bench_rbm_vs_sklearn(
             sizes, device, fast, args.repeats, with_compile=args.compile, with_float64=args.sklearn_float64))
         stage("gaussian", "gaussian_rbm", lambda: bench_gaussian_rbms(sizes, device, fast, args.repeats))
-        stage("autoencoder", "bimodal_autoencoder", lambda: bench_bimodal_autoencoder(sizes, device, fast, args.repeats))
+        stage("autoencoder", "bimodal_autoencoder",
+              lambda: bench_bimodal_autoencoder(sizes, device, fast, args.repeats))
         stage("svm", "svm_c_search", lambda: bench_svm_c_search(sizes, device, reference=not args.no_svm_reference))
         stage("ttq", "rbm_time_to_quality", lambda: bench_rbm_time_to_quality(sizes, device, fast))
         result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]

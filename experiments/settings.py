@@ -10,7 +10,6 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from bimodal.config import Config
 from bimodal.evaluation import CCAProjector, cross_modal_matching, evaluate_features
