@@ -175,7 +175,8 @@ for name in ("bench_tf32", "bench_bf16", "bench_svm"):
                      "examples_per_s": r.get("examples_per_s"), "gflops": r.get("gflops"),
                      "matmul_fraction": r["gflops"] / rate if rate and r.get("gflops") else None,
                      "speedup_vs_sklearn": r.get("speedup_vs_sklearn"),
-                     "peak_cuda_allocated_mb": r.get("peak_cuda_allocated_mb", r.get("peak_rss_mb"))})
+                     "peak_memory_mb": r.get("peak_cuda_allocated_mb", r.get("peak_rss_mb")),
+                     "peak_memory_kind": "cuda allocated" if "peak_cuda_allocated_mb" in r else "process peak RSS"})
     entry = {"device": b.get("device"), "gpu_name": b.get("gpu_name"), "fast_options": b.get("fast_options"),
              "matmul_gflops": rate, "throughput": rows, "stage_seconds": b.get("stage_seconds")}
     if b.get("rbm_time_to_quality"):

@@ -64,12 +64,15 @@ def test_exact_line_search_minimises_along_the_direction():
     rng = np.random.default_rng(3)
     F = torch.as_tensor(rng.standard_normal((40, 6)))
     T = torch.as_tensor(np.sign(rng.standard_normal((40, 3))))
-    V, D = torch.as_tensor(rng.standard_normal((6, 3))), torch.as_tensor(rng.standard_normal((6, 3)))
-    tau = gram._exact_step(V, D, F @ V, F @ D, T, 0.7)
+    V = torch.as_tensor(rng.standard_normal((6, 3)))
+    S = F @ V
+    grad = V - 1.4 * F.T @ ((T * S < 1) * (T - S))
+    D = -grad + 0.5 * torch.as_tensor(rng.standard_normal((6, 3)))  # a descent direction, not the steepest
+    tau = gram._exact_step(V, D, S, F @ D, T, 0.7)
     f_tau = gram.svm_objective(F, T, V + tau * D, 0.7)
     for g in torch.linspace(0, 3, 601, dtype=torch.float64):
         assert (f_tau <= gram.svm_objective(F, T, V + g * D, 0.7) + 1e-9).all()  # no grid point beats it
-    assert (tau > 0).all()
+    assert (tau > 0).all() and ((D * grad).sum(0) < 0).all()
 
 
 def _grouped(n_groups=6, per=12, d=300, k=4, seed=0):
