@@ -31,6 +31,7 @@ import torch
 from .errors import DataError, TrainingDivergedError
 
 DTYPE = torch.float64
+_CHUNK_ELEMENTS = 1 << 25  # float64 entries of the batched Newton systems solved at once (256 MB)
 
 
 class RowSpace:
@@ -191,6 +192,7 @@ def svm_newton_kernel(G: torch.Tensor, T: torch.Tensor, C: float, A0: torch.Tens
     A = torch.zeros(n, k, dtype=G.dtype, device=G.device) if A0 is None else A0.clone()
     eye = torch.eye(n, dtype=G.dtype, device=G.device) / (2.0 * C)
     scale = max(1.0, C * n)
+    per_chunk = max(1, _CHUNK_ELEMENTS // (n * n))
     for it in range(1, max_iter + 1):
         S = G @ A
         M = (T * S < 1.0).to(G.dtype)
@@ -198,9 +200,12 @@ def svm_newton_kernel(G: torch.Tensor, T: torch.Tensor, C: float, A0: torch.Tens
         if float((R * (G @ R)).sum(0).max().clamp_min(0).sqrt()) <= tol * scale:
             return A, it - 1
         Mt = M.T                                                   # (k, n)
-        H = eye + Mt[:, :, None] * G * Mt[:, None, :]              # (k, n, n), inactive rows = I/(2C)
-        L, _ = torch.linalg.cholesky_ex(H)
-        target = torch.cholesky_solve((Mt * T.T)[..., None], L)[..., 0].T
+        target = torch.empty_like(A)
+        for c0 in range(0, k, per_chunk):  # classes in chunks: memory bounded by _CHUNK_ELEMENTS
+            m = Mt[c0:c0 + per_chunk]
+            H = eye + m[:, :, None] * G * m[:, None, :]            # inactive rows = I/(2C)
+            L, _ = torch.linalg.cholesky_ex(H)
+            target[:, c0:c0 + per_chunk] = torch.cholesky_solve((m * T.T[c0:c0 + per_chunk])[..., None], L)[..., 0].T
         D = target - A
         GD = G @ D
         # _exact_step needs v·d and |d|²: in the kernel form these are αᵀ G d and dᵀ G d.

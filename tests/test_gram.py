@@ -112,3 +112,11 @@ def test_auto_backend_resolution():
     assert clf.backend_ == "gram" and isinstance(clf.classifier, GramLinearSVM)
     clf = StandardizedClassifier("logreg", "auto", C=1.0, device="cpu").fit(*_blobs(300, 10, 3))
     assert clf.backend_ == "sklearn" and isinstance(clf.classifier, LogisticRegression)
+
+
+def test_newton_systems_in_class_chunks_give_the_same_solution(monkeypatch):
+    X, y = _blobs(40, 120, 5, seed=4)
+    whole = GramLinearSVM(C=0.3, device="cpu").fit(X, y)
+    monkeypatch.setattr(gram, "_CHUNK_ELEMENTS", 2 * 40 * 40)  # two classes per batched solve
+    chunked = GramLinearSVM(C=0.3, device="cpu").fit(X, y)
+    torch.testing.assert_close(chunked.coef_, whole.coef_, atol=1e-6, rtol=0)
