@@ -18,6 +18,16 @@ Everything is measured in one run on one device, so the printed ratios compare l
     peak RSS (``ru_maxrss``) after each stage and how much that stage raised it.
 (e) Wall time of each ``bimodal demo`` stage, read from the demo's results.json
     (``--demo-results PATH``, key ``timings``); the demo is not run here.
+(f) The paper's C search for one fold of utterance features (``select_C`` over a grid of 5 Cs with
+    3 speaker-grouped inner folds, then the final fit and test): our exact row-space solver
+    (``backend="gram"``, what ``auto`` picks for n ≤ d) against scikit-learn's ``LinearSVC``,
+    on synthetic features of the paper's shape (pooled sigmoid activations driven by a class
+    and a speaker latent); same chosen C and test accuracy expected, ratio of wall times printed.
+(g) Time to quality: scikit-learn's ``BernoulliRBM`` with its defaults (lr 0.1, batch 10, PCD-1)
+    trains 20 epochs; our RBM with *our* defaults (CD-1, lr 0.05, momentum 0.5 -> 0.9, weight
+    decay, batch 100) trains epoch by epoch until it reaches sklearn's final mean-field
+    reconstruction error and exact pseudo-likelihood (on a fixed subset of rows); the wall time
+    ratios sklearn / ours are printed (evaluation excluded from both times).
 
 Timings are wall-clock seconds of ``fit`` (including its one host sync per epoch), best of
 ``--repeats``. On a shared CPU, check the load (printed) first: OpenMP threads that spin-wait
@@ -50,10 +60,17 @@ log = logging.getLogger(__name__)
 
 FULL = dict(rbm_visible=784, rbm_hidden=1000, rbm_rows=10000, rbm_epochs=3, batch_sizes=(10, 100),
             audio=800, video=256, hidden=1024, shared=1024, ae_rows=10000, ae_epochs=2, batch=100,
-            matmul_cpu=2048, matmul_gpu=4096)
+            matmul_cpu=2048, matmul_gpu=4096,
+            svm_train_speakers=10, svm_test_speakers=3, svm_classes=26, svm_dims=6144,
+            svm_Cs=(0.001, 0.01, 0.1, 1.0, 10.0), svm_cv=3,
+            ttq_visible=784, ttq_hidden=256, ttq_rows=5000, ttq_sklearn_epochs=20, ttq_max_epochs=60)
 QUICK = dict(rbm_visible=196, rbm_hidden=128, rbm_rows=2000, rbm_epochs=2, batch_sizes=(10, 100),
              audio=100, video=32, hidden=128, shared=128, ae_rows=2000, ae_epochs=1, batch=100,
-             matmul_cpu=512, matmul_gpu=1024)
+             matmul_cpu=512, matmul_gpu=1024,
+             svm_train_speakers=6, svm_test_speakers=2, svm_classes=10, svm_dims=1536,
+             svm_Cs=(0.01, 0.1, 1.0), svm_cv=3,
+             ttq_visible=196, ttq_hidden=64, ttq_rows=1000, ttq_sklearn_epochs=20, ttq_max_epochs=40)
+STAGES = ("rbm", "gaussian", "autoencoder", "svm", "ttq")
 
 
 # ---------------------------------------------------------------- measuring
@@ -243,6 +260,89 @@ def bench_bimodal_autoencoder(sizes: dict, device: torch.device, fast: dict, rep
                 examples_per_s=N * E / seconds, gflops=flops / seconds / 1e9, **mem.result)
 
 
+def synthetic_utterance_features(n_speakers: int, n_classes: int, dims: int, latent: int = 32, seed: int = 0):
+    """Synthetic utterance features of the paper's shape: one utterance per (speaker, class), a
+    latent = class prototype + speaker offset + noise, mapped to ``dims`` sigmoid activations (like
+    pooled hidden probabilities) plus a little noise. Returns ``X (U, dims)`` float32, ``y``, ``speaker``."""
+    rng = np.random.default_rng(seed)
+    prototypes = rng.standard_normal((n_classes, latent))
+    offsets = 0.7 * rng.standard_normal((n_speakers, latent))
+    mixing = 2.0 * rng.standard_normal((latent, dims)) / np.sqrt(latent)
+    bias = rng.standard_normal(dims) - 2.0
+    speaker = np.repeat(np.arange(n_speakers), n_classes)
+    y = np.tile(np.arange(n_classes), n_speakers)
+    z = prototypes[y] + offsets[speaker] + 1.5 * rng.standard_normal((len(y), latent))
+    X = 1.0 / (1.0 + np.exp(-(z @ mixing + bias))) + 0.05 * rng.standard_normal((len(y), dims))
+    return X.astype(np.float32), y, speaker
+
+
+def bench_svm_c_search(sizes: dict, device: torch.device, reference: bool = True) -> list[dict]:
+    """(f): select_C + final fit/test of one fold, row-space solver vs LinearSVC (``reference=False``:
+    ours only; LinearSVC takes ~13 min at the full sizes on one loaded CPU core)."""
+    from bimodal.classifiers import StandardizedClassifier, select_C
+
+    n_tr, n_te = sizes["svm_train_speakers"], sizes["svm_test_speakers"]
+    X, y, speaker = synthetic_utterance_features(n_tr + n_te, sizes["svm_classes"], sizes["svm_dims"])
+    train, test = speaker < n_tr, speaker >= n_tr
+    rows = []
+    for backend, dev in (("gram", device), ("sklearn", torch.device("cpu")))[:2 if reference else 1]:
+        out = {}
+
+        def run():
+            C, table = select_C(X[train], y[train], speaker[train], Cs=sizes["svm_Cs"], kind="svm", backend=backend,
+                                n_folds=sizes["svm_cv"], device=dev)
+            clf = StandardizedClassifier("svm", backend, C, device=dev).fit(X[train], y[train])
+            out.update(C=C, cv_mean=table["mean"], accuracy=clf.score(X[test], y[test]))
+
+        seconds = timed(run, dev)
+        rows.append(dict(model="ours (row-space Newton)" if backend == "gram" else "sklearn LinearSVC",
+                         backend=backend, device=str(dev), seconds=seconds, **out))
+    if reference:
+        rows[0]["speedup_vs_sklearn"] = rows[1]["seconds"] / rows[0]["seconds"]
+        rows[0]["same_C"] = rows[0]["C"] == rows[1]["C"]
+    return rows
+
+
+def bench_rbm_time_to_quality(sizes: dict, device: torch.device, fast: dict) -> dict:
+    """(g): wall time for our RBM (our defaults) to reach sklearn BernoulliRBM's quality after its epochs."""
+    from sklearn.neural_network import BernoulliRBM
+
+    from bimodal.rbm import bernoulli_log_pseudo_likelihood
+
+    V, H, N = sizes["ttq_visible"], sizes["ttq_hidden"], sizes["ttq_rows"]
+    X = binary_data(N, V, seed=1)
+    Xt = torch.as_tensor(X, device=device)
+    probe = Xt[: min(N, 500)]  # exact pseudo-likelihood costs rows * V * H: a fixed subset
+
+    def quality(W, b_v, b_h):
+        return (mean_field_recon_mse(Xt, W, b_v, b_h),
+                float(bernoulli_log_pseudo_likelihood(probe, W, b_v, b_h).mean()))
+
+    sk = BernoulliRBM(n_components=H, n_iter=sizes["ttq_sklearn_epochs"], random_state=0)  # lr 0.1, batch 10
+    t_sk = timed(lambda: sk.fit(X), torch.device("cpu"))
+    target_mse, target_pl = quality(*(torch.as_tensor(a, device=device, dtype=torch.float32)
+                                      for a in (sk.components_.T, sk.intercept_visible_, sk.intercept_hidden_)))
+    rbm = RBM(V, H, visible="bernoulli", device=device, seed=0)  # our defaults
+    elapsed, t_mse, t_pl, curve = 0.0, None, None, []
+    for epoch in range(1, sizes["ttq_max_epochs"] + 1):
+        if epoch > rbm.momentum_epochs:  # one fit per epoch: keep the momentum schedule of one long fit
+            rbm.momentum = rbm.final_momentum
+        elapsed += timed(lambda: rbm.fit(Xt, epochs=1, batch_size=100, **fast), device)
+        mse, pl = quality(rbm.W, rbm.b_v, rbm.b_h)
+        curve.append(dict(epoch=epoch, seconds=elapsed, recon_mse=mse, pseudo_likelihood=pl))
+        if t_mse is None and mse <= target_mse:
+            t_mse = (epoch, elapsed)
+        if t_pl is None and pl >= target_pl:
+            t_pl = (epoch, elapsed)
+        if t_mse is not None and t_pl is not None:
+            break
+    return dict(sizes=f"{N} rows, {V}->{H}", sklearn_seconds=t_sk, sklearn_epochs=sizes["ttq_sklearn_epochs"],
+                target_recon_mse=target_mse, target_pseudo_likelihood=target_pl,
+                ours_epochs_to_recon=t_mse and t_mse[0], ours_seconds_to_recon=t_mse and t_mse[1],
+                ours_epochs_to_pl=t_pl and t_pl[0], ours_seconds_to_pl=t_pl and t_pl[1],
+                ratio_recon=t_mse and t_sk / t_mse[1], ratio_pl=t_pl and t_sk / t_pl[1], curve=curve)
+
+
 def read_demo_timings(path) -> dict:
     """(e): ``timings`` (stage -> seconds) from a ``bimodal demo`` results.json."""
     path = Path(path)
@@ -276,22 +376,50 @@ def report_text(result: dict) -> str:
     rate = result["matmul_gflops"]
     out = [f"device {result['device']}, torch threads {result['threads']}, load average {result['load_average']}, "
            f"fast options {result['fast_options']}",
-           f"(c) measured dense fp32 matmul rate ({result['matmul_n']}^3): {rate:.1f} GFLOP/s", "",
-           "(a) Bernoulli RBM {rbm_visible}->{rbm_hidden}, {rbm_rows} rows, {rbm_epochs} epochs, lr 0.05".format(
-               **result["sizes"])]
-    for r in result["rbm_vs_sklearn"]:
-        if "gflops" in r:
+           f"(c) measured dense fp32 matmul rate ({result['matmul_n']}^3): {rate:.1f} GFLOP/s"]
+    if result.get("rbm_vs_sklearn"):
+        out += ["", "(a) Bernoulli RBM {rbm_visible}->{rbm_hidden}, {rbm_rows} rows, {rbm_epochs} epochs, "
+                "lr 0.05".format(**result["sizes"])]
+        for r in result["rbm_vs_sklearn"]:
+            if "gflops" in r:
+                r["matmul_fraction"] = r["gflops"] / rate
+        out.append(_table(result["rbm_vs_sklearn"], [
+            ("model", str), ("batch_size", str), ("dtype", str), ("examples_per_s", _f(".0f")),
+            ("speedup_vs_sklearn", _f(".2f")), ("recon_mse", _f(".5f")), ("gflops", _f(".1f")),
+            ("matmul_fraction", _f(".0%")), mem_col]))
+    big = result.get("gaussian_rbm", []) + [r for r in [result.get("bimodal_autoencoder")] if r]
+    if big:
+        out += ["", "(b) {} sizes: audio {audio}, video {video}, {hidden} hidden per modality, {shared} shared, batch "
+                "{batch}".format("quick" if result["quick"] else "our paper-like (audio 4x200, video 4x64)",
+                                 **result["sizes"])]
+        for r in big:
             r["matmul_fraction"] = r["gflops"] / rate
-    out.append(_table(result["rbm_vs_sklearn"], [
-        ("model", str), ("batch_size", str), ("dtype", str), ("examples_per_s", _f(".0f")), ("speedup_vs_sklearn", _f(".2f")),
-        ("recon_mse", _f(".5f")), ("gflops", _f(".1f")), ("matmul_fraction", _f(".0%")), mem_col]))
-    out += ["", "(b) {} sizes: audio {audio}, video {video}, {hidden} hidden per modality, {shared} shared, batch {batch}"
-            .format("quick" if result["quick"] else "our paper-like (audio 4x200, video 4x64)", **result["sizes"])]
-    big = result["gaussian_rbm"] + [result["bimodal_autoencoder"]]
-    for r in big:
-        r["matmul_fraction"] = r["gflops"] / rate
-    out.append(_table(big, [("model", str), ("batch_size", str), ("examples_per_s", _f(".0f")),
-                            ("gflops", _f(".1f")), ("matmul_fraction", _f(".0%")), mem_col]))
+        out.append(_table(big, [("model", str), ("batch_size", str), ("examples_per_s", _f(".0f")),
+                                ("gflops", _f(".1f")), ("matmul_fraction", _f(".0%")), mem_col]))
+    if result.get("svm_c_search"):
+        rows = result["svm_c_search"]
+        z = result["sizes"]
+        out += ["", f"(f) SVM C search, one fold: {z['svm_train_speakers'] * z['svm_classes']} training utterances x "
+                    f"{z['svm_dims']} dims, {z['svm_classes']} classes, Cs {list(z['svm_Cs'])}, "
+                    f"{z['svm_cv']} inner folds"]
+        out.append(_table(rows, [("model", str), ("device", str), ("seconds", _f(".2f")), ("C", _f("g")),
+                                 ("accuracy", _f(".3f")), ("speedup_vs_sklearn", _f(".1f"))]))
+        if len(rows) > 1:
+            out.append(f"    ratio sklearn / ours: {rows[0]['speedup_vs_sklearn']:.1f}x, same C: {rows[0]['same_C']}, "
+                       f"accuracy difference: {rows[0]['accuracy'] - rows[1]['accuracy']:+.3f}")
+    if result.get("rbm_time_to_quality"):
+        q = result["rbm_time_to_quality"]
+
+        def reached(ep, sec, ratio):
+            return f"epoch {ep}, {sec:.2f} s, ratio sklearn/ours {ratio:.2f}x" if ep else "not reached"
+
+        out += ["", f"(g) RBM time to quality ({q['sizes']}): sklearn BernoulliRBM {q['sklearn_epochs']} epochs "
+                    f"{q['sklearn_seconds']:.2f} s -> recon MSE {q['target_recon_mse']:.5f}, "
+                    f"pseudo-likelihood {q['target_pseudo_likelihood']:.2f}",
+                "    ours reaches its recon MSE: "
+                + reached(q["ours_epochs_to_recon"], q["ours_seconds_to_recon"], q["ratio_recon"]),
+                "    ours reaches its pseudo-likelihood: "
+                + reached(q["ours_epochs_to_pl"], q["ours_seconds_to_pl"], q["ratio_pl"])]
     if result.get("demo_timings"):
         out += ["", f"(e) bimodal demo stage wall times ({result['demo_results']})"]
         out.append(_table([{"stage": k, "seconds": v} for k, v in result["demo_timings"].items()],
@@ -313,6 +441,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'high' = TF32 matmuls on CUDA")
     p.add_argument("--autocast-dtype", default=None, help="bfloat16 / float16: autocast our training")
     p.add_argument("--compile", action="store_true", help="also time our RBM with torch.compile (slow first call)")
+    p.add_argument("--stages", default=",".join(STAGES),
+                   help=f"comma-separated subset of {','.join(STAGES)} (default: all): rbm = (a), gaussian and "
+                        "autoencoder = (b), svm = (f) C search, ttq = (g) time to quality")
+    p.add_argument("--no-svm-reference", action="store_true",
+                   help="(f) times our solver only, not LinearSVC (minutes at the full sizes)")
     p.add_argument("--sklearn-float64", action="store_true",
                    help="also time sklearn on float64 input (numpy's default dtype; sklearn then computes in float64)")
     return p
@@ -335,6 +468,12 @@ def main(argv=None) -> int:
 
         limiter = threadpool_limits(limits=threads)
     sizes = dict(QUICK if args.quick else FULL)
+    stages = [x.strip() for x in args.stages.split(",") if x.strip()]
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        from bimodal.errors import ConfigError
+
+        raise ConfigError(f"--stages: unknown stage(s) {unknown}; valid: {', '.join(STAGES)}")
     try:
         demo = read_demo_timings(args.demo_results) if args.demo_results else None
         n_mm = sizes["matmul_gpu"] if device.type == "cuda" else sizes["matmul_cpu"]
@@ -343,10 +482,21 @@ def main(argv=None) -> int:
                       fast_options={k: str(v) for k, v in fast.items()}, sizes=sizes, matmul_n=n_mm,
                       matmul_gflops=matmul_rate(device, n_mm) / 1e9)
         log.info("matmul rate %.1f GFLOP/s", result["matmul_gflops"])
-        result["rbm_vs_sklearn"] = bench_rbm_vs_sklearn(sizes, device, fast, args.repeats, with_compile=args.compile,
-                                                        with_float64=args.sklearn_float64)
-        result["gaussian_rbm"] = bench_gaussian_rbms(sizes, device, fast, args.repeats)
-        result["bimodal_autoencoder"] = bench_bimodal_autoencoder(sizes, device, fast, args.repeats)
+        stage_seconds = result["stage_seconds"] = {}
+
+        def stage(name, key, fn):
+            if name in stages:
+                t0 = time.perf_counter()
+                result[key] = fn()
+                stage_seconds[key] = time.perf_counter() - t0
+
+        stage("rbm", "rbm_vs_sklearn", lambda: bench_rbm_vs_sklearn(
+            sizes, device, fast, args.repeats, with_compile=args.compile, with_float64=args.sklearn_float64))
+        stage("gaussian", "gaussian_rbm", lambda: bench_gaussian_rbms(sizes, device, fast, args.repeats))
+        stage("autoencoder", "bimodal_autoencoder",
+              lambda: bench_bimodal_autoencoder(sizes, device, fast, args.repeats))
+        stage("svm", "svm_c_search", lambda: bench_svm_c_search(sizes, device, reference=not args.no_svm_reference))
+        stage("ttq", "rbm_time_to_quality", lambda: bench_rbm_time_to_quality(sizes, device, fast))
         result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
         result["demo_results"], result["demo_timings"] = args.demo_results, demo
         result["peak_rss_mb"] = _peak_rss_mb()

@@ -4,7 +4,11 @@ The paper's downstream classifier is a linear SVM on utterance features. :class:
 and :class:`TorchLogisticRegression` solve the same convex problems as scikit-learn's
 ``LinearSVC`` (squared hinge, L2, one-vs-rest) and ``LogisticRegression`` (multinomial, L2) with
 full-batch L-BFGS on the device: deterministic, and fast on a GPU when C is searched over a grid
-for every fold. ``backend="sklearn"`` in :func:`make_classifier` gives the CPU reference.
+for every fold. ``backend="sklearn"`` in :func:`make_classifier` gives the CPU reference, and
+``backend="gram"`` (:class:`GramLinearSVM`, :class:`GramLogisticRegression`, :mod:`bimodal.gram`)
+solves the same problems exactly in the n-dimensional span of the training rows — seconds instead
+of minutes for the C grid when n ≪ d, on the CPU or the GPU. ``backend="auto"`` picks the fastest
+exact path for the data's shape and device (:func:`resolve_backend`).
 
 Objectives (``W`` weights, ``b`` intercepts, ``n`` samples; the minimiser is what sklearn computes):
 
@@ -227,19 +231,102 @@ class TorchLogisticRegression(_TorchLinear):
         return p.cpu().numpy() if was_numpy else p
 
 
+class _GramFit:
+    """``fit`` through :mod:`bimodal.gram` (row-space Newton, float64); prediction as the torch twins."""
+
+    def fit(self, X, y):
+        """Fit on ``X (n, d)`` (numpy or tensor) and integer labels ``y (n,)``. Returns self."""
+        from . import gram
+
+        Xt = _features(X, resolve_device(self.device))
+        y = _labels(y, Xt.shape[0])
+        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise DataError(f"need at least two classes to fit, got only {self.classes_.tolist()}", field="y")
+        self.n_features_in_ = Xt.shape[1]
+        coef, intercept, self.n_iter_ = gram.fit_primal(Xt, y_idx, len(self.classes_), self._kind, self.C,
+                                                        max_iter=self.max_iter)
+        self.coef_ = coef.to(torch.float32)  # (k, d); one row for two classes, as sklearn
+        self.intercept_ = intercept.to(torch.float32)
+        return self
+
+
+class GramLinearSVM(_GramFit, TorchLinearSVM):
+    """:class:`TorchLinearSVM`'s problem (= ``LinearSVC``, penalised intercept) solved exactly by the
+    finite Newton method in the span of the training rows (:func:`bimodal.gram.svm_newton`).
+
+    ``max_iter`` bounds the Newton steps (it converges in a few); ``tol`` is not used. The
+    intercept is always penalised, as liblinear's.
+    """
+
+    _kind = "svm"
+
+    def __init__(self, C=1.0, max_iter=100, tol=1e-6, device=None, seed=0):
+        super().__init__(C=C, max_iter=max_iter, tol=tol, device=device, seed=seed, penalize_intercept=True)
+
+
+class GramLogisticRegression(_GramFit, TorchLogisticRegression):
+    """``LogisticRegression``'s problem (L2, intercept not penalised; multinomial, binomial with one
+    column for two classes as scikit-learn) solved by truncated Newton in the span of the training
+    rows (:func:`bimodal.gram.logreg_newton`)."""
+
+    _kind = "logreg"
+
+    def __init__(self, C=1.0, max_iter=100, tol=1e-6, device=None, seed=0):
+        super().__init__(C=C, max_iter=max_iter, tol=tol, device=device, seed=seed)
+
+    def predict_proba(self, X):
+        was_numpy = not isinstance(X, torch.Tensor)
+        s = self.decision_function(torch.as_tensor(X) if was_numpy else X)
+        if s.ndim == 1:
+            p1 = torch.sigmoid(s)[:, None]
+            p = torch.cat([1.0 - p1, p1], 1)
+        else:
+            p = torch.softmax(s, dim=1)
+        return p.cpu().numpy() if was_numpy else p
+
+
+BACKENDS = ("auto", "gram", "torch", "sklearn")
+
+
+def resolve_backend(backend: str, n_samples: int, n_features: int, device=None) -> str:
+    """The solver ``backend="auto"`` means for data of this shape on this device; others unchanged.
+
+    ``auto`` is the fastest exact path: ``"gram"`` when ``n_samples <= n_features`` (the problem
+    lives in the n-dimensional span of the rows; measured 3-30x faster than liblinear on the CPU
+    for utterance features), else ``"sklearn"`` (liblinear / lbfgs) on a CPU and ``"torch"``
+    (full-batch L-BFGS) on a GPU, where the row-space Newton systems would be d × d.
+    """
+    if backend not in BACKENDS:
+        raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend != "auto":
+        return backend
+    if n_samples <= n_features:
+        return "gram"
+    return "torch" if resolve_device(device).type == "cuda" else "sklearn"
+
+
 def make_classifier(kind="svm", backend="torch", C=1.0, device=None, seed=0, max_iter=None):
     """A linear classifier by name.
 
     Parameters
     ----------
     kind : "svm" (squared-hinge linear SVM) or "logreg" (multinomial logistic regression).
-    backend : "torch" (device, L-BFGS) or "sklearn" (``LinearSVC`` / ``LogisticRegression`` on CPU).
+    backend : "torch" (device, L-BFGS), "gram" (device, exact row-space Newton; fast when
+        n ≪ d) or "sklearn" (``LinearSVC`` / ``LogisticRegression`` on CPU). "auto" depends on
+        the data's shape: resolve it first with :func:`resolve_backend`.
     C : inverse regularisation strength. device, seed : as everywhere; sklearn ignores device.
-    max_iter : None → each backend's default for this project (torch 500, LinearSVC 5000,
-        LogisticRegression 2000).
+    max_iter : None → each backend's default for this project (torch 500, gram 100 Newton steps,
+        LinearSVC 5000, LogisticRegression 2000).
     """
     if kind not in ("svm", "logreg"):
         raise ConfigError(f"kind must be 'svm' or 'logreg', got {kind!r}")
+    if backend == "gram":
+        cls = GramLinearSVM if kind == "svm" else GramLogisticRegression
+        return cls(C=C, max_iter=100 if max_iter is None else max_iter, device=device, seed=seed)
+    if backend == "auto":
+        raise ConfigError("backend 'auto' depends on the data's shape; call resolve_backend(backend, n, d, device) "
+                          "first (StandardizedClassifier and select_C do)")
     if backend == "torch":
         cls = TorchLinearSVM if kind == "svm" else TorchLogisticRegression
         return cls(C=C, max_iter=500 if max_iter is None else max_iter, device=device, seed=seed)
@@ -250,38 +337,51 @@ def make_classifier(kind="svm", backend="torch", C=1.0, device=None, seed=0, max
         if kind == "svm":
             return LinearSVC(C=C, max_iter=5000 if max_iter is None else max_iter, random_state=seed)
         return LogisticRegression(C=C, max_iter=2000 if max_iter is None else max_iter, random_state=seed)
-    raise ConfigError(f"backend must be 'torch' or 'sklearn', got {backend!r}")
+    raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
 
 
 # ----------------------------------------------------------------------------- standardising pipeline
+def standardizer(Xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training mean and scale ``(d,)``: the std, or 1 where the std is below ``1e-8`` (only centred)."""
+    std = Xt.std(0, unbiased=False)
+    return Xt.mean(0), torch.where(std > 1e-8, std, torch.ones_like(std))
+
+
 class StandardizedClassifier:
     """Standardise features with training mean/std, then a linear classifier.
 
     Features whose training std is below ``1e-8`` are only centred (no division by ~0). For the
-    torch backend data stay on the classifier's device; for sklearn they are numpy on the CPU.
+    torch and gram backends data stay on the classifier's device; for sklearn they are numpy on
+    the CPU.
 
     Parameters
     ----------
-    kind, backend, C, device, seed, max_iter : see :func:`make_classifier`.
+    kind, backend, C, device, seed, max_iter : see :func:`make_classifier`; ``backend="auto"`` is
+        resolved by :func:`resolve_backend` at ``fit`` (attribute ``backend_``).
     """
 
     def __init__(self, kind="svm", backend="torch", C=1.0, device=None, seed=0, max_iter=None):
         self.kind, self.backend, self.C = kind, backend, C
         self.device, self.seed, self.max_iter = device, seed, max_iter
-        self.classifier = make_classifier(kind, backend, C, device=device, seed=seed, max_iter=max_iter)
+        self.backend_ = None if backend == "auto" else backend
+        self.classifier = None if backend == "auto" else make_classifier(kind, backend, C, device=device, seed=seed,
+                                                                          max_iter=max_iter)
 
     def _prepare(self, X, name):
-        dev = resolve_device(self.device) if self.backend == "torch" else torch.device("cpu")
+        dev = torch.device("cpu") if self.backend_ == "sklearn" else resolve_device(self.device)
         return _features(X, dev, name)
 
     def fit(self, X, y):
+        if self.backend == "auto":
+            shape = np.shape(X) if not isinstance(X, torch.Tensor) else tuple(X.shape)
+            self.backend_ = resolve_backend("auto", *shape[:2], self.device) if len(shape) == 2 else "sklearn"
+            self.classifier = make_classifier(self.kind, self.backend_, self.C, device=self.device, seed=self.seed,
+                                              max_iter=self.max_iter)
         Xt = self._prepare(X, "X_train")
         y = _labels(y, Xt.shape[0], "y_train")
-        self.mean_ = Xt.mean(0)
-        std = Xt.std(0, unbiased=False)
-        self.scale_ = torch.where(std > 1e-8, std, torch.ones_like(std))
+        self.mean_, self.scale_ = standardizer(Xt)
         Z = (Xt - self.mean_) / self.scale_
-        if self.backend == "sklearn":
+        if self.backend_ == "sklearn":
             import warnings
 
             from sklearn.exceptions import ConvergenceWarning
@@ -299,7 +399,7 @@ class StandardizedClassifier:
         if not hasattr(self, "mean_"):
             raise ConfigError("StandardizedClassifier is not fitted; call fit(X, y) first")
         Z = (self._prepare(X, "X") - self.mean_) / self.scale_
-        return Z.numpy() if self.backend == "sklearn" else Z
+        return Z.numpy() if self.backend_ == "sklearn" else Z
 
     def decision_function(self, X):
         with single_blas_thread():
@@ -333,8 +433,12 @@ def select_C(X, y, groups, Cs=DEFAULT_CS, kind="svm", backend="torch", n_folds=3
 
     Parameters
     ----------
-    X : (n, d) features. y : (n,) int labels. groups : (n,) speaker of each sample.
-    Cs : candidate values. n_folds : inner folds (reduced to the number of speakers if larger).
+    X : (n, d) features. y : (n,) int labels. groups : (n,) group of each sample — the speaker,
+        or any other unit that must not straddle inner train and validation (e.g. a repetition).
+    Cs : candidate values. n_folds : inner folds (reduced to the number of groups if larger).
+    backend : as :class:`StandardizedClassifier`. With ``"gram"`` (what ``"auto"`` picks when
+        n ≤ d) each inner fold is standardised and reduced to its rows' span once, and the grid is
+        solved as one path, smallest C first, each solution warm-starting the next.
     on_fold : optional callable ``on_fold(C, fold, train_idx, val_idx)`` called before each fit
         (used by tests to check that folds never share a speaker).
 
@@ -350,7 +454,10 @@ def select_C(X, y, groups, Cs=DEFAULT_CS, kind="svm", backend="torch", n_folds=3
     Cs = [float(c) for c in Cs]
     if not Cs:
         raise ConfigError("Cs must contain at least one value")
-    dev = resolve_device(device) if backend == "torch" else torch.device("cpu")
+    shape = np.shape(X) if not isinstance(X, torch.Tensor) else tuple(X.shape)
+    if backend == "auto" and len(shape) == 2:
+        backend = resolve_backend(backend, *shape, device)
+    dev = torch.device("cpu") if backend == "sklearn" else resolve_device(device)
     Xt = _features(X, dev)
     y = _labels(y, Xt.shape[0])
     groups = np.asarray(groups)
@@ -358,7 +465,7 @@ def select_C(X, y, groups, Cs=DEFAULT_CS, kind="svm", backend="torch", n_folds=3
         raise ShapeError(f"expected groups of shape ({Xt.shape[0]},), got {groups.shape}", field="groups")
     n_groups = len(np.unique(groups))
     if n_groups < 2:
-        raise DataError(f"select_C needs at least 2 speakers for grouped CV, got {n_groups}", field="groups")
+        raise DataError(f"select_C needs at least 2 groups for grouped CV, got {n_groups}", field="groups")
     folds = speaker_folds(groups, n_folds=min(n_folds, n_groups), seed=seed)
     per_fold = np.zeros((len(Cs), len(folds)))
     for f, (tr, va) in enumerate(folds):
@@ -366,6 +473,12 @@ def select_C(X, y, groups, Cs=DEFAULT_CS, kind="svm", backend="torch", n_folds=3
             raise DataError(f"inner fold {f} has a single class in training; use fewer folds", field="y")
         tr_t = torch.as_tensor(tr, device=dev)
         va_t = torch.as_tensor(va, device=dev)
+        if backend == "gram":  # one basis per fold, the whole grid solved as a warm-started path
+            if on_fold is not None:
+                for C in Cs:
+                    on_fold(C, f, tr, va)
+            per_fold[:, f] = _gram_grid_accuracies(Xt[tr_t], y[tr], Xt[va_t], y[va], Cs, kind, max_iter)
+            continue
         for i, C in enumerate(Cs):
             if on_fold is not None:
                 on_fold(C, f, tr, va)
@@ -377,3 +490,23 @@ def select_C(X, y, groups, Cs=DEFAULT_CS, kind="svm", backend="torch", n_folds=3
     table = {"Cs": Cs, "mean": mean.tolist(), "std": per_fold.std(1).tolist(),
              "per_fold": per_fold.tolist(), "n_folds": len(folds)}
     return Cs[best], table
+
+
+def _gram_grid_accuracies(Xtr, ytr, Xva, yva, Cs, kind, max_iter=None) -> np.ndarray:
+    """Validation accuracy for every C of ``Cs`` (in the given order) from one row-space basis of the
+    standardised training rows; the same numbers as fitting a gram-backend
+    :class:`StandardizedClassifier` per C."""
+    from . import gram
+
+    mean, scale = standardizer(Xtr)
+    classes, y_idx = np.unique(ytr, return_inverse=True)
+    rs = gram.RowSpace((Xtr - mean) / scale, intercept_column=(kind == "svm"))
+    cross = rs.cross((Xva - mean) / scale)
+    Y = gram.targets(torch.as_tensor(y_idx, device=Xtr.device), len(classes), kind)
+    path = gram.solve_path(rs, Y, kind, Cs, max_iter)
+    accs = []
+    for C in Cs:
+        s = gram.scores(cross, path[float(C)])
+        idx = (s[:, 0] > 0).long() if s.shape[1] == 1 else s.argmax(1)
+        accs.append(float(np.mean(classes[idx.cpu().numpy()] == yva)))
+    return np.asarray(accs)

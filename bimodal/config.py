@@ -94,7 +94,7 @@ class FinetuneConfig:
 @dataclass
 class EvalConfig:
     classifier: str = "svm"  # svm | logreg
-    backend: str = "auto"  # torch | sklearn | auto (torch on a GPU, scikit-learn's liblinear on the CPU)
+    backend: str = "auto"  # auto | gram | torch | sklearn (auto: the fastest exact solver, classifiers.resolve_backend)
     Cs: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])
     cv_folds: int = 3  # inner speaker-grouped folds for choosing C
     slices: list[int] = field(default_factory=lambda: [1, 3])
@@ -129,7 +129,7 @@ _CHOICES = {
     ("model", "shared_layer"): ("deterministic", "variational"),
     ("finetune", "optimizer"): ("adam", "sgd"),
     ("eval", "classifier"): ("svm", "logreg"),
-    ("eval", "backend"): ("auto", "torch", "sklearn"),
+    ("eval", "backend"): ("auto", "gram", "torch", "sklearn"),
     ("eval", "matching_similarity"): ("cosine", "euclidean"),
 }
 

@@ -362,48 +362,87 @@ def first_rbm(dbn: BimodalDBN, modality: str):
     return getattr(dbn, modality).layers[0]
 
 
-def window_codes(models: dict, ds, which: list[str]) -> dict[str, np.ndarray]:
-    """Window-level features of ``ds`` for each named feature set.
+_DEVICE_WINDOWS: dict = {}  # id(dataset) -> {(array name, device): tensor}; entries die with the dataset
+
+
+def device_windows(ds, device) -> dict[str, torch.Tensor]:
+    """``audio``, ``video`` and ``utt`` of ``ds`` as tensors on ``device``, uploaded once per dataset
+    and device: every feature set of a fold (and every classifier row) reuses the same copy."""
+    import weakref
+
+    dev = torch.device(device)
+    key = id(ds)
+    if key not in _DEVICE_WINDOWS:
+        _DEVICE_WINDOWS[key] = {}
+        weakref.finalize(ds, _DEVICE_WINDOWS.pop, key, None)
+    cache = _DEVICE_WINDOWS[key]
+    out = {}
+    for name, dtype in (("audio", torch.float32), ("video", torch.float32), ("utt", torch.int64)):
+        a = getattr(ds, name)
+        if a is None:
+            continue
+        if (name, dev) not in cache:
+            cache[(name, dev)] = torch.as_tensor(np.asarray(a)).to(device=dev, dtype=dtype)
+        out[name] = cache[(name, dev)]
+    return out
+
+
+def _models_device(models: dict) -> torch.device:
+    return next(models["bimodal_dbn"].parameters()).device
+
+
+def window_codes(models: dict, ds, which: list[str], device=None) -> dict[str, torch.Tensor]:
+    """Window-level features of ``ds`` for each named feature set, as tensors on the models' device.
 
     Names: ``raw_audio``, ``raw_video``, ``rbm_audio``, ``rbm_video``, ``dae_video`` (video-only
     deep autoencoder, video in), ``dae_audio``, ``bimodal_video`` / ``bimodal_audio`` /
     ``bimodal_both`` (shared layer of the bimodal deep autoencoder given video, audio or both),
-    ``noaug_video`` / ``noaug_audio`` (same without augmentation), ``bdbn_both`` (joint layer of the
-    bimodal DBN).
+    ``noaug_video`` / ``noaug_audio`` (same without augmentation), ``bdbn_both`` / ``bdbn_video``
+    (joint layer of the bimodal DBN given both, or video with the audio zeroed), ``shallow_video``
+    and ``dae_video_no_audio`` (the section 4.7 models). The windows are uploaded once per dataset (:func:`device_windows`); nothing is
+    copied back to the host here.
     """
     dbn = models["bimodal_dbn"]
+    w = device_windows(ds, _models_device(models) if device is None else device)
+    audio, video = w.get("audio"), w.get("video")
     fns = {
-        "raw_audio": lambda: ds.audio,
-        "raw_video": lambda: ds.video,
-        "rbm_audio": lambda: first_rbm(dbn, "audio").transform(ds.audio),
-        "rbm_video": lambda: first_rbm(dbn, "video").transform(ds.video),
-        "dae_video": lambda: models["video_dae"].encode(video=ds.video),
-        "dae_audio": lambda: models["audio_dae"].encode(audio=ds.audio),
-        "bimodal_video": lambda: models["bimodal_dae"].encode(video=ds.video),
-        "bimodal_audio": lambda: models["bimodal_dae"].encode(audio=ds.audio),
-        "bimodal_both": lambda: models["bimodal_dae"].encode(audio=ds.audio, video=ds.video),
-        "noaug_video": lambda: models["bimodal_dae_noaug"].encode(video=ds.video),
-        "noaug_audio": lambda: models["bimodal_dae_noaug"].encode(audio=ds.audio),
-        "bdbn_both": lambda: dbn.transform(audio=ds.audio, video=ds.video),
+        "raw_audio": lambda: audio,
+        "raw_video": lambda: video,
+        "rbm_audio": lambda: first_rbm(dbn, "audio").transform(audio),
+        "rbm_video": lambda: first_rbm(dbn, "video").transform(video),
+        "dae_video": lambda: models["video_dae"].encode(video=video),
+        "dae_audio": lambda: models["audio_dae"].encode(audio=audio),
+        "bimodal_video": lambda: models["bimodal_dae"].encode(video=video),
+        "bimodal_audio": lambda: models["bimodal_dae"].encode(audio=audio),
+        "bimodal_both": lambda: models["bimodal_dae"].encode(audio=audio, video=video),
+        "noaug_video": lambda: models["bimodal_dae_noaug"].encode(video=video),
+        "noaug_audio": lambda: models["bimodal_dae_noaug"].encode(audio=audio),
+        "bdbn_both": lambda: dbn.transform(audio=audio, video=video),
         # Joint layer of the bimodal DBN with the audio input zeroed (video-only input, as the
         # autoencoders get it at test time).
-        "bdbn_video": lambda: dbn.transform(audio=np.zeros_like(ds.audio), video=ds.video),
-        "shallow_video": lambda: models["video_shallow_ae"].encode(video=ds.video),
-        "dae_video_no_audio": lambda: models["video_dae_no_audio"].encode(video=ds.video),
+        "bdbn_video": lambda: dbn.transform(audio=torch.zeros_like(audio), video=video),
+        "shallow_video": lambda: models["video_shallow_ae"].encode(video=video),
+        "dae_video_no_audio": lambda: models["video_dae_no_audio"].encode(video=video),
     }
     out = {}
     with torch.no_grad():
         for name in which:
             if name not in fns:
                 raise KeyError(f"unknown feature set {name!r}; known: {sorted(fns)}")
-            out[name] = np.asarray(fns[name](), dtype=np.float32)
-            if not np.isfinite(out[name]).all():
+            out[name] = fns[name]().to(torch.float32)
+            if not bool(torch.isfinite(out[name]).all()):  # one check per feature set, not per batch
                 raise FloatingPointError(f"feature set {name!r} holds non-finite values")
     return out
 
 
-def utterance_features(codes: np.ndarray, ds, slices) -> np.ndarray:
-    """Mean of the window codes over S equal slices of each utterance, concatenated over ``slices``."""
+def utterance_features(codes, ds, slices) -> np.ndarray:
+    """Mean of the window codes over S equal slices of each utterance, concatenated over ``slices``.
+
+    ``codes`` (N, H) numpy or tensor; a tensor is pooled on its device and copied to the host
+    once, as the pooled (U, H * sum(slices)) float32 array."""
+    if isinstance(codes, torch.Tensor):
+        utt = device_windows(ds, codes.device)["utt"]
+        return pool_slices(codes, utt, ds.n_utterances, slices=tuple(slices)).to(torch.float32).cpu().numpy()
     return np.asarray(pool_slices(codes, ds.utt, ds.n_utterances, slices=tuple(slices)), dtype=np.float32)
 
 

@@ -10,7 +10,6 @@ import logging
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 
 from bimodal.config import Config
 from bimodal.errors import ConfigError
@@ -51,8 +50,8 @@ class FoldContext:
         key = (name, split, snr)
         if key not in self._cache:
             ds = self.dataset(split, snr)
-            codes = window_codes(self.models, ds, [name])[name]
-            self._cache[key] = utterance_features(codes, ds, self.cfg.eval.slices)
+            codes = window_codes(self.models, ds, [name])[name]  # on the models' device, windows uploaded once
+            self._cache[key] = utterance_features(codes, ds, self.cfg.eval.slices)  # one host copy, pooled
         return self._cache[key]
 
     def labels(self, split: str) -> np.ndarray:
@@ -80,9 +79,7 @@ class FoldContext:
         Labels are strings; the result adds ``predict(X)`` → label strings and ``labels`` (the class
         names in the order of the confusion matrix's rows)."""
         e = self.cfg.eval
-        backend = e.backend
-        if backend == "auto":  # liblinear beats full-batch L-BFGS on small CPU problems; the GPU wins at scale
-            backend = "torch" if torch.device(self.device).type == "cuda" else "sklearn"
+        backend = e.backend  # "auto": the fastest exact solver for this shape and device (classifiers.resolve_backend)
         names = np.array(sorted(set(ytr) | set(yte)), dtype=object)
         code = {n: i for i, n in enumerate(names)}
         r = evaluate_features(Xtr, np.array([code[y] for y in ytr]), Xte, np.array([code[y] for y in yte]), groups,

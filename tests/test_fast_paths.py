@@ -200,6 +200,36 @@ def test_quick_benchmark_writes_consistent_json(tmp_path):
             assert r["speedup_vs_sklearn"] == pytest.approx(sk[r["batch_size"]]["seconds"] / r["seconds"])
             assert 0 < r["recon_mse"] < 0.5
     assert result["matmul_gflops"] > 0 and result["bimodal_autoencoder"]["gflops"] > 0
+    ours, ref = result["svm_c_search"]
+    assert ours["speedup_vs_sklearn"] == pytest.approx(ref["seconds"] / ours["seconds"])
+    assert ours["C"] == ref["C"] and ours["accuracy"] == pytest.approx(ref["accuracy"], abs=0.02)
+    ttq = result["rbm_time_to_quality"]
+    assert ttq["target_recon_mse"] > 0 and len(ttq["curve"]) >= 1
+    if ttq["ours_seconds_to_recon"] is not None:
+        assert ttq["ratio_recon"] == pytest.approx(ttq["sklearn_seconds"] / ttq["ours_seconds_to_recon"])
+
+
+def test_svm_c_search_bench_agrees_with_linearsvc():
+    from benchmarks.run import bench_svm_c_search
+
+    sizes = dict(svm_train_speakers=4, svm_test_speakers=2, svm_classes=5, svm_dims=300, svm_Cs=(0.01, 1.0),
+                 svm_cv=2)
+    ours, ref = bench_svm_c_search(sizes, torch.device("cpu"))
+    assert ours["backend"] == "gram" and ref["backend"] == "sklearn"
+    assert ours["C"] == ref["C"] and ours["same_C"]
+    assert ours["accuracy"] == ref["accuracy"] and 0.2 < ours["accuracy"]  # 5 classes: chance 0.2
+    np.testing.assert_allclose(ours["cv_mean"], ref["cv_mean"])
+
+
+def test_time_to_quality_reaches_sklearn_targets_on_a_tiny_problem():
+    from benchmarks.run import bench_rbm_time_to_quality
+
+    sizes = dict(ttq_visible=24, ttq_hidden=8, ttq_rows=300, ttq_sklearn_epochs=20, ttq_max_epochs=60)
+    q = bench_rbm_time_to_quality(sizes, torch.device("cpu"), {})
+    last = q["curve"][-1]
+    assert q["ours_epochs_to_recon"] is not None and q["ours_epochs_to_pl"] is not None
+    assert last["recon_mse"] <= q["target_recon_mse"] and last["pseudo_likelihood"] >= q["target_pseudo_likelihood"]
+    assert q["ratio_pl"] == pytest.approx(q["sklearn_seconds"] / q["ours_seconds_to_pl"])
 
 
 def test_dbn_passes_fast_options_to_every_rbm():
