@@ -61,7 +61,8 @@ def test_end_to_end_writes_every_setting(tiny_run):
     for stim in ("ga/ga", "ba/ba", "ga/ba"):
         total = sum(s[f"mcgurk/predictions/{stim}/{syl}"]["mean"] for syl in ("ga", "ba", "da"))
         assert total == pytest.approx(1.0)
-    assert len(results["claims"]) == 4 and all(c["held"] in (True, False) for c in results["claims"])
+    assert len(results["claims"]) == 4 and all(c["verdict"] in ("HELD", "NOT HELD", "INCONCLUSIVE") and c["test"]["n"] == len(results["runs"])
+                                          for c in results["claims"])
     prov = results["provenance"]
     assert prov["versions"]["torch"] and prov["seed"] == [0] and results["config"]["experiment"]["name"] == "tiny"
     report = (out / "report.md").read_text()
@@ -140,18 +141,48 @@ def test_noise_transform_is_seeded_per_utterance():
     assert not np.array_equal(n1, f(wave, 16000, U()))
 
 
-def test_claims_verdicts():
-    def summ(d):
-        return {k: {"mean": v, "std": 0.0, "n": 1} for k, v in d.items()}
+def test_claims_verdicts_from_paired_runs():
+    def runs(per_run):
+        return [{"seed": 0, "fold": i, "metrics": m} for i, m in enumerate(per_run)]
 
-    res = {"summary": summ({"fusion/0dB/audio_rbm": 0.5, "fusion/0dB/bimodal_dae": 0.6,
-                            "shared_representation/chance": 0.1,
-                            "shared_representation/audio->video/bimodal_dae": 0.3,
-                            "shared_representation/video->audio/bimodal_dae": 0.15})}
-    c = {x["claim"]: x["held"] for x in claims.check_claims(res)}
-    assert c["Bimodal features beat audio alone under 0 dB white noise"] is True
-    assert c["Shared-representation transfer is far above chance in both directions"] is False
-    assert c["Visual /ga/ with audio /ba/ shifts predictions toward /da/"] is None
+    def summ(per_run):
+        keys = per_run[0].keys()
+        return {k: {"mean": float(np.mean([m[k] for m in per_run])), "std": 0.0, "n": len(per_run)} for k in keys}
+
+    per_run = []
+    for i in range(5):
+        per_run.append({"fusion/0dB/audio_rbm": 0.5 + 0.01 * i, "fusion/0dB/bimodal_dae": 0.6 + 0.012 * i,
+                        "shared_representation/chance": 0.1,
+                        "shared_representation/audio->video/bimodal_dae": 0.3,
+                        "shared_representation/video->audio/bimodal_dae": 0.15 - 0.01 * (i % 2)})
+    nested = [pipeline_nest(m) for m in per_run]
+    c = {x["claim"]: x for x in claims.check_claims({"summary": summ(per_run), "runs": runs(nested)})}
+    beat = c["Bimodal features beat audio alone under 0 dB white noise"]
+    assert beat["verdict"] == "HELD" and beat["held"] is True and beat["test"]["n"] == 5
+    assert beat["test"]["p_sign"] == pytest.approx(2 / 32)  # 5 of 5 positive, two-sided
+    shared = c["Shared-representation transfer is far above chance in both directions"]
+    assert shared["verdict"] == "NOT HELD" and shared["test"]["ci"][1] <= 0
+    assert c["Visual /ga/ with audio /ba/ shifts predictions toward /da/"]["verdict"] == "NOT RUN"
+
+
+def test_sign_test_matches_the_binomial():
+    from scipy.stats import binomtest
+
+    for d in ([1, 1, 1, -1, 1, 1, 0, 1], [-1, -2, 3], [0.5] * 9):
+        d = np.asarray(d, float)
+        k, m = int((d > 0).sum()), int((d != 0).sum())
+        assert claims.sign_test_p(d) == pytest.approx(binomtest(k, m).pvalue)
+
+
+def pipeline_nest(flat: dict) -> dict:
+    out: dict = {}
+    for key, value in flat.items():
+        *path, leaf = key.split("/")
+        node = out
+        for p in path:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
 
 
 def test_missing_labels_and_root_errors(tmp_path):
