@@ -49,6 +49,9 @@ class Utterance:
     speaker: str
     utterance_id: str
     path: str
+    # consonant (first phoneme) onset in seconds from the start, when the corpus records timings
+    # (the synthetic corpus's manifest; see data_prep.onsets); None = unknown
+    onset_s: float | None = None
 
     @property
     def duration_s(self) -> float:
