@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bimodal.errors import DataError
 from bimodal.io import atomic_write_text
+from bimodal.noise import ACTIVE_THRESHOLD_DB, FLOOR_MARGIN_DB
 
 from .plots import fusion_grid, make_plots, mcgurk_grid, mean_std
 
@@ -49,6 +50,12 @@ PLOT_TITLES = {
     "training_curves": "Training curves",
     "mcgurk": "McGurk predictions",
 }
+
+
+SNR_RULE = (f"The SNR is that of the speech-active part of each utterance: 20 ms frames whose energy is within "
+            f"{ACTIVE_THRESHOLD_DB:g} dB of the utterance's loudest frame and more than {FLOOR_MARGIN_DB:g} dB above "
+            f"its noise floor (the 10th-percentile frame energy); signal and noise powers are taken over those "
+            f"frames.")
 
 
 # --------------------------------------------------------------------------- formatting
@@ -213,7 +220,7 @@ def _fusion(summary: dict, ref: dict) -> list[str]:
         + [f"paper {c.replace('dB', ' dB')}{label} (%)" for c in paper_conds]
     return (["## Multimodal fusion", "",
              "Classifier trained on clean features of training speakers, tested on test speakers with clean "
-             "audio and with white noise added to the audio at each SNR (video unchanged).", ""]
+             "audio and with white noise added to the audio at each SNR (video unchanged). " + SNR_RULE, ""]
             + md_table(header, rows)
             + ([f"Paper: {section.get('note', '')}.", ""] if paper_conds else []))
 
@@ -245,7 +252,11 @@ def _shared(summary: dict, ref: dict) -> list[str]:
         header += [f"train {d.split('->')[0]}, test {d.split('->')[1]}: ours (%)", f"paper{label} (%)"]
     return (["## Shared representation learning (\"hearing to see\")", "",
              "Classifier trained on the shared codes of one modality (the other fed as zeros / the CCA "
-             "projection of one view), tested on the other modality's codes.", ""]
+             "projection of one view), tested on the other modality's codes. The CCA rows are regularised CCA "
+             "(both covariances shrunk toward the identity, the shrinkage chosen by speaker-grouped CV on the "
+             "training speakers) fitted on paired training windows (raw windows, or the first RBMs' hidden "
+             "activations of them for RBM-CCA); the projected windows are pooled over slices like every "
+             "other feature.", ""]
             + md_table(header + ["n"], rows)
             + ([f"Paper: {section.get('note', '')}.", ""] if paper_rows else []))
 
@@ -267,7 +278,9 @@ def _mcgurk(summary: dict, ref: dict) -> list[str]:
         + [f"paper: {p} (%)" for p in paper_preds]
     lines = ["## McGurk effect", "",
              "Share of the bimodal model's predictions per stimulus. Classifier trained on congruent /ga/ /ba/ "
-             "/da/ of training speakers; `ga / ba` = each test speaker's /ga/ video dubbed with the /ba/ audio.", ""]
+             "/da/ of training speakers; `ga / ba` = each test speaker's /ga/ video dubbed with the /ba/ audio, "
+             "the video shifted so its consonant onset meets the audio's (within half a frame; onsets from the "
+             "corpus manifest's phoneme timings, else the energy onset of each utterance's own audio).", ""]
     if stimuli:
         lines += md_table(header, rows)
     if cong is not None:

@@ -195,6 +195,7 @@ def test_paper_number_stands_beside_ours_with_its_dataset(written):
     assert _table_row(video, "`rbm`")[3] == "54.2 ± 3.3"  # '+-' rendered as ±
 
     fusion = _section(text, "Multimodal fusion")
+    assert "speech-active part of each utterance: 20 ms frames whose energy is within 35 dB" in fusion
     header = _table_row(fusion, "features")
     assert header[1:5] == ["clean (%)", "10 dB (%)", "0 dB (%)", "-10 dB (%)"]  # clean, then SNR high to low
     assert header[-2:] == ["paper clean (CUAVE) (%)", "paper 0 dB (CUAVE) (%)"]
