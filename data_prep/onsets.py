@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def manifest_onsets(root) -> dict[str, float]:
     """``{utterance id: first non-pause phoneme start (s)}`` from ``root/manifest.json``; ``{}`` when
-    the folder has no manifest (a user's corpus). Utterance ids are those of
+    the folder has no synthetic-corpus manifest (a user's corpus). Utterance ids are those of
     :func:`data_prep.readers.read_folder` (the audio path relative to ``root`` without suffix)."""
     path = Path(root) / "manifest.json"
     if not path.is_file():
@@ -35,6 +35,9 @@ def manifest_onsets(root) -> dict[str, float]:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise DataError(f"unreadable manifest ({e})", path=path) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != "bimodal-synth-corpus":
+        log.info("%s is not a synthetic-corpus manifest; onsets will come from the audio energy", path)
+        return {}
     out = {}
     for i, u in enumerate(manifest.get("utterances") or []):
         try:

@@ -364,3 +364,10 @@ def test_missing_extra_audio_folder_is_a_clear_error(tmp_path):
 
     with pytest.raises(DataError, match="extra_audio"):
         pipeline.load_extra_audio(tmp_path / "nope")
+
+
+def test_a_foreign_manifest_gives_no_onsets(tmp_path):
+    from data_prep.onsets import manifest_onsets
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"files": ["a.wav"]}))
+    assert manifest_onsets(tmp_path) == {} and manifest_onsets(tmp_path / "absent") == {}
