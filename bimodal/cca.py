@@ -78,7 +78,9 @@ class RegularizedCCA:
                      ", ".join(f"{r:g}: {s:.3f}" for r, s in self.cv_.items()))
         stats = _Stats(a, v)
         self.mean_a_, self.mean_v_ = stats.mean_a, stats.mean_v
-        self.wa_, self.wv_, self.correlations_ = stats.solve(self.shrinkage_, self.n_components)
+        self.wa_, self.wv_, _ = stats.solve(self.shrinkage_, self.n_components)
+        # measured on the projections: with shrinkage the singular values are not correlations
+        self.correlations_ = _column_corr((a - self.mean_a_) @ self.wa_, (v - self.mean_v_) @ self.wv_).cpu().numpy()
         self.n_audio_, self.n_video_ = a.shape[1], v.shape[1]
         return self
 

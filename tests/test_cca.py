@@ -30,6 +30,7 @@ def test_regularised_cca_beats_plain_cca_on_held_out_rows_with_n_below_d():
     assert ridge.shrinkage_ > 0 and ridge.cv_[ridge.shrinkage_] > ridge.cv_[0.0]
     assert r_ridge.sum() > r_plain.sum() + 0.5
     assert r_ridge[0] > 0.8
+    assert np.all(ridge.correlations_ <= 1 + 1e-9) and ridge.correlations_[0] >= r_ridge[0] - 0.05
     # so does the library's former baseline (scikit-learn's iterative CCA, unregularised)
     from bimodal.evaluation import CCAProjector
 
