@@ -59,7 +59,7 @@ def _print_summary(results: dict, out: Path) -> None:
     print(f"\n{results['experiment']}: {len(results['runs'])} runs (seeds x speaker folds), "
           f"{results['timings']['total']:.0f} s")
     for c in results.get("claims", []):
-        word = {True: "HELD", False: "NOT HELD", None: "NOT RUN"}[c["held"]]
+        word = c.get("verdict") or {True: "HELD", False: "NOT HELD", None: "NOT RUN"}[c["held"]]
         vals = ", ".join(f"{k}={v:.3f}" for k, v in c["values"].items() if isinstance(v, float))
         print(f"  [{word}] {c['claim']} ({vals})")
     print(f"results: {out / 'results.json'}\nreport:  {out / 'report.md'}")

@@ -47,7 +47,10 @@ class DataConfig:
     synth_repetitions: int = 3
     synth_seed: int = 0
     synth_vocabulary: list[str] = field(default_factory=lambda: ["digits", "syllables"])
-    extra_audio: str = ""  # optional audio-only folder ({label}_{speaker}_{i}.wav) for audio pretraining
+    # optional folder of unlabelled WAVs (searched recursively, e.g. ../shared/data/fsdd/recordings):
+    # whitened by each fold's audio whitener and added to the audio DBN's pretraining, as the paper
+    # added TIMIT (experiments.pipeline.load_extra_audio); a relative path is taken from the working directory
+    extra_audio: str = ""
     cache_dir: str = ""
     prep: dict = field(default_factory=dict)  # data_prep.dataset.PrepConfig fields
 

@@ -164,15 +164,22 @@ class BimodalDBN(Persistable, nn.Module):
                     first_layer_params=self.first_layer_params, joint_params=self.joint_params, seed=self.seed)
 
     def fit(self, audio, video, epochs=10, joint_epochs: int | None = None, batch_size: int = 100,
-            progress: bool = False, **fast):
+            progress: bool = False, extra_audio=None, **fast):
         """Train the audio DBN, the video DBN, then the joint RBM on their concatenated tops.
 
         ``epochs`` applies to the modality DBNs (int or per layer); ``joint_epochs`` (default: the
-        last entry of ``epochs``) to the joint RBM. ``fast``: ``matmul_precision``,
-        ``autocast_dtype``, ``compile`` for every RBM (see :mod:`bimodal.fast`). Returns ``self``.
+        last entry of ``epochs``) to the joint RBM. ``extra_audio`` ``(M, n_audio)``: unpaired audio
+        rows added to the audio DBN's training set only (the paper's extra unlabelled audio); the
+        joint RBM sees the paired rows alone. ``fast``: ``matmul_precision``, ``autocast_dtype``,
+        ``compile`` for every RBM (see :mod:`bimodal.fast`). Returns ``self``.
         """
         a, v = self._inputs(audio, video)
-        self.audio.fit(a, epochs=epochs, batch_size=batch_size, progress=progress, **fast)
+        a_pre = a
+        if extra_audio is not None and len(extra_audio):
+            extra, _ = self.audio._input(extra_audio, "extra_audio")
+            a_pre = torch.cat([a, extra])
+            log.info("audio DBN pretrained on %d paired + %d extra audio rows", len(a), len(extra))
+        self.audio.fit(a_pre, epochs=epochs, batch_size=batch_size, progress=progress, **fast)
         self.video.fit(v, epochs=epochs, batch_size=batch_size, progress=progress, **fast)
         if joint_epochs is None:
             joint_epochs = epochs[-1] if isinstance(epochs, (list, tuple)) else epochs

@@ -66,6 +66,9 @@ class Utterance:
     audio_features: np.ndarray | None = None  # (T_a, F) float32 precomputed audio frames
     audio_frame_rate: float | None = None     # frames/s of audio_features
     repetition: str | None = None
+    # consonant (first phoneme) onset in seconds from the start, when the corpus records timings
+    # (the synthetic corpus's manifest; see data_prep.onsets); None = unknown
+    onset_s: float | None = None
 
     @property
     def has_waveform(self) -> bool:

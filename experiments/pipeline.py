@@ -9,6 +9,7 @@ pools the codes over S equal slices of each utterance.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ def load_utterances(cfg: Config, progress: bool = True, skipped: list | None = N
 
 def _read_corpus(cfg: Config, progress: bool) -> list:
     from data_prep import readers
+    from data_prep.onsets import attach_manifest_onsets
 
     d = cfg.data
     if d.source == "synth":
@@ -59,9 +61,9 @@ def _read_corpus(cfg: Config, progress: bool) -> list:
         root = Path(d.root) if d.root else default_corpus_dir(**params)
         log.info("embedded corpus at %s", root)
         generate_corpus(root, progress=progress, **params)
-        utts = readers.read_folder(root, progress=progress)
+        utts = attach_manifest_onsets(readers.read_folder(root, progress=progress), root)
     elif d.source == "folder":
-        utts = readers.read_folder(_need_root(d), progress=progress)
+        utts = attach_manifest_onsets(readers.read_folder(_need_root(d), progress=progress), _need_root(d))
     elif d.source == "avletters":
         utts = readers.read_avletters(_need_root(d), progress=progress,
                                       max_av_length_mismatch_s=prep_config(cfg).max_av_length_mismatch_s)
@@ -115,6 +117,39 @@ def repetition_split(utts: list) -> list[tuple[np.ndarray, np.ndarray]]:
     return [(np.flatnonzero(~is_test), np.flatnonzero(is_test))]
 
 
+def load_extra_audio(folder) -> list:
+    """Unlabelled audio-only utterances: every ``*.wav`` under ``folder`` (recursively, sorted).
+
+    Each becomes an :class:`~data_prep.readers.Utterance` with ``video=None``, label
+    ``"(unlabelled)"`` and speaker ``"extra"``; unreadable files are skipped with one warning.
+    Read once per folder and process (the folds share them).
+    """
+    return list(_extra_audio(str(Path(folder).resolve())))
+
+
+@functools.lru_cache(maxsize=2)
+def _extra_audio(folder: str) -> tuple:
+    from data_prep import readers
+    from data_prep.audio import load_wav
+
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError("data.extra_audio must name a folder of WAV files; it does not exist", path=root,
+                        field="data.extra_audio")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() == ".wav" and not p.name.startswith("."))
+    if not files:
+        raise DataError("no .wav files found under the folder", path=root, field="data.extra_audio")
+
+    def read(p):
+        wave, rate = load_wav(p)
+        uid = str(p.relative_to(root).with_suffix(""))
+        return readers.Utterance(wave, rate, None, None, "(unlabelled)", "extra", f"extra/{uid}", str(p))
+
+    utts = readers._collect(readers._map_files(read, files, False, "extra audio"), False, root)
+    log.info("extra audio: %d WAV files from %s", len(utts), root)
+    return tuple(utts)
+
+
 def speaker_splits(utts: list, cfg: Config, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train, test) utterance indices per fold: no speaker on both sides, except with
     ``experiment.split = "third_test"`` (:func:`repetition_split`), where no repetition is."""
@@ -139,6 +174,8 @@ def frame_cache_path(cfg: Config, utts) -> Path:
     from data_prep.dataset import FRAMES_VERSION, default_cache_dir
 
     files = []
+    if cfg.data.extra_audio:  # their spectrograms are cached too
+        utts = list(utts) + load_extra_audio(cfg.data.extra_audio)
     for u in utts:
         st = os.stat(u.path) if u.path and os.path.exists(u.path) else None
         files.append((str(u.path), str(u.utterance_id), st.st_size if st else None, st.st_mtime_ns if st else None))
@@ -202,6 +239,7 @@ class FoldData:
     skipped: dict = field(default_factory=dict)
     #: why no noisy test sets were made, when a setting wanted them but they cannot be (else None)
     noise_skipped: str | None = None
+    extra_audio: np.ndarray | None = None  # (M, Da) windows of data.extra_audio, for audio pretraining
 
 
 def prepare_fold(cfg: Config, utts, train_idx, test_idx, seed: int, device, progress=True,
@@ -234,6 +272,15 @@ def prepare_fold(cfg: Config, utts, train_idx, test_idx, seed: int, device, prog
     test = prep.transform(test_utts, progress=progress, strict=False)
     test_utts = used(test_utts, "test")
     fold = FoldData(prep, train, test, train_utts, test_utts, skipped={k: v for k, v in skipped.items() if v})
+    if cfg.data.extra_audio:
+        # whitened by this fold's audio whitener (training speakers only) and windowed like any
+        # audio-only utterance, so the rows match the audio RBM's input
+        extra = prep.transform_audio_only(load_extra_audio(cfg.data.extra_audio), progress=progress, strict=False)
+        fold.extra_audio = extra.audio
+        if extra.audio.shape[1] != fold.train.audio.shape[1]:
+            raise DataError(f"extra audio windows have {extra.audio.shape[1]} dims, the corpus's {fold.train.audio.shape[1]} "
+                            "(set data.prep.audio_only_fps to the corpus's video frame rate)",
+                            path=cfg.data.extra_audio, field="data.extra_audio")
     if "fusion" in cfg.experiment.settings and cfg.eval.snr_db:
         if any(u.audio is None for u in test_utts):
             fold.noise_skipped = ("the corpus' audio is precomputed feature frames (no waveforms), so white noise "
@@ -249,15 +296,16 @@ def prepare_fold(cfg: Config, utts, train_idx, test_idx, seed: int, device, prog
 
 
 def noise_transform(snr_db: float, seed: int):
-    """An ``audio_transform`` adding white noise at ``snr_db``; the noise of each utterance is seeded
-    by (seed, utterance id) so it does not depend on the order utterances are processed in."""
+    """An ``audio_transform`` adding white noise at ``snr_db``, the SNR of the speech-active part
+    of the utterance (:func:`bimodal.noise.speech_active_mask`); the noise of each utterance is
+    seeded by (seed, utterance id) so it does not depend on the order utterances are processed in."""
 
     def transform(wave, rate, utterance):
         key = np.frombuffer(str(utterance.utterance_id).encode(), dtype=np.uint8)
         rng = np.random.default_rng([seed, int(snr_db * 100) % (2**31), *key.tolist()])
-        return add_white_noise(wave, snr_db, rng)
+        return add_white_noise(wave, snr_db, rng, rate=rate)
 
-    transform.cache_key = f"white-noise snr={snr_db!r} seed={seed}"
+    transform.cache_key = f"white-noise snr={snr_db!r} seed={seed} reference=speech-active"
     return transform
 
 
@@ -329,7 +377,8 @@ def train_feature_models(cfg: Config, fold: FoldData, seed: int, device, checkpo
             models[name].save(path)
 
     stage("bimodal_dbn", lambda: build_bimodal_dbn(cfg, n_audio, n_video, seed, device).fit(
-        audio=Xa, video=Xv, epochs=p.epochs if p.enabled else 1, batch_size=p.batch_size, progress=progress))
+        audio=Xa, video=Xv, epochs=p.epochs if p.enabled else 1, batch_size=p.batch_size, progress=progress,
+        extra_audio=fold.extra_audio))
     dbn = models["bimodal_dbn"] if p.enabled else None
 
     def dae(inputs, fractions=None):
@@ -450,13 +499,36 @@ def label_strings(ds) -> np.ndarray:
     return np.asarray(ds.label_names, dtype=object)[np.asarray(ds.labels)]
 
 
-def mcgurk_utterance(audio_utt, video_utt):
-    """Audio of one utterance with the video of another, the video retimed to the audio's duration
-    (nearest frame), as a dubbed McGurk stimulus."""
+def dub_frame_map(audio_utt, video_utt) -> tuple[np.ndarray, int]:
+    """Which frame of ``video_utt`` each frame of a dub onto ``audio_utt``'s audio shows.
+
+    The video is shifted by a whole number of frames so its consonant onset lands on the audio's
+    (:func:`data_prep.onsets.consonant_onset`: the corpus manifest's phoneme timing, else the
+    energy onset of each utterance's own audio), within half a frame; before its first frame and
+    after its last the video holds that frame (a mouth at rest in a padded recording). The dub
+    lasts as long as the audio.
+
+    Returns
+    -------
+    src : (n_frames,) int64 source frame of each dub frame. shift : frames the video is delayed by.
+    """
+    from data_prep.onsets import consonant_onset
+
+    fps = float(video_utt.fps)
     duration = len(audio_utt.audio) / audio_utt.sample_rate
-    n_frames = max(1, int(round(duration * video_utt.fps)))
-    src = np.minimum((np.arange(n_frames) * len(video_utt.video) / n_frames).astype(int), len(video_utt.video) - 1)
+    n_frames = max(1, int(np.floor(duration * fps + 1e-9)))
+    shift = int(round((consonant_onset(audio_utt) - consonant_onset(video_utt)) * fps))
+    src = np.clip(np.arange(n_frames) - shift, 0, len(video_utt.video) - 1).astype(np.int64)
+    return src, shift
+
+
+def mcgurk_utterance(audio_utt, video_utt):
+    """Audio of one utterance with the video of another, aligned at the consonant onset as a real
+    dub would be (:func:`dub_frame_map`): a McGurk stimulus labelled ``"<video>|<audio>"``."""
+    from data_prep.onsets import consonant_onset
+
+    src, _ = dub_frame_map(audio_utt, video_utt)
     return dataclasses.replace(
-        audio_utt, video=video_utt.video[src], fps=video_utt.fps,
+        audio_utt, video=video_utt.video[src], fps=video_utt.fps, onset_s=consonant_onset(audio_utt),
         label=f"{video_utt.label}|{audio_utt.label}",
         utterance_id=f"{video_utt.utterance_id}+{audio_utt.utterance_id}")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bimodal.errors import DataError
 from bimodal.io import atomic_write_text
+from bimodal.noise import ACTIVE_THRESHOLD_DB, FLOOR_MARGIN_DB
 
 from .plots import fusion_grid, make_plots, mcgurk_grid, mean_std
 
@@ -51,6 +52,12 @@ PLOT_TITLES = {
 }
 
 
+SNR_RULE = (f"The SNR is that of the speech-active part of each utterance: 20 ms frames whose energy is within "
+            f"{ACTIVE_THRESHOLD_DB:g} dB of the utterance's loudest frame and more than {FLOOR_MARGIN_DB:g} dB above "
+            f"its noise floor (the 10th-percentile frame energy); signal and noise powers are taken over those "
+            f"frames.")
+
+
 # --------------------------------------------------------------------------- formatting
 def load_reference(path=REFERENCE_PATH) -> dict:
     """The paper's published numbers (``paper_reference.json``)."""
@@ -63,12 +70,22 @@ def load_reference(path=REFERENCE_PATH) -> dict:
         raise DataError(f"not valid JSON: {e}", path=path) from None
 
 
-def pct(stat) -> str:
-    """``"58.7 ± 2.0"`` from a summary entry (fractions → percent); ``"—"`` when missing."""
+def pct(stat, n_sd: float = 1.0) -> str:
+    """``"58.7 ± 2.0"`` from a summary entry (fractions → percent): mean ± ``n_sd`` standard
+    deviations; ``"—"`` when missing."""
     if stat is None:
         return "—"
     m, s = (stat[0], stat[1]) if isinstance(stat, tuple) else (stat["mean"], stat.get("std", 0.0))
-    return f"{100 * m:.1f} ± {100 * s:.1f}"
+    return f"{100 * m:.1f} ± {100 * n_sd * s:.1f}"
+
+
+# The report's tables stand beside the paper's numbers, whose ± is 2 standard deviations.
+REPORT_SD = 2.0
+
+
+def pct2(stat) -> str:
+    """:func:`pct` with the paper's ± (2 standard deviations)."""
+    return pct(stat, REPORT_SD)
 
 
 def _pct1(x) -> str:
@@ -157,8 +174,8 @@ def _protocol(results: dict) -> list[str]:
         ["versions", versions or "?"],
     ]
     return ["## Protocol", "",
-            "Every number is the mean ± standard deviation (ddof 0) over the runs, in %; *n* is the number "
-            "of runs.", ""] + md_table(["item", "value"], rows)
+            "Every number is the mean ± 2 standard deviations (ddof 0) over the runs, in %, the same "
+            "spread as the paper's ± (2 s.d.); *n* is the number of runs.", ""] + md_table(["item", "value"], rows)
 
 
 def _cross_modality(summary: dict, ref: dict) -> list[str]:
@@ -173,7 +190,7 @@ def _cross_modality(summary: dict, ref: dict) -> list[str]:
         datasets = [d for d in ref.get("datasets", {}) if any(d in r for r in paper_rows.values())]
         rows = []
         for row in _ordered(found, CROSS_MODALITY_ORDER):
-            rows.append([f"`{row}`", pct(mean_std(summary, prefix + row)), _n(summary, [prefix + row])]
+            rows.append([f"`{row}`", pct2(mean_std(summary, prefix + row)), _n(summary, [prefix + row])]
                         + [_paper(paper_rows.get(row, {}).get(d)) for d in datasets])
         lines += [f"### {mod.capitalize()} only (classifier trained and tested on {mod} features)", ""]
         lines += md_table(["features", "ours (%)", "n"] + [f"paper, {d} (%)" for d in datasets], rows)
@@ -196,14 +213,14 @@ def _fusion(summary: dict, ref: dict) -> list[str]:
     rows = []
     for row in [r for r in order if r in rows_found]:
         keys = [f"fusion/{c}/{row}" for c in conds]
-        rows.append([f"`{row}`"] + [pct(mean_std(summary, k)) for k in keys] + [_n(summary, keys)]
+        rows.append([f"`{row}`"] + [pct2(mean_std(summary, k)) for k in keys] + [_n(summary, keys)]
                     + [_paper(paper_rows.get(row, {}).get(c)) for c in paper_conds])
     label = f" ({dataset})" if dataset else ""
     header = ["features"] + [("clean" if c == "clean" else c.replace("dB", " dB")) + " (%)" for c in conds] + ["n"] \
         + [f"paper {c.replace('dB', ' dB')}{label} (%)" for c in paper_conds]
     return (["## Multimodal fusion", "",
              "Classifier trained on clean features of training speakers, tested on test speakers with clean "
-             "audio and with white noise added to the audio at each SNR (video unchanged).", ""]
+             "audio and with white noise added to the audio at each SNR (video unchanged). " + SNR_RULE, ""]
             + md_table(header, rows)
             + ([f"Paper: {section.get('note', '')}.", ""] if paper_conds else []))
 
@@ -225,7 +242,7 @@ def _shared(summary: dict, ref: dict) -> list[str]:
         keys = [f"shared_representation/{d}/{method}" for d in dirs]
         row = [f"`{method}`"]
         for d, k in zip(dirs, keys):
-            row += [pct(mean_std(summary, k)), _paper(paper_rows.get(d, {}).get(method))]
+            row += [pct2(mean_std(summary, k)), _paper(paper_rows.get(d, {}).get(method))]
         rows.append(row + [_n(summary, keys)])
     chance = mean_std(summary, "shared_representation/chance")
     if chance is not None:
@@ -235,7 +252,11 @@ def _shared(summary: dict, ref: dict) -> list[str]:
         header += [f"train {d.split('->')[0]}, test {d.split('->')[1]}: ours (%)", f"paper{label} (%)"]
     return (["## Shared representation learning (\"hearing to see\")", "",
              "Classifier trained on the shared codes of one modality (the other fed as zeros / the CCA "
-             "projection of one view), tested on the other modality's codes.", ""]
+             "projection of one view), tested on the other modality's codes. The CCA rows are regularised CCA "
+             "(both covariances shrunk toward the identity, the shrinkage chosen by speaker-grouped CV on the "
+             "training speakers) fitted on paired training windows (raw windows, or the first RBMs' hidden "
+             "activations of them for RBM-CCA); the projected windows are pooled over slices like every "
+             "other feature.", ""]
             + md_table(header + ["n"], rows)
             + ([f"Paper: {section.get('note', '')}.", ""] if paper_rows else []))
 
@@ -251,17 +272,19 @@ def _mcgurk(summary: dict, ref: dict) -> list[str]:
     rows = []
     for stim in stimuli:
         keys = [f"mcgurk/predictions/{stim}/{p}" for p in preds]
-        rows.append([f"{stim.split('/')[0]} / {stim.split('/')[-1]}"] + [pct(mean_std(summary, k)) for k in keys]
+        rows.append([f"{stim.split('/')[0]} / {stim.split('/')[-1]}"] + [pct2(mean_std(summary, k)) for k in keys]
                     + [_n(summary, keys)] + [_paper(paper_rows.get(stim, {}).get(p)) for p in paper_preds])
     header = ["visual / audio"] + [f"predicted {p} (%)" for p in preds] + ["n"] \
         + [f"paper: {p} (%)" for p in paper_preds]
     lines = ["## McGurk effect", "",
              "Share of the bimodal model's predictions per stimulus. Classifier trained on congruent /ga/ /ba/ "
-             "/da/ of training speakers; `ga / ba` = each test speaker's /ga/ video dubbed with the /ba/ audio.", ""]
+             "/da/ of training speakers; `ga / ba` = each test speaker's /ga/ video dubbed with the /ba/ audio, "
+             "the video shifted so its consonant onset meets the audio's (within half a frame; onsets from the "
+             "corpus manifest's phoneme timings, else the energy onset of each utterance's own audio).", ""]
     if stimuli:
         lines += md_table(header, rows)
     if cong is not None:
-        lines += [f"Congruent accuracy (ga, ba, da): **{pct(cong)} %** (n = {cong[2]}).", ""]
+        lines += [f"Congruent accuracy (ga, ba, da): **{pct2(cong)} %** (n = {cong[2]}).", ""]
     if paper_preds:
         lines += [f"Paper: {section.get('note', '')} (dataset not stated in paper_reference.json).", ""]
     return lines
@@ -281,7 +304,7 @@ def _matching(summary: dict) -> list[str]:
     rows = []
     for meth in _ordered(found, MATCHING_ORDER):
         keys = [f"matching/{meth}/{m}" for m in cols]
-        rows.append([f"`{meth}`"] + [pct(mean_std(summary, k)) for k in keys] + [_n(summary, keys)])
+        rows.append([f"`{meth}`"] + [pct2(mean_std(summary, k)) for k in keys] + [_n(summary, keys)])
     chance = _matching_chance(summary, found, cols)
     if chance:
         rows.append(["chance"] + chance + [""])
@@ -308,17 +331,44 @@ def _matching_chance(summary: dict, methods: list[str], cols: list[str]) -> list
     return [_pct1(values[c]) for c in cols]
 
 
+def _verdict(c: dict) -> str:
+    if c.get("verdict"):
+        return c["verdict"]
+    return {True: "HELD", False: "NOT HELD", None: "NOT RUN"}[c.get("held")]  # results from older versions
+
+
+def _test_text(t: dict | None) -> str:
+    """One line: the paired test behind a verdict (differences in percentage points)."""
+    if not t:
+        return "not run"
+    if not t.get("n"):
+        return "no per-run values (n = 0)"
+    parts = [f"n = {t['n']} paired runs", f"mean difference = {100 * t['mean']:+.1f} points"]
+    if t.get("se") is not None:
+        lo, hi = t["ci"]
+        parts += [f"SE = {100 * t['se']:.1f}", f"95 % CI [{100 * lo:+.1f}, {100 * hi:+.1f}]"]
+    parts.append(f"sign test p = {t['p_sign']:.3g} ({t['n_positive']} up, {t['n_negative']} down)")
+    return ", ".join(parts)
+
+
 def _claims(results: dict) -> list[str]:
     claims = results.get("claims")
     if not claims:
         return []
-    lines = ["## Claims", "", "The paper's qualitative claims checked on our means (NOT RUN: the settings a claim "
-             "needs were not run).", ""]
+    lines = ["## Claims", "",
+             "Each claim is a paired comparison over the same seed × fold runs: the per-run difference "
+             "(claim side minus the side it should beat) is tested. **HELD** when the 95 % confidence "
+             "interval of the mean difference (Student t, mean ± t·SE) lies above 0, **NOT HELD** when it lies "
+             "at or below 0, **INCONCLUSIVE** when it contains 0 (the runs overlap); the exact two-sided sign "
+             "test is shown beside it. NOT RUN: the settings a claim needs were not run. Values are means "
+             "over runs.", ""]
     for c in claims:
-        verdict = {True: "HELD", False: "NOT HELD", None: "NOT RUN"}[c.get("held")]
         values = ", ".join(f"{k} = {_pct1(v)} %" if v is not None else f"{k} = not run"
                            for k, v in (c.get("values") or {}).items())
-        lines += [f"- **{verdict}** — {c.get('claim')}", f"  - rule: {c.get('rule')}", f"  - values: {values}"]
+        lines += [f"- **{_verdict(c)}** — {c.get('claim')}", f"  - rule: {c.get('rule')}",
+                  f"  - values: {values}"]
+        if "test" in c:
+            lines.append(f"  - test: {_test_text(c.get('test'))}")
     return lines + [""]
 
 

@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bimodal.config import Config
+from bimodal.cca import RegularizedCCA
 from bimodal.errors import ConfigError
-from bimodal.evaluation import CCAProjector, cross_modal_matching, evaluate_features
+from bimodal.evaluation import cross_modal_matching, evaluate_features
 
 from .pipeline import FoldData, label_strings, mcgurk_utterance, utterance_features, window_codes
 
@@ -176,20 +177,35 @@ def shared_representation(ctx: FoldContext):
         ytr, yte, groups = ctx.labels("train")[mtr], ctx.labels("test")[mte], ctx.cv_groups("train")[mtr]
         metrics["audio->video"][name] = ctx.classify(za_tr[mtr], ytr, groups, zv_te[mte], yte)["accuracy"]
         metrics["video->audio"][name] = ctx.classify(zv_tr[mtr], ytr, groups, za_te[mte], yte)["accuracy"]
+        metrics.setdefault("cca_shrinkage", {})[name] = ctx._cache[("cca", fa, fv, "shrinkage")]
     metrics["chance"] = 1.0 / len(ctx.cfg.data.labels)
     return metrics, {}
 
 
 def _cca_views(ctx: FoldContext, audio_feat: str, video_feat: str):
-    """CCA fitted on paired training utterance features; both splits projected into the shared space."""
+    """Regularised CCA fitted on paired training *windows* (raw windows, or the RBMs' hidden
+    activations of them), its shrinkage chosen by CV over training speakers; every split's windows
+    are projected and then pooled over slices like every other feature.
+
+    Returns pooled ``(audio train, video train, audio test, video test)`` utterance features.
+    """
     key = ("cca", audio_feat, video_feat)
     if key not in ctx._cache:
-        Xa_tr, Xv_tr = ctx.features(audio_feat, "train"), ctx.features(video_feat, "train")
-        n = min(ctx.cfg.eval.cca_components, Xa_tr.shape[1], Xv_tr.shape[1], Xa_tr.shape[0] - 1)
-        cca = CCAProjector(n_components=n).fit(Xa_tr, Xv_tr)
-        ctx._cache[key] = (cca.transform_audio(Xa_tr), cca.transform_video(Xv_tr),
-                           cca.transform_audio(ctx.features(audio_feat, "test")),
-                           cca.transform_video(ctx.features(video_feat, "test")))
+        train, test = ctx.dataset("train"), ctx.dataset("test")
+        tr = window_codes(ctx.models, train, [audio_feat, video_feat])
+        te = window_codes(ctx.models, test, [audio_feat, video_feat])
+        n = min(ctx.cfg.eval.cca_components, tr[audio_feat].shape[1], tr[video_feat].shape[1])
+        groups = np.asarray(train.speakers)[np.asarray(train.utt)]
+        cca = RegularizedCCA(n_components=n, n_folds=ctx.cfg.eval.cv_folds, device=ctx.device).fit(
+            tr[audio_feat], tr[video_feat], groups=groups)
+        log.info("%s/%s CCA: shrinkage %g, training correlations %s", audio_feat, video_feat, cca.shrinkage_,
+                 np.round(cca.correlations_[:4], 3).tolist())
+        slices = ctx.cfg.eval.slices
+        ctx._cache[key] = (utterance_features(cca.transform_audio(tr[audio_feat]), train, slices),
+                           utterance_features(cca.transform_video(tr[video_feat]), train, slices),
+                           utterance_features(cca.transform_audio(te[audio_feat]), test, slices),
+                           utterance_features(cca.transform_video(te[video_feat]), test, slices))
+        ctx._cache[key + ("shrinkage",)] = cca.shrinkage_
     return ctx._cache[key]
 
 

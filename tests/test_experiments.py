@@ -1,4 +1,5 @@
 """End-to-end runs of the experiment runner on a tiny generated corpus, and its helpers."""
+import dataclasses
 import json
 from pathlib import Path
 
@@ -63,7 +64,8 @@ def test_end_to_end_writes_every_setting(tiny_run):
     for stim in ("ga/ga", "ba/ba", "ga/ba"):
         total = sum(s[f"mcgurk/predictions/{stim}/{syl}"]["mean"] for syl in ("ga", "ba", "da"))
         assert total == pytest.approx(1.0)
-    assert len(results["claims"]) == 4 and all(c["held"] in (True, False) for c in results["claims"])
+    assert len(results["claims"]) == 4 and all(c["verdict"] in ("HELD", "NOT HELD", "INCONCLUSIVE") and c["test"]["n"] == len(results["runs"])
+                                          for c in results["claims"])
     prov = results["provenance"]
     assert prov["versions"]["torch"] and prov["seed"] == [0] and results["config"]["experiment"]["name"] == "tiny"
     report = (out / "report.md").read_text()
@@ -115,17 +117,18 @@ def test_same_config_same_numbers_on_cpu(tiny_run, tmp_path):
     assert again["summary"] == results["summary"]
 
 
-def test_mcgurk_utterance_retimes_video_to_audio():
+def test_mcgurk_utterance_shifts_video_to_the_audio_onset():
     from data_prep.readers import Utterance
 
-    a = Utterance(np.zeros(16000, np.float32), 16000, np.zeros((20, 60, 80), np.uint8), 25.0, "ba", "s1", "ba1", "x")
+    a = Utterance(np.zeros(16000, np.float32), 16000, np.zeros((20, 60, 80), np.uint8), 25.0, "ba", "s1", "ba1", "x",
+                  onset_s=0.30)
     v = Utterance(np.zeros(8000, np.float32), 16000, np.arange(12)[:, None, None].repeat(60, 1).repeat(80, 2)
-                  .astype(np.uint8), 25.0, "ga", "s1", "ga1", "y")
+                  .astype(np.uint8), 25.0, "ga", "s1", "ga1", "y", onset_s=0.10)
     d = pipeline.mcgurk_utterance(a, v)
-    assert d.label == "ga|ba" and d.audio is a.audio and d.video.shape == (25, 60, 80)
-    # frames of the /ga/ video, in order, stretched over the /ba/ audio's second
+    assert d.label == "ga|ba" and d.audio is a.audio and d.video.shape == (25, 60, 80) and d.onset_s == 0.30
+    # the /ga/ video, not stretched, delayed by (0.30 - 0.10) s = 5 frames; its ends held
     firsts = d.video[:, 0, 0].astype(int)
-    assert firsts[0] == 0 and firsts[-1] == 11 and np.all(np.diff(firsts) >= 0)
+    assert firsts.tolist() == [0] * 5 + list(range(12)) + [11] * 8
 
 
 def test_noise_transform_is_seeded_per_utterance():
@@ -137,23 +140,53 @@ def test_noise_transform_is_seeded_per_utterance():
     wave = np.sin(np.linspace(0, 200, 8000)).astype(np.float32)
     f = pipeline.noise_transform(0.0, seed=3)
     n1, n2 = f(wave, 16000, U()), f(wave, 16000, U())
-    assert np.array_equal(n1, n2) and snr_db(wave, n1) == pytest.approx(0.0, abs=0.01)
+    assert np.array_equal(n1, n2) and snr_db(wave, n1, rate=16000) == pytest.approx(0.0, abs=0.01)
     U.utterance_id = "s1_0_r2"
     assert not np.array_equal(n1, f(wave, 16000, U()))
 
 
-def test_claims_verdicts():
-    def summ(d):
-        return {k: {"mean": v, "std": 0.0, "n": 1} for k, v in d.items()}
+def test_claims_verdicts_from_paired_runs():
+    def runs(per_run):
+        return [{"seed": 0, "fold": i, "metrics": m} for i, m in enumerate(per_run)]
 
-    res = {"summary": summ({"fusion/0dB/audio_rbm": 0.5, "fusion/0dB/bimodal_dae": 0.6,
-                            "shared_representation/chance": 0.1,
-                            "shared_representation/audio->video/bimodal_dae": 0.3,
-                            "shared_representation/video->audio/bimodal_dae": 0.15})}
-    c = {x["claim"]: x["held"] for x in claims.check_claims(res)}
-    assert c["Bimodal features beat audio alone under 0 dB white noise"] is True
-    assert c["Shared-representation transfer is far above chance in both directions"] is False
-    assert c["Visual /ga/ with audio /ba/ shifts predictions toward /da/"] is None
+    def summ(per_run):
+        keys = per_run[0].keys()
+        return {k: {"mean": float(np.mean([m[k] for m in per_run])), "std": 0.0, "n": len(per_run)} for k in keys}
+
+    per_run = []
+    for i in range(5):
+        per_run.append({"fusion/0dB/audio_rbm": 0.5 + 0.01 * i, "fusion/0dB/bimodal_dae": 0.6 + 0.012 * i,
+                        "shared_representation/chance": 0.1,
+                        "shared_representation/audio->video/bimodal_dae": 0.3,
+                        "shared_representation/video->audio/bimodal_dae": 0.15 - 0.01 * (i % 2)})
+    nested = [pipeline_nest(m) for m in per_run]
+    c = {x["claim"]: x for x in claims.check_claims({"summary": summ(per_run), "runs": runs(nested)})}
+    beat = c["Bimodal features beat audio alone under 0 dB white noise"]
+    assert beat["verdict"] == "HELD" and beat["held"] is True and beat["test"]["n"] == 5
+    assert beat["test"]["p_sign"] == pytest.approx(2 / 32)  # 5 of 5 positive, two-sided
+    shared = c["Shared-representation transfer is far above chance in both directions"]
+    assert shared["verdict"] == "NOT HELD" and shared["test"]["ci"][1] <= 0
+    assert c["Visual /ga/ with audio /ba/ shifts predictions toward /da/"]["verdict"] == "NOT RUN"
+
+
+def test_sign_test_matches_the_binomial():
+    from scipy.stats import binomtest
+
+    for d in ([1, 1, 1, -1, 1, 1, 0, 1], [-1, -2, 3], [0.5] * 9):
+        d = np.asarray(d, float)
+        k, m = int((d > 0).sum()), int((d != 0).sum())
+        assert claims.sign_test_p(d) == pytest.approx(binomtest(k, m).pvalue)
+
+
+def pipeline_nest(flat: dict) -> dict:
+    out: dict = {}
+    for key, value in flat.items():
+        *path, leaf = key.split("/")
+        node = out
+        for p in path:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
 
 
 def test_missing_labels_and_root_errors(tmp_path):
@@ -265,3 +298,112 @@ def test_section47_rows_are_trained_and_reported(tmp_path):
     assert {"video_shallow_ae.pt", "video_dae_no_audio.pt"} <= ckpts
     # without the flag the extra models are not trained
     assert "video_shallow_ae" not in pipeline.needed_models(tiny_config(tmp_path / "corpus"))
+
+
+def test_mcgurk_stimuli_are_aligned_at_the_consonant_onset(tiny_run):
+    """On the synthetic corpus the manifest's phoneme timings give each utterance's onset; the dub
+    puts the /ga/ video's onset on the /ba/ audio's onset within one video frame."""
+    from experiments.settings import _dubbed
+
+    cfg, _, _ = tiny_run
+    utts = pipeline.load_utterances(cfg, progress=False)
+    assert all(u.onset_s is not None and 0.1 < u.onset_s < 0.6 for u in utts)  # leads are 0.15-0.4 s
+    by = {(u.speaker, u.label, u.utterance_id[-2:]): u for u in utts}
+    pairs = [(by[(s, "ba", r)], v) for (s, lab, r), v in by.items() if lab == "ga"]
+    assert len(pairs) == 8
+    shifts = []
+    for a, v in pairs:
+        src, shift = pipeline.dub_frame_map(a, v)
+        stim = pipeline.mcgurk_utterance(a, v)
+        assert stim.label == "ga|ba" and stim.audio is a.audio and np.array_equal(stim.video, v.video[src])
+        assert len(stim.video) == int(len(a.audio) / a.sample_rate * v.fps)
+        # the video's onset, now shown at v.onset_s + shift / fps, meets the audio's onset
+        assert abs(v.onset_s + shift / v.fps - a.onset_s) <= 0.5 / v.fps + 1e-9
+        shifts.append(shift)
+    assert any(s != 0 for s in shifts)  # the random leading silences do need shifting
+    assert len(_dubbed([a for a, _ in pairs] + [v for _, v in pairs], "ga", "ba")) == 8
+
+
+def test_energy_onset_agrees_with_the_manifest(tiny_run):
+    from data_prep.onsets import consonant_onset, energy_onset
+
+    cfg, _, _ = tiny_run
+    utts = pipeline.load_utterances(cfg, progress=False)
+    err = np.array([energy_onset(u.audio, u.sample_rate) - u.onset_s for u in utts])
+    assert np.abs(err).max() < 1 / 25  # within one video frame
+    u = utts[0]
+    assert consonant_onset(dataclasses.replace(u, onset_s=None)) == energy_onset(u.audio, u.sample_rate)
+
+
+def test_noise_snr_is_that_of_the_speech_active_part(tiny_run):
+    from bimodal.noise import snr_db
+
+    cfg, _, _ = tiny_run
+    manifest = json.loads((Path(cfg.data.root) / "manifest.json").read_text())["utterances"]
+    phonemes = {str(Path(e["audio"]).with_suffix("")): e["phonemes"] for e in manifest}
+    utts = pipeline.load_utterances(cfg, progress=False)
+    span_snr = []
+    for u in utts:
+        noisy = pipeline.noise_transform(0.0, seed=1)(u.audio, u.sample_rate, u)
+        assert abs(snr_db(u.audio, noisy, rate=u.sample_rate)) < 0.1
+        speech = [p for p in phonemes[u.utterance_id] if not p[0].startswith("_")]
+        a, b = int(speech[0][1] * u.sample_rate), int(speech[-1][2] * u.sample_rate)
+        span_snr.append(snr_db(u.audio[a:b], noisy[a:b]))
+    # the SNR over the manifest's speech span is the nominal one (the whole-utterance rule gave ~+4 dB)
+    assert abs(np.mean(span_snr)) < 0.5 and np.abs(span_snr).max() < 1.5
+
+
+def test_extra_audio_is_added_to_the_audio_pretraining(tiny_run, tmp_path, monkeypatch):
+    import soundfile as sf
+
+    from bimodal.rbm import RBM
+
+    cfg, _, _ = tiny_run
+    folder = tmp_path / "extra" / "sub"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    t = np.arange(8000) / 8000
+    for i in range(3):  # 1 s chirps at 8 kHz, resampled like any audio
+        sf.write(folder / f"x{i}.wav", (0.3 * np.sin(2 * np.pi * (200 + 300 * i) * t * (1 + t))
+                                        + 0.01 * rng.normal(size=t.size)).astype(np.float32), 8000)
+    seen = []
+    fit = RBM.fit
+
+    def recording_fit(self, X, *a, **k):
+        seen.append((self.n_visible, int(X.shape[0])))
+        return fit(self, X, *a, **k)
+
+    monkeypatch.setattr(RBM, "fit", recording_fit)
+    utts = pipeline.load_utterances(cfg, progress=False)
+    tr, te = pipeline.speaker_splits(utts, cfg, 0)[0]
+    counts = {}
+    for extra in ("", str(tmp_path / "extra")):
+        c = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, extra_audio=extra),
+                                experiment=dataclasses.replace(cfg.experiment, settings=["fusion"]),
+                                eval=dataclasses.replace(cfg.eval, snr_db=[]))
+        fold = pipeline.prepare_fold(c, utts, tr, te, 0, "cpu", progress=False)
+        seen.clear()
+        pipeline.train_feature_models(c, fold, 0, "cpu", progress=False)
+        counts[bool(extra)] = (seen[0], len(fold.train.audio), fold.extra_audio)
+    (n_vis, rows), n_train, none = counts[False]
+    assert none is None and rows == n_train and n_vis == fold.train.audio.shape[1]
+    (n_vis, rows), n_train, extra_rows = counts[True]
+    # 3 one-second files on a 25 fps grid: (25 - 4 + 1) windows each, whitened to the corpus's window size
+    assert extra_rows.shape == (3 * 22, fold.train.audio.shape[1])
+    assert rows == n_train + 3 * 22
+    # the video RBM and the joint RBM still see the paired rows only
+    assert [r for _, r in seen[1:3]] == [n_train, n_train]
+
+
+def test_missing_extra_audio_folder_is_a_clear_error(tmp_path):
+    from bimodal.errors import DataError
+
+    with pytest.raises(DataError, match="extra_audio"):
+        pipeline.load_extra_audio(tmp_path / "nope")
+
+
+def test_a_foreign_manifest_gives_no_onsets(tmp_path):
+    from data_prep.onsets import manifest_onsets
+
+    (tmp_path / "manifest.json").write_text(json.dumps({"files": ["a.wav"]}))
+    assert manifest_onsets(tmp_path) == {} and manifest_onsets(tmp_path / "absent") == {}

@@ -67,3 +67,34 @@ def test_silent_or_bad_input_raises():
     with pytest.raises(ConfigError):
         add_white_noise(_speechlike(), float("inf"), rng=0)
     assert snr_db(np.ones(4), np.ones(4)) == float("inf")
+
+
+def test_speech_active_mask_is_the_voiced_stretch():
+    from bimodal.noise import speech_active_mask
+
+    x = _speechlike()
+    mask = speech_active_mask(x, 16000)
+    assert mask.dtype == bool and mask.shape == x.shape
+    i = np.arange(x.size)
+    assert np.array_equal(mask, (i >= 3200) & (i < 11200))  # 20 ms frames 10..34: the voiced 0.2-0.7 s
+
+
+def test_noise_floor_less_than_35_db_down_is_not_speech():
+    from bimodal.noise import speech_active_mask
+
+    x = _speechlike().astype(np.float64)
+    x += 10 ** (-32 / 20) * 0.3 * np.random.default_rng(5).normal(size=x.size)  # floor 32 dB below the vowel
+    active = speech_active_mask(x, 16000)
+    t = np.arange(x.size) / 16000
+    assert active[(t > 0.21) & (t < 0.69)].all() and not active[(t < 0.18) | (t > 0.72)].any()
+
+
+@pytest.mark.parametrize("target", [-5.0, 0.0, 10.0])
+def test_snr_of_the_speech_active_part(target):
+    x = _speechlike()
+    noisy = add_white_noise(x, target, rng=3, rate=16000)
+    voiced = slice(int(0.2 * 16000), int(0.7 * 16000))
+    assert abs(snr_db(x[voiced], noisy[voiced]) - target) < 0.1
+    assert abs(snr_db(x, noisy, rate=16000) - target) < 0.01
+    # the whole-utterance definition would call this ~3 dB worse (half the samples are silence)
+    assert snr_db(x, noisy) < target - 2.5

@@ -1,7 +1,7 @@
 """report.md, the ablation table and the figures, written from hand-made results.
 
-The runs below plant known numbers: each metric is ``mean - std`` in run 0 and ``mean + std`` in
-run 1, so its summary (ddof 0) is exactly ``(mean, std, n=2)``.
+The runs below plant known numbers: each metric is ``mean - std`` in runs 0 and 2 and ``mean + std`` in
+runs 1 and 3, so its summary (ddof 0) is exactly ``(mean, std, n=4)``. The report shows mean ± 2 std.
 """
 import json
 import re
@@ -92,9 +92,9 @@ def _artifacts(seed: int) -> dict:
 
 def _runs(planted: dict) -> list[dict]:
     runs = []
-    for i, sign in enumerate((-1, 1)):
+    for i, sign in enumerate((-1, 1, -1, 1)):
         metrics = _nest({k: m + sign * s for k, (m, s) in planted.items()})
-        runs.append({"seed": i, "fold": 0, "metrics": metrics, "artifacts": _artifacts(i)})
+        runs.append({"seed": i // 2, "fold": i % 2, "metrics": metrics, "artifacts": _artifacts(i)})
     return runs
 
 
@@ -179,11 +179,11 @@ def test_mcgurk_table_has_planted_shares_and_paper_numbers(written):
     text = _section(written[2], "McGurk effect")
     row = _table_row(text, "ga / ba")
     # columns: stimulus, predicted ga, ba, da, n, paper ga, ba, da
-    assert row[1:5] == ["25.0 ± 2.0", "23.7 ± 2.0", "51.3 ± 2.4", "2"]
+    assert row[1:5] == ["25.0 ± 4.0", "23.7 ± 4.0", "51.3 ± 4.8", "4"]
     assert row[5:8] == ["28.3", "13.0", "58.7"]
-    assert _table_row(text, "ba / ba")[3] == "6.0 ± 1.0"
+    assert _table_row(text, "ba / ba")[3] == "6.0 ± 2.0"
     assert _table_row(text, "da / da")[5:] == ["—", "—", "—"]  # the paper has no da/da row
-    assert "77.7 ± 1.1" in text
+    assert "77.7 ± 2.2" in text
 
 
 def test_paper_number_stands_beside_ours_with_its_dataset(written):
@@ -191,22 +191,23 @@ def test_paper_number_stands_beside_ours_with_its_dataset(written):
     video = text[text.index("### Video only"): text.index("### Audio only")]
     header = _table_row(video, "features")
     assert header[3:] == ["paper, AVLetters (%)", "paper, CUAVE (%)"]
-    assert _table_row(video, "`bimodal_dae`")[1:] == ["42.4 ± 1.3", "2", "59.2", "66.7 (quoted)"]
+    assert _table_row(video, "`bimodal_dae`")[1:] == ["42.4 ± 2.6", "4", "59.2", "66.7 (quoted)"]
     assert _table_row(video, "`rbm`")[3] == "54.2 ± 3.3"  # '+-' rendered as ±
 
     fusion = _section(text, "Multimodal fusion")
+    assert "speech-active part of each utterance: 20 ms frames whose energy is within 35 dB" in fusion
     header = _table_row(fusion, "features")
     assert header[1:5] == ["clean (%)", "10 dB (%)", "0 dB (%)", "-10 dB (%)"]  # clean, then SNR high to low
     assert header[-2:] == ["paper clean (CUAVE) (%)", "paper 0 dB (CUAVE) (%)"]
     assert _table_row(fusion, "`bimodal_dae+audio_rbm`")[1:] == [
-        "92.0 ± 1.0", "86.0 ± 2.0", "66.0 ± 2.0", "47.0 ± 3.0", "2", "94.4 (quoted)", "82.2 (quoted)"]
+        "92.0 ± 2.0", "86.0 ± 4.0", "66.0 ± 4.0", "47.0 ± 6.0", "4", "94.4 (quoted)", "82.2 (quoted)"]
 
     shared = _section(text, "Shared representation")
-    assert _table_row(shared, "`rbm_cca`")[1:5] == ["25.0 ± 2.0", "57.3", "24.0 ± 2.0", "91.7"]
+    assert _table_row(shared, "`rbm_cca`")[1:5] == ["25.0 ± 4.0", "57.3", "24.0 ± 4.0", "91.7"]
     assert _table_row(shared, "chance")[1] == "10.0"
 
     matching = _section(text, "Cross-modal matching")
-    assert _table_row(matching, "`bimodal_dae`")[1:4] == ["41.2 ± 1.0", "60.0 ± 1.0", "55.0 ± 1.0"]
+    assert _table_row(matching, "`bimodal_dae`")[1:4] == ["41.2 ± 2.0", "60.0 ± 2.0", "55.0 ± 2.0"]
     chance = _table_row(matching, "chance")
     assert chance[1] == "2.5" and chance[2] == "25.0"
     assert chance[3] == f"{100 * sum(1 / k for k in range(1, 41)) / 40:.1f}"
@@ -214,12 +215,31 @@ def test_paper_number_stands_beside_ours_with_its_dataset(written):
 
 def test_claims_are_marked_held_and_not_held(written):
     text = _section(written[2], "Claims")
-    verdicts = re.findall(r"- \*\*(HELD|NOT HELD|NOT RUN)\*\* — (.+)", text)
+    verdicts = re.findall(r"- \*\*(HELD|NOT HELD|INCONCLUSIVE|NOT RUN)\*\* — (.+)", text)
     by_claim = {claim: v for v, claim in verdicts}
     assert by_claim["Bimodal features beat audio alone under 0 dB white noise"] == "HELD"
     assert by_claim["Pretraining with augmentation beats no augmentation for video-only input"] == "NOT HELD"
     assert by_claim["Visual /ga/ with audio /ba/ shifts predictions toward /da/"] == "HELD"
     assert "audio_rbm = 50.0 %" in text and "no_augmentation = 45.0 %" in text
+    # the paired test behind claim 1: per-run differences 0.18, 0.14, 0.18, 0.14 (bimodal_dae+audio_rbm - audio_rbm)
+    assert ("test: n = 4 paired runs, mean difference = +16.0 points, SE = 1.2, 95 % CI [+12.3, +19.7], "
+            "sign test p = 0.125 (4 up, 0 down)") in text
+
+
+def test_a_claim_whose_runs_overlap_is_inconclusive(tmp_path):
+    """bimodal 0 dB rows beat audio by +5 points in two runs and lose by 3 in the other two."""
+    planted = {k: v for k, v in PLANTED.items() if k.startswith("fusion/")}
+    planted["fusion/0dB/audio_rbm"] = (0.50, 0.0)
+    planted["fusion/0dB/bimodal_dae"] = (0.51, 0.04)  # runs: 0.47, 0.55, 0.47, 0.55
+    planted["fusion/0dB/bimodal_dae+audio_rbm"] = (0.40, 0.0)
+    results = _results(planted, with_artifacts=False)
+    claim = results["claims"][0]
+    assert claim["verdict"] == "INCONCLUSIVE" and claim["held"] is None
+    t = claim["test"]
+    assert t["n"] == 4 and t["mean"] == pytest.approx(0.01) and t["ci"][0] < 0 < t["ci"][1]
+    assert t["p_sign"] == pytest.approx(1.0) and (t["n_positive"], t["n_negative"]) == (2, 2)
+    text = write_report(results, tmp_path).read_text()
+    assert "- **INCONCLUSIVE** — Bimodal features beat audio alone under 0 dB white noise" in text
 
 
 def test_timings_table_and_figure_links(written):
@@ -246,7 +266,7 @@ def test_missing_settings_are_skipped_and_claims_not_run(tmp_path):
     assert "## Multimodal fusion" in text
     for absent in ("## Cross-modality", "## McGurk", "## Shared representation", "## Cross-modal matching"):
         assert absent not in text
-    assert text.count("**NOT RUN**") == 3 and text.count("**HELD**") == 1
+    assert text.count("- **NOT RUN** —") == 3 and text.count("- **HELD** —") == 1
     # only the SNR figure has data; the others are not drawn and not linked
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["accuracy_vs_snr.png"]
     assert "mouth_from_audio.png" not in text
@@ -257,7 +277,7 @@ def test_results_survive_a_json_round_trip(tmp_path):
     results = json.loads(json.dumps(_results(), default=lambda o: o.tolist()))
     path = write_report(results, tmp_path)
     assert (tmp_path / "plots" / "confusions.png").read_bytes()[:8] == PNG_MAGIC
-    assert "51.3 ± 2.4" in path.read_text()
+    assert "51.3 ± 4.8" in path.read_text()
 
 
 def test_ablation_table_lists_variants_settings_and_planted_values(tmp_path):
@@ -277,7 +297,7 @@ def test_ablation_table_lists_variants_settings_and_planted_values(tmp_path):
     base_row, var_row = _table_row(text, "**base**"), _table_row(text, "**no_augmentation**")
     assert base_row[1] == "(base config)" and base_row[col] == "61.0 ± 3.0"
     assert var_row[1] == "`finetune.fractions` = [0, 0, 1]" and var_row[col] == "37.2 ± 5.0"
-    assert var_row[-1] == "30" and var_row[-2] == "2"
+    assert var_row[-1] == "30" and var_row[-2] == "4"
     assert [p.name for p in tmp_path.iterdir()] == ["ablation.md"]  # atomic: no temp file left
     assert ablation_table(ablation) == text
 
