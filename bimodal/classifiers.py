@@ -341,16 +341,33 @@ def make_classifier(kind="svm", backend="torch", C=1.0, device=None, seed=0, max
 
 
 # ----------------------------------------------------------------------------- standardising pipeline
-def standardizer(Xt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training mean and scale ``(d,)``: the std, or 1 where the std is below ``1e-8`` (only centred)."""
+STANDARDIZE_MODES = ("global", "zscore")
+
+
+def standardizer(Xt: torch.Tensor, mode: str = "global") -> tuple[torch.Tensor, torch.Tensor]:
+    """Training mean ``(d,)`` and scale (``(d,)`` or a scalar tensor).
+
+    ``"zscore"``: each feature's std, or 1 where it is below ``1e-8`` (only centred).
+    ``"global"``: one scale for all features, the root of their mean variance. It keeps the
+    relative sizes of the features: z-scoring a sparse code blows its near-constant units up to the
+    size of its informative ones, which cost 5-7 points of cross-validated accuracy on AVLetters'
+    learned features (docs/tuning.md); one scale still makes the C grid mean the same for every
+    feature set.
+    """
+    if mode not in STANDARDIZE_MODES:
+        raise ConfigError(f"standardize must be one of {STANDARDIZE_MODES}, got {mode!r}")
     std = Xt.std(0, unbiased=False)
-    return Xt.mean(0), torch.where(std > 1e-8, std, torch.ones_like(std))
+    if mode == "zscore":
+        return Xt.mean(0), torch.where(std > 1e-8, std, torch.ones_like(std))
+    g = std.pow(2).mean().sqrt()
+    return Xt.mean(0), torch.where(g > 1e-8, g, torch.ones_like(g))
 
 
 class StandardizedClassifier:
-    """Standardise features with training mean/std, then a linear classifier.
+    """Standardise features with training statistics (:func:`standardizer`), then a linear classifier.
 
-    Features whose training std is below ``1e-8`` are only centred (no division by ~0). For the
+    With ``standardize="zscore"`` features whose training std is below ``1e-8`` are only centred
+    (no division by ~0); ``"global"`` (default) centres and divides by one scale. For the
     torch and gram backends data stay on the classifier's device; for sklearn they are numpy on
     the CPU.
 
@@ -358,9 +375,14 @@ class StandardizedClassifier:
     ----------
     kind, backend, C, device, seed, max_iter : see :func:`make_classifier`; ``backend="auto"`` is
         resolved by :func:`resolve_backend` at ``fit`` (attribute ``backend_``).
+    standardize : "global" or "zscore", see :func:`standardizer`.
     """
 
-    def __init__(self, kind="svm", backend="torch", C=1.0, device=None, seed=0, max_iter=None):
+    def __init__(self, kind="svm", backend="torch", C=1.0, device=None, seed=0, max_iter=None,
+                 standardize="global"):
+        if standardize not in STANDARDIZE_MODES:
+            raise ConfigError(f"standardize must be one of {STANDARDIZE_MODES}, got {standardize!r}")
+        self.standardize = standardize
         self.kind, self.backend, self.C = kind, backend, C
         self.device, self.seed, self.max_iter = device, seed, max_iter
         self.backend_ = None if backend == "auto" else backend
@@ -379,7 +401,7 @@ class StandardizedClassifier:
                                               max_iter=self.max_iter)
         Xt = self._prepare(X, "X_train")
         y = _labels(y, Xt.shape[0], "y_train")
-        self.mean_, self.scale_ = standardizer(Xt)
+        self.mean_, self.scale_ = standardizer(Xt, self.standardize)
         Z = (Xt - self.mean_) / self.scale_
         if self.backend_ == "sklearn":
             import warnings
@@ -415,18 +437,20 @@ class StandardizedClassifier:
         return float(np.mean(self.predict(X) == y))
 
 
-def fit_predict(Xtr, ytr, Xte, kind="svm", backend="torch", C=1.0, device=None, seed=0, max_iter=None):
+def fit_predict(Xtr, ytr, Xte, kind="svm", backend="torch", C=1.0, device=None, seed=0, max_iter=None,
+                standardize="global"):
     """Standardise with training statistics, fit on ``(Xtr, ytr)``, return predictions for ``Xte``.
 
     Returns numpy int64 ``(n_test,)`` labels.
     """
-    clf = StandardizedClassifier(kind, backend, C, device=device, seed=seed, max_iter=max_iter)
+    clf = StandardizedClassifier(kind, backend, C, device=device, seed=seed, max_iter=max_iter,
+                                 standardize=standardize)
     return clf.fit(Xtr, ytr).predict(Xte)
 
 
 # ----------------------------------------------------------------------------- choice of C
 def select_C(X, y, groups, Cs=DEFAULT_CS, kind="svm", backend="torch", n_folds=3, seed=0, device=None,
-             max_iter=None, on_fold=None):
+             max_iter=None, on_fold=None, standardize="global"):
     """Choose C by cross-validation grouped by speaker (no speaker in both inner train and validation).
 
     Call it with the *training* speakers' data only; the outer test speakers must not be passed.
@@ -441,6 +465,7 @@ def select_C(X, y, groups, Cs=DEFAULT_CS, kind="svm", backend="torch", n_folds=3
         solved as one path, smallest C first, each solution warm-starting the next.
     on_fold : optional callable ``on_fold(C, fold, train_idx, val_idx)`` called before each fit
         (used by tests to check that folds never share a speaker).
+    standardize : feature scaling of every inner fit, see :func:`standardizer`.
 
     Returns
     -------
@@ -477,12 +502,14 @@ def select_C(X, y, groups, Cs=DEFAULT_CS, kind="svm", backend="torch", n_folds=3
             if on_fold is not None:
                 for C in Cs:
                     on_fold(C, f, tr, va)
-            per_fold[:, f] = _gram_grid_accuracies(Xt[tr_t], y[tr], Xt[va_t], y[va], Cs, kind, max_iter)
+            per_fold[:, f] = _gram_grid_accuracies(Xt[tr_t], y[tr], Xt[va_t], y[va], Cs, kind, max_iter,
+                                                   standardize)
             continue
         for i, C in enumerate(Cs):
             if on_fold is not None:
                 on_fold(C, f, tr, va)
-            clf = StandardizedClassifier(kind, backend, C, device=dev, seed=seed, max_iter=max_iter)
+            clf = StandardizedClassifier(kind, backend, C, device=dev, seed=seed, max_iter=max_iter,
+                                         standardize=standardize)
             per_fold[i, f] = clf.fit(Xt[tr_t], y[tr]).score(Xt[va_t], y[va])
     mean = per_fold.mean(1)
     best = int(np.flatnonzero(mean == mean.max())[np.argmin(np.array(Cs)[mean == mean.max()])])
@@ -492,13 +519,13 @@ def select_C(X, y, groups, Cs=DEFAULT_CS, kind="svm", backend="torch", n_folds=3
     return Cs[best], table
 
 
-def _gram_grid_accuracies(Xtr, ytr, Xva, yva, Cs, kind, max_iter=None) -> np.ndarray:
+def _gram_grid_accuracies(Xtr, ytr, Xva, yva, Cs, kind, max_iter=None, standardize="global") -> np.ndarray:
     """Validation accuracy for every C of ``Cs`` (in the given order) from one row-space basis of the
     standardised training rows; the same numbers as fitting a gram-backend
     :class:`StandardizedClassifier` per C."""
     from . import gram
 
-    mean, scale = standardizer(Xtr)
+    mean, scale = standardizer(Xtr, standardize)
     classes, y_idx = np.unique(ytr, return_inverse=True)
     rs = gram.RowSpace((Xtr - mean) / scale, intercept_column=(kind == "svm"))
     cross = rs.cross((Xva - mean) / scale)

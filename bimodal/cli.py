@@ -42,6 +42,15 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from experiments.tune import tune, write_results
+
+    cfg = _load(args, args.config)
+    result = tune(cfg, seed=args.seed, device=args.device, progress=not args.quiet)
+    print(write_results(result, args.out))
+    return 0
+
+
 def cmd_reproduce(args) -> int:
     from experiments.runner import run_ablation, run_experiment
 
@@ -117,6 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("config")
     run_opts(r)
     r.set_defaults(func=cmd_reproduce)
+
+    t = sub.add_parser("tune", help="choose sparsity and fine-tuning settings by cross-validation on the "
+                                    "training split only (experiments/tune.py)")
+    t.add_argument("config")
+    t.add_argument("--out", required=True, help="output folder (tuning.json, tuning.md)")
+    t.add_argument("--device", default=None)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
+    t.set_defaults(func=cmd_tune)
 
     e = sub.add_parser("extract", help="utterance features from a trained model for your own classifiers")
     e.add_argument("--model", required=True, help="a checkpoint (.pt) written by reproduce/demo")

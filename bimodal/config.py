@@ -97,6 +97,10 @@ class FinetuneConfig:
 @dataclass
 class EvalConfig:
     classifier: str = "svm"  # svm | logreg
+    # Feature scaling before the classifier: "global" (centre, one scale for all features) or
+    # "zscore" (per feature). z-scoring sparse learned features inflates their near-constant units;
+    # "global" won the cross-validation on AVLetters' training repetitions (docs/tuning.md).
+    standardize: str = "global"
     backend: str = "auto"  # auto | gram | torch | sklearn (auto: the fastest exact solver, classifiers.resolve_backend)
     Cs: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])
     cv_folds: int = 3  # inner speaker-grouped folds for choosing C
@@ -128,6 +132,7 @@ class Config:
 
 _CHOICES = {
     ("experiment", "split"): ("folds", "even_odd", "third_test"),
+    ("eval", "standardize"): ("global", "zscore"),
     ("data", "source"): ("synth", "folder", "avletters", "cuave"),
     ("model", "shared_layer"): ("deterministic", "variational"),
     ("finetune", "optimizer"): ("adam", "sgd"),

@@ -115,7 +115,7 @@ def confusion_matrix(y_true, y_pred, n_classes=None, normalize=False) -> np.ndar
 
 # ----------------------------------------------------------------------------- classifier evaluation
 def evaluate_features(Xtr, ytr, Xte, yte, groups_tr, kind="svm", backend="torch", Cs=DEFAULT_CS, C=None,
-                      n_folds=3, device=None, seed=0, max_iter=None) -> dict:
+                      n_folds=3, device=None, seed=0, max_iter=None, standardize="global") -> dict:
     """Choose C on training speakers, fit on all training data, test on ``(Xte, yte)``.
 
     Parameters
@@ -136,8 +136,9 @@ def evaluate_features(Xtr, ytr, Xte, yte, groups_tr, kind="svm", backend="torch"
             C = float(Cs[0])
         else:
             C, cv = select_C(Xtr, ytr, groups_tr, Cs=Cs, kind=kind, backend=backend, n_folds=n_folds,
-                             seed=seed, device=device, max_iter=max_iter)
-    clf = StandardizedClassifier(kind, backend, C, device=device, seed=seed, max_iter=max_iter).fit(Xtr, ytr)
+                             seed=seed, device=device, max_iter=max_iter, standardize=standardize)
+    clf = StandardizedClassifier(kind, backend, C, device=device, seed=seed, max_iter=max_iter,
+                                 standardize=standardize).fit(Xtr, ytr)
     pred = clf.predict(Xte)
     yte = np.asarray(yte.cpu() if isinstance(yte, torch.Tensor) else yte, dtype=np.int64)
     if yte.shape != pred.shape:

@@ -85,7 +85,7 @@ class FoldContext:
         code = {n: i for i, n in enumerate(names)}
         r = evaluate_features(Xtr, np.array([code[y] for y in ytr]), Xte, np.array([code[y] for y in yte]), groups,
                               kind=e.classifier, backend=backend, Cs=tuple(e.Cs), n_folds=e.cv_folds,
-                              device=self.device, seed=self.seed)
+                              device=self.device, seed=self.seed, standardize=e.standardize)
         model = r["model"]
         r["predict"] = lambda X: names[model.predict(X)]
         r["labels"] = names.tolist()

@@ -157,3 +157,30 @@ def test_select_C_needs_two_speakers():
     X, y, _ = _grouped_data(n_speakers=2, per=10)
     with pytest.raises(DataError):
         select_C(X, y, np.zeros(len(y)), Cs=(1.0,), device="cpu")
+
+
+def test_global_standardisation_keeps_relative_feature_sizes():
+    """A sparse code has a few informative units and many near-constant ones. z-scoring blows the
+    near-constant units' noise up to the informative units' size; one global scale does not."""
+    from bimodal.classifiers import StandardizedClassifier, standardizer
+
+    rng = np.random.default_rng(0)
+    n, k = 120, 4
+    y = np.arange(n) % k
+    centres = rng.normal(size=(k, 10)) * 1.0
+    informative = centres[y] + rng.normal(scale=1.0, size=(n, 10))
+    quiet = rng.normal(scale=1e-3, size=(n, 600))  # near-constant units: pure noise
+    X = np.hstack([informative, quiet]).astype(np.float32)
+    Xte_inf = centres[np.arange(n) % k] + rng.normal(scale=1.0, size=(n, 10))
+    Xte = np.hstack([Xte_inf, rng.normal(scale=1e-3, size=(n, 600))]).astype(np.float32)
+    acc = {m: StandardizedClassifier("svm", "sklearn", C=0.1, standardize=m).fit(X, y).score(Xte, y)
+           for m in ("global", "zscore")}
+    assert acc["global"] > acc["zscore"] + 0.15, acc
+    mean, scale = standardizer(torch.as_tensor(X), "global")
+    assert scale.ndim == 0 and abs(float(scale) - float(np.sqrt(X.var(0).mean()))) < 1e-4
+    # one global scale: multiplying every feature by a constant changes nothing
+    a = StandardizedClassifier("svm", "sklearn", C=0.1).fit(X, y).predict(Xte)
+    b = StandardizedClassifier("svm", "sklearn", C=0.1).fit(X * 7.0, y).predict(Xte * 7.0)
+    assert np.array_equal(a, b)
+    with pytest.raises(ConfigError, match="standardize"):
+        StandardizedClassifier(standardize="minmax")

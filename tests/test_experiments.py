@@ -407,3 +407,32 @@ def test_a_foreign_manifest_gives_no_onsets(tmp_path):
 
     (tmp_path / "manifest.json").write_text(json.dumps({"files": ["a.wav"]}))
     assert manifest_onsets(tmp_path) == {} and manifest_onsets(tmp_path / "absent") == {}
+
+
+def test_tune_never_touches_the_test_split(tiny_run, monkeypatch):
+    """`bimodal tune` scores candidates on held-out training groups only and returns the best one."""
+    from experiments import tune as tune_mod
+
+    cfg, _, _ = tiny_run
+    utts = pipeline.load_utterances(cfg, progress=False)
+    train_idx, test_idx = pipeline.speaker_splits(utts, cfg, 0)[0]
+    seen = []
+    prepare = pipeline.prepare_fold
+
+    def recording(c, u, fit_idx, va_idx, *a, **k):
+        seen.append((set(fit_idx.tolist()), set(va_idx.tolist())))
+        return prepare(c, u, fit_idx, va_idx, *a, **k)
+
+    monkeypatch.setattr(pipeline, "prepare_fold", recording)
+    grids = ({"pretrain.sparsity_target": [0.01, 0.2]}, {"finetune.epochs": [1, 2]})
+    result = tune_mod.tune(cfg, seed=0, device="cpu", grids=grids, progress=False)
+    assert set(result["chosen"]) == {"pretrain.sparsity_target", "finetune.epochs"}
+    assert len(seen) == 4 * len(tune_mod.inner_splits(cfg, utts, 0))
+    for fit, held in seen:
+        assert not fit & held and (fit | held) <= set(train_idx.tolist())
+        assert not (fit | held) & set(test_idx.tolist())
+    for st in result["stages"]:
+        best = max(r["score"] for r in st["rows"])
+        assert all(0.0 <= r["score"] <= 1.0 for r in st["rows"])
+        assert [r for r in st["rows"] if r["overrides"] == st["chosen"]][0]["score"] == best
+    assert "held-out accuracy" in tune_mod.to_markdown(result)
