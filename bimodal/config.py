@@ -101,6 +101,9 @@ class EvalConfig:
     # "zscore" (per feature). z-scoring sparse learned features inflates their near-constant units;
     # "global" won the cross-validation on AVLetters' training repetitions (docs/tuning.md).
     standardize: str = "global"
+    # Which single-modality tables cross_modality fills; ["video"] = the paper's Table 1 only (no
+    # audio-only deep autoencoder is trained then).
+    cross_modality_modalities: list[str] = field(default_factory=lambda: ["video", "audio"])
     backend: str = "auto"  # auto | gram | torch | sklearn (auto: the fastest exact solver, classifiers.resolve_backend)
     Cs: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0, 10.0])
     cv_folds: int = 3  # inner speaker-grouped folds for choosing C
@@ -210,6 +213,10 @@ def _validate(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: experiment.seeds must name at least one seed")
     if cfg.experiment.n_folds < 2:
         raise ConfigError(f"{source}: experiment.n_folds must be at least 2, got {cfg.experiment.n_folds}")
+    mods = cfg.eval.cross_modality_modalities
+    if not mods or set(mods) - {"audio", "video"}:
+        raise ConfigError(f"{source}: eval.cross_modality_modalities must be a non-empty subset of "
+                          f"['video', 'audio'], got {mods}")
     if not cfg.eval.slices or any(s < 1 for s in cfg.eval.slices):
         raise ConfigError(f"{source}: eval.slices must be positive integers, got {cfg.eval.slices}")
     if cfg.data.prep:

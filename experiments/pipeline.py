@@ -342,7 +342,9 @@ def needed_models(cfg: Config) -> set[str]:
     s = set(cfg.experiment.settings)
     need = {"bimodal_dbn", "bimodal_dae"}
     if "cross_modality" in s:
-        need |= {"video_dae", "audio_dae", "bimodal_dae_noaug"}
+        need |= {"video_dae", "bimodal_dae_noaug"}
+        if "audio" in cfg.eval.cross_modality_modalities:
+            need.add("audio_dae")
         if cfg.experiment.section47_rows:
             need |= {"video_shallow_ae", "video_dae_no_audio"}
     return need

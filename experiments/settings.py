@@ -114,6 +114,8 @@ def cross_modality(ctx: FoldContext):
     """Features learned from both modalities, classifier trained and tested on one modality."""
     metrics, artifacts = {}, {}
     for modality, rows in CROSS_MODALITY_ROWS.items():
+        if modality not in ctx.cfg.eval.cross_modality_modalities:
+            continue
         if modality == "video" and ctx.cfg.experiment.section47_rows:
             rows = {**rows, **SECTION47_VIDEO_ROWS}
         metrics[modality] = {}

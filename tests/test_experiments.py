@@ -289,13 +289,16 @@ def test_section47_rows_are_trained_and_reported(tmp_path):
     from experiments.runner import run_experiment
 
     cfg = tiny_config(tmp_path / "corpus", experiment={"settings": ["cross_modality"], "section47_rows": True,
-                                                       "n_folds": 2})
+                                                       "n_folds": 2},
+                      eval={"cross_modality_modalities": ["video"]})
     results = run_experiment(cfg, tmp_path / "run", device="cpu", progress=False)
     s = results["summary"]
     for row in ("shallow_video_only_ae", "video_only_dae_no_audio_reconstruction", "bimodal_dbn", "video_only_dae"):
         assert 0.0 <= s[f"cross_modality/video/{row}"]["mean"] <= 1.0, row
     ckpts = {p.name for p in (tmp_path / "run").rglob("*.pt")}
     assert {"video_shallow_ae.pt", "video_dae_no_audio.pt"} <= ckpts
+    # the video table alone: no audio rows and no audio-only deep autoencoder
+    assert not any(k.startswith("cross_modality/audio/") for k in s) and "audio_dae.pt" not in ckpts
     # without the flag the extra models are not trained
     assert "video_shallow_ae" not in pipeline.needed_models(tiny_config(tmp_path / "corpus"))
 
