@@ -31,7 +31,7 @@ import math
 import numpy as np
 import torch
 
-from .device import resolve_device, single_blas_thread
+from .device import resolve_device, single_blas_thread, single_torch_thread
 from .errors import ConfigError, DataError, ShapeError, TrainingDivergedError
 
 log = logging.getLogger(__name__)
@@ -244,8 +244,9 @@ class _GramFit:
         if len(self.classes_) < 2:
             raise DataError(f"need at least two classes to fit, got only {self.classes_.tolist()}", field="y")
         self.n_features_in_ = Xt.shape[1]
-        coef, intercept, self.n_iter_ = gram.fit_primal(Xt, y_idx, len(self.classes_), self._kind, self.C,
-                                                        max_iter=self.max_iter)
+        with single_torch_thread(Xt.device):
+            coef, intercept, self.n_iter_ = gram.fit_primal(Xt, y_idx, len(self.classes_), self._kind, self.C,
+                                                            max_iter=self.max_iter)
         self.coef_ = coef.to(torch.float32)  # (k, d); one row for two classes, as sklearn
         self.intercept_ = intercept.to(torch.float32)
         return self
@@ -502,8 +503,13 @@ def select_C(X, y, groups, Cs=DEFAULT_CS, kind="svm", backend="torch", n_folds=3
             if on_fold is not None:
                 for C in Cs:
                     on_fold(C, f, tr, va)
+<<<<<<< HEAD
             per_fold[:, f] = _gram_grid_accuracies(Xt[tr_t], y[tr], Xt[va_t], y[va], Cs, kind, max_iter,
                                                    standardize)
+=======
+            with single_torch_thread(dev):
+                per_fold[:, f] = _gram_grid_accuracies(Xt[tr_t], y[tr], Xt[va_t], y[va], Cs, kind, max_iter)
+>>>>>>> wt-b
             continue
         for i, C in enumerate(Cs):
             if on_fold is not None:

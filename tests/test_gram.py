@@ -120,3 +120,21 @@ def test_newton_systems_in_class_chunks_give_the_same_solution(monkeypatch):
     monkeypatch.setattr(gram, "_CHUNK_ELEMENTS", 2 * 40 * 40)  # two classes per batched solve
     chunked = GramLinearSVM(C=0.3, device="cpu").fit(X, y)
     torch.testing.assert_close(chunked.coef_, whole.coef_, atol=1e-6, rtol=0)
+
+
+def test_cpu_fit_runs_on_one_torch_thread_and_restores_the_setting(monkeypatch):
+    seen = []
+    original = gram.svm_newton_kernel
+
+    def spy(*a, **k):
+        seen.append(torch.get_num_threads())
+        return original(*a, **k)
+
+    monkeypatch.setattr(gram, "svm_newton_kernel", spy)
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        GramLinearSVM(C=1.0, device="cpu").fit(*_blobs(30, 100, 3))
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(old)
