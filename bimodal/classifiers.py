@@ -503,13 +503,9 @@ def select_C(X, y, groups, Cs=DEFAULT_CS, kind="svm", backend="torch", n_folds=3
             if on_fold is not None:
                 for C in Cs:
                     on_fold(C, f, tr, va)
-<<<<<<< HEAD
-            per_fold[:, f] = _gram_grid_accuracies(Xt[tr_t], y[tr], Xt[va_t], y[va], Cs, kind, max_iter,
-                                                   standardize)
-=======
             with single_torch_thread(dev):
-                per_fold[:, f] = _gram_grid_accuracies(Xt[tr_t], y[tr], Xt[va_t], y[va], Cs, kind, max_iter)
->>>>>>> wt-b
+                per_fold[:, f] = _gram_grid_accuracies(Xt[tr_t], y[tr], Xt[va_t], y[va], Cs, kind, max_iter,
+                                                       standardize)
             continue
         for i, C in enumerate(Cs):
             if on_fold is not None:
