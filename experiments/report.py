@@ -158,16 +158,28 @@ def _protocol(results: dict) -> list[str]:
     if prov.get("cuda_device_name"):
         device += f" ({prov['cuda_device_name']})"
     versions = ", ".join(f"{k} {v}" for k, v in (prov.get("versions") or {}).items() if v)
+    third = split == "third_test"
+    pt, ft = cfg.get("pretrain") or {}, cfg.get("finetune") or {}
     rows = [
         ["seeds", seeds],
-        ["speaker folds per seed", f"{folds} (split `{split}`; no speaker in both train and test)"],
+        ["test split", "third test: every speaker's last repetition tests, the others train (one fold per seed)"
+         if third else f"{folds} speaker folds per seed (split `{split}`; no speaker in both train and test)"],
         ["runs summarised (seed × fold)", len(runs)],
         ["utterances / speakers", f"{results.get('n_utterances', '?')} / {results.get('n_speakers', '?')}"],
         ["classification vocabulary", ", ".join(map(str, data.get("labels", []))) or "?"],
         ["classifier", f"{ev.get('classifier', '?')} ({ev.get('backend', '?')} backend), C from "
-                       f"{ev.get('Cs', '?')} by {ev.get('cv_folds', '?')}-fold speaker-grouped CV on training speakers"],
+                       f"{ev.get('Cs', '?')} by CV holding out one "
+                       f"{'training repetition' if third else 'group of training speakers'} at a time "
+                       f"({ev.get('cv_folds', '?')} folds); features centred and scaled "
+                       f"{'per feature' if ev.get('standardize') == 'zscore' else 'by one global scale'}"],
+        ["pretraining / fine-tuning", f"sparsity target {pt.get('sparsity_target', '?')}, cost "
+                                      f"{pt.get('sparsity_cost', '?')}, {pt.get('epochs', '?')} epochs; fine-tuning "
+                                      f"{ft.get('epochs', '?')} epochs at lr {ft.get('lr', '?')} (the config's values; "
+                                      "the base defaults and paper_avletters' were chosen by cross-validation on "
+                                      "AVLetters' training repetitions with `bimodal tune`, docs/tuning.md)"],
         ["temporal slices pooled", ev.get("slices", "?")],
-        ["test SNRs (dB, white noise on audio)", ev.get("snr_db", "?")],
+        *([["test SNRs (dB, white noise on audio)", ev.get("snr_db", "?")]]
+          if "fusion" in (exp.get("settings") or []) else []),
         ["device", device],
         ["git commit", f"`{prov.get('git_commit')}`"],
         ["run at (UTC)", prov.get("time_utc", "?")],
