@@ -29,12 +29,13 @@ def _get(summary: dict, key: str):
     return None if v is None else v["mean"]
 
 
-def _flat(metrics: dict, prefix: str = "") -> dict:
+def flat_metrics(metrics: dict, prefix: str = "") -> dict:
+    """Nested metrics as ``{"a/b/c": float}``, numeric leaves only."""
     out = {}
     for k, v in metrics.items():
         key = f"{prefix}/{k}" if prefix else str(k)
         if isinstance(v, dict):
-            out.update(_flat(v, key))
+            out.update(flat_metrics(v, key))
         elif isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool):
             out[key] = float(v)
     return out
@@ -42,7 +43,7 @@ def _flat(metrics: dict, prefix: str = "") -> dict:
 
 def _per_run(results: dict) -> list[dict]:
     """Flattened metrics of every run, in the order of ``results["runs"]``."""
-    return [_flat(r.get("metrics") or {}) for r in results.get("runs") or []]
+    return [flat_metrics(r.get("metrics") or {}) for r in results.get("runs") or []]
 
 
 def sign_test_p(d) -> float:

@@ -20,6 +20,7 @@ from bimodal.io import atomic_write_json
 from bimodal.provenance import provenance
 
 from . import pipeline
+from .claims import flat_metrics
 from .settings import SETTINGS, FoldContext
 
 log = logging.getLogger(__name__)
@@ -208,22 +209,11 @@ def _mouth_from_audio(ctx: FoldContext, n: int = 6) -> dict | None:
     return {"true": np.round(true, 1).tolist(), "from_audio": np.round(recon, 1).tolist()}
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}/{k}" if prefix else str(k)
-        if isinstance(v, dict):
-            out.update(_flatten(v, key))
-        elif isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool):
-            out[key] = float(v)
-    return out
-
-
 def summarise_runs(runs: list[dict]) -> dict:
     """Mean, standard deviation (over runs, ddof=0) and count of every numeric metric."""
     values: dict[str, list[float]] = {}
     for run in runs:
-        for k, v in _flatten(run["metrics"]).items():
+        for k, v in flat_metrics(run["metrics"]).items():
             values.setdefault(k, []).append(v)
     return {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)} for k, v in values.items()}
 

@@ -13,3 +13,33 @@ def paired_data(n=400, da=12, dv=10, r=2, seed=0):
 
 def _standardise(x):
     return ((x - x.mean(0)) / x.std(0)).astype(np.float32)
+
+
+def nest_metrics(flat: dict) -> dict:
+    """``{"a/b/c": v}`` back into nested dicts (the inverse of ``claims.flat_metrics``)."""
+    out: dict = {}
+    for key, value in flat.items():
+        *path, leaf = key.split("/")
+        node = out
+        for p in path:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def count_syncs(monkeypatch, fn, names=("cpu", "item", "tolist", "numpy", "__bool__", "__int__", "__float__")) -> dict:
+    """Run ``fn()`` counting calls of the tensor methods ``names`` (host syncs); returns the counts."""
+    import torch
+
+    calls = {n: 0 for n in names}
+    for name in calls:
+        original = getattr(torch.Tensor, name)
+
+        def counting(self, *a, _name=name, _orig=original, **k):
+            calls[_name] += 1
+            return _orig(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, name, counting)
+    fn()
+    monkeypatch.undo()
+    return calls

@@ -9,6 +9,7 @@ import pytest
 from bimodal.config import config_from_dict
 from bimodal.errors import ConfigError
 from experiments import claims, pipeline
+from helpers import nest_metrics
 
 TINY = {
     "experiment": {"name": "tiny", "seeds": [0], "n_folds": 2},
@@ -159,7 +160,7 @@ def test_claims_verdicts_from_paired_runs():
                         "shared_representation/chance": 0.1,
                         "shared_representation/audio->video/bimodal_dae": 0.3,
                         "shared_representation/video->audio/bimodal_dae": 0.15 - 0.01 * (i % 2)})
-    nested = [pipeline_nest(m) for m in per_run]
+    nested = [nest_metrics(m) for m in per_run]
     c = {x["claim"]: x for x in claims.check_claims({"summary": summ(per_run), "runs": runs(nested)})}
     beat = c["Bimodal features beat audio alone under 0 dB white noise"]
     assert beat["verdict"] == "HELD" and beat["held"] is True and beat["test"]["n"] == 5
@@ -176,17 +177,6 @@ def test_sign_test_matches_the_binomial():
         d = np.asarray(d, float)
         k, m = int((d > 0).sum()), int((d != 0).sum())
         assert claims.sign_test_p(d) == pytest.approx(binomtest(k, m).pvalue)
-
-
-def pipeline_nest(flat: dict) -> dict:
-    out: dict = {}
-    for key, value in flat.items():
-        *path, leaf = key.split("/")
-        node = out
-        for p in path:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out
 
 
 def test_missing_labels_and_root_errors(tmp_path):

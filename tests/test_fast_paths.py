@@ -20,6 +20,7 @@ from bimodal.autoencoder import BimodalAutoencoder, DeepAutoencoder
 from bimodal.errors import ConfigError, DataError
 from bimodal.fast import check_fast_options, fast_math
 from bimodal.rbm import RBM
+from helpers import count_syncs
 
 
 def _binary(n=240, d=24, seed=0):
@@ -72,16 +73,8 @@ def test_fused_cd_update_equals_gradient_plus_momentum(sparsity):
 
 
 def test_fit_makes_one_host_sync_per_epoch(monkeypatch):
-    calls = {"tolist": 0, "item": 0, "cpu": 0}
-    for name in calls:
-        original = getattr(torch.Tensor, name)
-
-        def counting(self, *a, _name=name, _orig=original, **k):
-            calls[_name] += 1
-            return _orig(self, *a, **k)
-
-        monkeypatch.setattr(torch.Tensor, name, counting)
-    _rbm().fit(_binary(), epochs=3, batch_size=10)
+    data = _binary()
+    calls = count_syncs(monkeypatch, lambda: _rbm().fit(data, epochs=3, batch_size=10), ("tolist", "item", "cpu"))
     assert calls == {"tolist": 3, "item": 0, "cpu": 0}
 
 

@@ -9,6 +9,7 @@ from bimodal.dbn import BimodalDBN
 from bimodal.features import pool_slices
 from data_prep.dataset import AVDataset
 from experiments import pipeline
+from helpers import count_syncs
 
 NAMES = ["raw_audio", "rbm_video", "bimodal_both", "bimodal_video", "bdbn_both"]
 
@@ -59,29 +60,14 @@ def test_windows_are_uploaded_once_per_dataset(models):
     assert key not in pipeline._DEVICE_WINDOWS  # the cache dies with its dataset
 
 
-def _count_syncs(monkeypatch, fn):
-    calls = {"cpu": 0, "item": 0, "tolist": 0, "numpy": 0, "__bool__": 0, "__int__": 0, "__float__": 0}
-    for name in calls:
-        original = getattr(torch.Tensor, name)
-
-        def counting(self, *a, _name=name, _orig=original, **k):
-            calls[_name] += 1
-            return _orig(self, *a, **k)
-
-        monkeypatch.setattr(torch.Tensor, name, counting)
-    fn()
-    monkeypatch.undo()
-    return calls
-
-
 def test_host_syncs_do_not_grow_with_the_data(models, monkeypatch):
     def features(ds):
         pipeline.device_windows(ds, "cpu")  # the one upload is not a sync we count
         return lambda: [pipeline.utterance_features(c, ds, (1, 3))
                         for c in pipeline.window_codes(models, ds, NAMES).values()]
 
-    small = _count_syncs(monkeypatch, features(_dataset(n_utt=6, seed=1)))
-    large = _count_syncs(monkeypatch, features(_dataset(n_utt=60, seed=2)))
+    small = count_syncs(monkeypatch, features(_dataset(n_utt=6, seed=1)))
+    large = count_syncs(monkeypatch, features(_dataset(n_utt=60, seed=2)))
     assert small == large  # per feature set, never per batch, window or utterance
     assert large["cpu"] == len(NAMES)  # one host copy of each pooled feature set
     assert large["item"] == large["tolist"] == 0

@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 
+from helpers import nest_metrics
 from experiments.claims import check_claims
 from experiments.report import ablation_table, load_reference, write_ablation_table, write_report
 
@@ -67,17 +68,6 @@ PLANTED = {
 }
 
 
-def _nest(flat: dict) -> dict:
-    out: dict = {}
-    for key, value in flat.items():
-        *path, leaf = key.split("/")
-        node = out
-        for p in path:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out
-
-
 def _artifacts(seed: int) -> dict:
     rng = np.random.default_rng(seed)
     conf = (np.eye(4, dtype=np.int64) * 5 + rng.integers(0, 2, (4, 4))).tolist()
@@ -93,7 +83,7 @@ def _artifacts(seed: int) -> dict:
 def _runs(planted: dict) -> list[dict]:
     runs = []
     for i, sign in enumerate((-1, 1, -1, 1)):
-        metrics = _nest({k: m + sign * s for k, (m, s) in planted.items()})
+        metrics = nest_metrics({k: m + sign * s for k, (m, s) in planted.items()})
         runs.append({"seed": i // 2, "fold": i % 2, "metrics": metrics, "artifacts": _artifacts(i)})
     return runs
 
