@@ -149,7 +149,8 @@ def evaluate_features(Xtr, ytr, Xte, yte, groups_tr, kind="svm", backend="torch"
 
 
 def cross_validate(features, y, speakers, n_folds=5, seed=0, split="kfold", kind="svm", backend="torch",
-                   Cs=DEFAULT_CS, C=None, inner_folds=3, device=None, max_iter=None, progress=True) -> dict:
+                   Cs=DEFAULT_CS, C=None, inner_folds=3, device=None, max_iter=None, progress=True,
+                   standardize="global") -> dict:
     """Speaker-independent accuracy over folds.
 
     Parameters
@@ -183,7 +184,7 @@ def cross_validate(features, y, speakers, n_folds=5, seed=0, split="kfold", kind
     for f, (tr, te) in enumerate(tqdm(folds, desc="folds", disable=not progress)):
         Xtr, Xte = features(tr, te)
         r = evaluate_features(Xtr, y[tr], Xte, y[te], speakers[tr], kind=kind, backend=backend, Cs=Cs, C=C,
-                              n_folds=inner_folds, device=device, seed=seed, max_iter=max_iter)
+                              n_folds=inner_folds, device=device, seed=seed, max_iter=max_iter, standardize=standardize)
         accs.append(r["accuracy"])
         info.append({"fold": f, "accuracy": r["accuracy"], "C": r["C"], "n_test": int(len(te)),
                      "test_speakers": sorted(np.unique(speakers[te]).tolist())})
@@ -274,7 +275,7 @@ def cca_codes(Xa_fit, Xv_fit, n_components=2, audio=None, video=None, **kw):
 
 def shared_representation_eval(Za_train, Zv_train, ya, Za_test, Zv_test, yt, direction="audio->video",
                                groups_tr=None, kind="svm", backend="torch", Cs=DEFAULT_CS, C=None,
-                               n_folds=3, device=None, seed=0) -> dict:
+                               n_folds=3, device=None, seed=0, standardize="global") -> dict:
     """The paper's shared-representation test: train on one modality's codes, test on the other's.
 
     Parameters
@@ -299,7 +300,7 @@ def shared_representation_eval(Za_train, Zv_train, ya, Za_test, Zv_test, yt, dir
     if C is None and len(Cs) > 1 and groups_tr is None:
         raise ConfigError("groups_tr (training speakers) is needed to choose C; or pass C=")
     r = evaluate_features(Xtr, ya, Xte, yt, groups_tr, kind=kind, backend=backend, Cs=Cs, C=C,
-                          n_folds=n_folds, device=device, seed=seed)
+                          n_folds=n_folds, device=device, seed=seed, standardize=standardize)
     r["direction"] = direction
     return r
 

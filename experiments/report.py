@@ -175,8 +175,8 @@ def _protocol(results: dict) -> list[str]:
         ["pretraining / fine-tuning", f"sparsity target {pt.get('sparsity_target', '?')}, cost "
                                       f"{pt.get('sparsity_cost', '?')}, {pt.get('epochs', '?')} epochs; fine-tuning "
                                       f"{ft.get('epochs', '?')} epochs at lr {ft.get('lr', '?')} (the config's values; "
-                                      "the base defaults and paper_avletters' were chosen by cross-validation on "
-                                      "AVLetters' training repetitions with `bimodal tune`, docs/tuning.md)"],
+                                      "docs/tuning.md tells how the defaults were chosen on AVLetters' training "
+                                      "repetitions with `bimodal tune`)"],
         ["temporal slices pooled", ev.get("slices", "?")],
         *([["test SNRs (dB, white noise on audio)", ev.get("snr_db", "?")]]
           if "fusion" in (exp.get("settings") or []) else []),
@@ -231,7 +231,7 @@ def _fusion(summary: dict, ref: dict) -> list[str]:
     header = ["features"] + [("clean" if c == "clean" else c.replace("dB", " dB")) + " (%)" for c in conds] + ["n"] \
         + [f"paper {c.replace('dB', ' dB')}{label} (%)" for c in paper_conds]
     return (["## Multimodal fusion", "",
-             "Classifier trained on clean features of training speakers, tested on test speakers with clean "
+             "Classifier trained on clean features of the training split, tested on the test split with clean "
              "audio and with white noise added to the audio at each SNR (video unchanged). " + SNR_RULE, ""]
             + md_table(header, rows)
             + ([f"Paper: {section.get('note', '')}.", ""] if paper_conds else []))

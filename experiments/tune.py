@@ -1,10 +1,12 @@
 """Choose pretraining and fine-tuning hyperparameters by cross-validation on the training split only.
 
-The test split of the experiment (AVLetters' third repetition, or the test speakers) is never read.
-Inside the training split one group (a repetition under ``experiment.split = "third_test"``, else a
-speaker fold) is held out at a time; the whitening, the feature models and the classifier are all
-fitted on the remaining groups and scored on the held-out one, exactly as the experiment does
-for its test split. Two greedy stages, as the models are trained:
+The test split of the experiment (AVLetters' third repetition, or the odd speakers under
+``even_odd``) is never read; splits with several folds are refused (every speaker is tested in
+one of them). Inside the training split one group (a repetition under ``third_test``, a group of
+speakers under ``even_odd``) is held out at a time; the whitening, the feature models and the
+classifier are fitted on the rest and scored on the held-out group, as the experiment does for
+its test split (the experiment picks C by an inner CV; here C is part of the maximised score, so
+the scores are a little optimistic, equally for every candidate). Two greedy stages, as the models are trained:
 
 1. sparsity of the RBMs: ``pretrain.sparsity_target`` over the paper's {0.01, 0.03, 0.05, 0.07}
    and ``pretrain.sparsity_cost`` over {1, 3, 10}, scored on the video RBM's features;
@@ -12,7 +14,7 @@ for its test split. Two greedy stages, as the models are trained:
    autoencoder's features, with the stage-1 choice fixed.
 
 Each candidate is scored by its best mean held-out accuracy over the classifier's C grid and the
-two feature scalings (``eval.standardize``), which are chosen by the same cross-validation.
+two feature scalings (``eval.standardize``); the best scaling is reported per candidate, not set.
 
 Run: ``bimodal tune paper_avletters --set data.root='"DIR"' --out DIR [--device cuda]``.
 Writes ``DIR/tuning.json`` and ``DIR/tuning.md`` (atomically) with every candidate's score.
@@ -32,6 +34,7 @@ from tqdm.auto import tqdm
 from bimodal.classifiers import StandardizedClassifier
 from bimodal.config import Config, with_overrides
 from bimodal.device import resolve_device
+from bimodal.errors import ConfigError
 from bimodal.io import atomic_write_text
 
 from . import pipeline
@@ -44,14 +47,33 @@ STANDARDIZE = ("global", "zscore")
 
 
 def inner_splits(cfg: Config, utts: list, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(fit, held-out) index pairs inside the experiment's first training split."""
+    """(fit, held-out) index pairs inside the experiment's one training split.
+
+    Only splits with a single (train, test) pair can be tuned without touching test data:
+    ``third_test`` (held out: one training repetition at a time) and ``even_odd`` (held out:
+    ``eval.cv_folds`` groups of training speakers). With ``split = "folds"`` every speaker is tested
+    in some fold, so tuning on one fold's training speakers would tune on another fold's test set.
+    """
+    from bimodal.evaluation import speaker_folds
+
+    split = check_tunable(cfg)
     train_idx, _ = pipeline.speaker_splits(utts, cfg, seed)[0]
-    if cfg.experiment.split == "third_test":
+    if split == "third_test":
         groups = np.array([str(utts[i].repetition) for i in train_idx])
-    else:
-        groups = np.array([str(utts[i].speaker) for i in train_idx])
-    uniq = sorted(set(groups))[: max(2, cfg.eval.cv_folds)]
-    return [(train_idx[groups != g], train_idx[groups == g]) for g in uniq]
+        return [(train_idx[groups != g], train_idx[groups == g]) for g in sorted(set(groups))]
+    speakers = np.array([str(utts[i].speaker) for i in train_idx])
+    folds = speaker_folds(speakers, n_folds=min(max(2, cfg.eval.cv_folds), len(set(speakers))), seed=seed)
+    return [(train_idx[a], train_idx[b]) for a, b in folds]
+
+
+def check_tunable(cfg: Config) -> str:
+    """The config's split if it has one train/test pair, else a ConfigError."""
+    split = cfg.experiment.split
+    if split not in ("third_test", "even_odd"):
+        raise ConfigError(f"bimodal tune needs a split with one train/test pair (experiment.split = 'third_test' "
+                          f"or 'even_odd'), got {split!r}: with speaker folds every speaker is tested in some "
+                          "fold, so no training set is free of test speakers")
+    return split
 
 
 def held_out_scores(cfg: Config, feats: tuple, labels: tuple, seed: int, device) -> dict:
@@ -111,6 +133,7 @@ def grid_stage(cfg: Config, utts, splits, grid: dict, stage: str, seed, device, 
 
 def tune(cfg: Config, seed: int = 0, device=None, grids=(SPARSITY_GRID, FINETUNE_GRID), progress: bool = True) -> dict:
     """Run both stages; returns ``{"chosen": {...}, "stages": [...], "splits": [...]}``."""
+    check_tunable(cfg)  # before any work
     device = resolve_device(device)
     utts = pipeline.load_utterances(cfg, progress=progress)
     splits = inner_splits(cfg, utts, seed)
