@@ -71,5 +71,6 @@ def test_grid_windows_are_cut(grid):
     ds = pre.fit_transform(utts, progress=False)
     # 2.978 s of sound (114 MP2 frames) covers 74 of the 75 video frames: 74 - 4 + 1 windows per clip
     assert ds.n_utterances == 4 and len(ds) == 4 * 71
-    assert ds.audio.shape == (284, 4 * 200) and ds.video.shape == (284, 4 * 64)
+    # the paper's front end: 10 audio frames of 100 whitened (spectrogram + deltas) dims per window
+    assert ds.audio.shape == (284, 10 * 100) and ds.video.shape == (284, 4 * 64)
     assert np.isfinite(ds.audio).all() and np.isfinite(ds.video).all()
