@@ -23,12 +23,15 @@ matrix per inner fold across the whole grid — the work behind ``backend="gram"
 """
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
 import torch
 
 from .errors import DataError, TrainingDivergedError
+
+log = logging.getLogger(__name__)
 
 DTYPE = torch.float64
 _CHUNK_ELEMENTS = 1 << 25  # float64 entries of the batched Newton systems solved at once (256 MB)
@@ -310,15 +313,21 @@ def targets(y_idx: torch.Tensor, n_classes: int, kind: str) -> torch.Tensor:
 
 def solve(rs: RowSpace, Y, kind: str, C: float, warm=None, max_iter=None):
     """One fit: returns the solver's state ``(V, b)`` (pass it back as ``warm``; ``b`` is None for the
-    SVM, whose intercept is the constant column's weight) and the iterations used."""
+    SVM, whose intercept is the constant column's weight) and the iterations used. A solve that
+    stops at ``max_iter`` is logged as a warning (as scikit-learn's ConvergenceWarning)."""
+    limit = max_iter or 100
     if kind == "svm":
         if rs.kernel:
-            V, it = svm_newton_kernel(rs.G, Y, C, A0=None if warm is None else warm[0], max_iter=max_iter or 100)
+            V, it = svm_newton_kernel(rs.G, Y, C, A0=None if warm is None else warm[0], max_iter=limit)
         else:
-            V, it = svm_newton(rs.F, Y, C, V0=None if warm is None else warm[0], max_iter=max_iter or 100)
-        return (V, None), it
-    V, b, it = logreg_newton(rs.F, Y, C, init=warm, max_iter=max_iter or 100)
-    return (V, b), it
+            V, it = svm_newton(rs.F, Y, C, V0=None if warm is None else warm[0], max_iter=limit)
+        sol = (V, None)
+    else:
+        V, b, it = logreg_newton(rs.F, Y, C, init=warm, max_iter=limit)
+        sol = (V, b)
+    if it >= limit:
+        log.warning("%s Newton solve at C=%g stopped at max_iter=%d before converging", kind, C, limit)
+    return sol, it
 
 
 def coefficients(rs: RowSpace, kind: str, sol) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -247,7 +247,8 @@ class Preprocessor:
         tkey = None if audio_transform is None else getattr(audio_transform, "cache_key", None)
         if audio_transform is not None and tkey is None:
             return self._frames(u, audio_transform)
-        key = (str(u.path), str(u.utterance_id), tkey)
+        # The audio-only view of an audio-visual utterance (transform_audio_only) has other frames.
+        key = (str(u.path), str(u.utterance_id), tkey) + (("audio-only",) if u.video is None else ())
         if key not in self.frame_cache:
             # The mouth crops do not depend on the audio: a noisy version reuses (and shares) the
             # clean version's crops instead of tracking the mouth again.
@@ -433,6 +434,12 @@ class Preprocessor:
         c = self.cfg
         train_utterances, frames = self._all_frames(list(train_utterances), None, progress, "fit: features", strict)
         inputs = [self.audio_input(f[0], u) for u, f in zip(train_utterances, frames)]
+        dims = {x.shape[1] for x in inputs}
+        if len(dims) > 1:
+            first = inputs[0].shape[1]
+            odd = next(u for u, x in zip(train_utterances, inputs) if x.shape[1] != first)
+            raise DataError(f"audio frames have {sorted(dims)} dimensions across utterances; every file must have "
+                            f"the same ({train_utterances[0].path} has {first})", path=odd.path, field="audio")
         A = np.concatenate(inputs)
         n_audio = c.audio_pca
         if n_audio > A.shape[1]:

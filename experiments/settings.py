@@ -197,7 +197,7 @@ def _cca_views(ctx: FoldContext, audio_feat: str, video_feat: str):
         tr = window_codes(ctx.models, train, [audio_feat, video_feat])
         te = window_codes(ctx.models, test, [audio_feat, video_feat])
         n = min(ctx.cfg.eval.cca_components, tr[audio_feat].shape[1], tr[video_feat].shape[1])
-        groups = np.asarray(train.speakers)[np.asarray(train.utt)]
+        groups = np.asarray(ctx.cv_groups("train"))[np.asarray(train.utt)]  # speakers, or repetitions
         cca = RegularizedCCA(n_components=n, n_folds=ctx.cfg.eval.cv_folds, device=ctx.device).fit(
             tr[audio_feat], tr[video_feat], groups=groups)
         log.info("%s/%s CCA: shrinkage %g, training correlations %s", audio_feat, video_feat, cca.shrinkage_,

@@ -219,3 +219,21 @@ def test_load_utterances_for_an_avletters_config(tmp_path):
     (tmp_path / "Lips" / "A1_Ann-lips.mat").write_bytes(b"MATLAB")
     utts = load_utterances(cfg(["cross_modality"]), progress=False, skipped=skipped)
     assert len(utts) == 11 and len(skipped) == 1 and "A1_Ann-lips.mat" in skipped[0]
+
+
+def test_audio_features_of_different_sizes_are_a_clear_error(tmp_path):
+    """One MFCC file with 13 coefficients among 26-coefficient ones: fit names that file."""
+    from data_prep.dataset import PrepConfig, Preprocessor
+    from data_prep.readers import Utterance
+
+    rng = np.random.default_rng(0)
+
+    def utt(i, dims):
+        video = rng.integers(0, 255, size=(12, 60, 80), dtype=np.uint8)
+        return Utterance(None, None, video, 25.0, "A", f"s{i}", f"s{i}/A1", str(tmp_path / f"A1_s{i}.mfcc"),
+                         audio_features=rng.normal(size=(24, dims)).astype(np.float32), audio_frame_rate=50.0,
+                         repetition="1")
+
+    cfg = PrepConfig(audio_pca=8, video_pca=4, feature_audio_deltas=0)
+    with pytest.raises(DataError, match=r"A1_s2\.mfcc.*\[13, 26\] dimensions"):
+        Preprocessor(cfg, device="cpu").fit([utt(0, 26), utt(1, 26), utt(2, 13)], progress=False)

@@ -138,3 +138,20 @@ def test_cpu_fit_runs_on_one_torch_thread_and_restores_the_setting(monkeypatch):
         assert seen == [1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(old)
+
+
+def test_a_solve_stopped_at_max_iter_is_logged(caplog):
+    from bimodal import gram
+
+    rng = np.random.default_rng(0)
+    Z = torch.as_tensor(rng.normal(size=(30, 50)))
+    y = torch.as_tensor(rng.integers(0, 3, size=30))
+    rs = gram.RowSpace(Z, intercept_column=True)
+    Y = gram.targets(y, 3, "svm")
+    with caplog.at_level("WARNING", logger="bimodal.gram"):
+        gram.solve(rs, Y, "svm", 10.0, max_iter=1)
+    assert any("stopped at max_iter=1" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="bimodal.gram"):
+        gram.solve(rs, Y, "svm", 10.0, max_iter=100)
+    assert not caplog.records  # a converged solve says nothing
