@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import tomllib
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser as the `tomli` package
+    import tomli as tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,6 +212,17 @@ def _validate(cfg: Config, source: str) -> None:
     if len(fr) != 3 or any(f < 0 for f in fr) or sum(fr) <= 0:
         raise ConfigError(f"{source}: finetune.fractions must be three non-negative numbers "
                           f"(video-only, audio-only, both) with a positive sum, got {fr}")
+    for section, key in (("pretrain", "epochs"), ("pretrain", "batch_size"), ("finetune", "epochs"),
+                         ("finetune", "batch_size"), ("eval", "cv_folds")):
+        value = getattr(getattr(cfg, section), key)
+        if value < 1:
+            raise ConfigError(f"{source}: {section}.{key} must be a positive integer, got {value}")
+    for section, key in (("pretrain", "lr_gaussian"), ("pretrain", "lr_bernoulli"), ("finetune", "lr")):
+        value = getattr(getattr(cfg, section), key)
+        if not value > 0:
+            raise ConfigError(f"{source}: {section}.{key} must be positive, got {value}")
+    if not cfg.eval.Cs or any(not c > 0 for c in cfg.eval.Cs):
+        raise ConfigError(f"{source}: eval.Cs must be positive numbers, got {cfg.eval.Cs}")
     if not cfg.experiment.seeds:
         raise ConfigError(f"{source}: experiment.seeds must name at least one seed")
     if cfg.experiment.n_folds < 2:

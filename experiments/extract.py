@@ -60,6 +60,9 @@ def extract_features(model_path, data_dir, out, layer: str = "shared", slices=(1
     from data_prep.readers import read_folder
 
     model_path = Path(model_path)
+    if not model_path.is_file():
+        raise DataError("model file not found (a checkpoint .pt written by bimodal demo / reproduce)",
+                        path=model_path, field="--model")
     prep_path = Path(preprocessor) if preprocessor else model_path.parent / "preprocessor.npz"
     if not prep_path.is_file():
         raise DataError("preprocessor (whitening) file not found; pass --preprocessor", path=prep_path)

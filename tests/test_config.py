@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from bimodal.config import apply_override, config_from_dict, load_config, with_overrides
-from bimodal.errors import ConfigError
+from bimodal.errors import ConfigError, DataError
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "experiments" / "configs").glob("*.toml"))
 
@@ -69,3 +69,25 @@ def test_missing_and_malformed_file(tmp_path):
 def test_shipped_configs_are_valid(path):
     cfg = load_config(path)
     assert cfg.experiment.name == path.stem
+
+
+@pytest.mark.parametrize("override, message", [
+    ("finetune.epochs=-3", "finetune.epochs must be a positive integer"),
+    ("pretrain.batch_size=0", "pretrain.batch_size must be a positive integer"),
+    ("finetune.lr=0.0", "finetune.lr must be positive"),
+    ("eval.Cs=[0.1, -1.0]", "eval.Cs must be positive"),
+])
+def test_bad_numbers_fail_when_the_config_is_loaded(override, message):
+    """Before any preprocessing or training: the whole config is checked at load time."""
+    from bimodal.config import load_config
+    from bimodal.cli import CONFIG_DIR
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(CONFIG_DIR / "demo.toml", [override])
+
+
+def test_extract_names_a_missing_model_file(tmp_path):
+    from experiments.extract import extract_features
+
+    with pytest.raises(DataError, match=r"nonexistent\.pt.*model file not found"):
+        extract_features(tmp_path / "nonexistent.pt", tmp_path, tmp_path / "f.npz")
