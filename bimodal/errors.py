@@ -36,6 +36,18 @@ class DataError(BimodalError, ValueError):
         super().__init__(prefix + message)
 
 
+def require_file(path, what: str):
+    """``Path(path)`` if it is a non-empty file, else a DataError naming it (``what``: "audio file" ...)."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} does not exist", path=path)
+    if path.stat().st_size == 0:
+        raise DataError(f"{what} is empty (0 bytes)", path=path)
+    return path
+
+
 class ShapeError(DataError):
     """Arrays whose shapes disagree with each other or with a model."""
 

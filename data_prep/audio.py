@@ -6,13 +6,12 @@ The paper computes spectrograms with 20 ms windows and a 10 ms hop, so audio fea
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from bimodal.device import resolve_device
-from bimodal.errors import DataError
+from bimodal.errors import DataError, require_file
 
 log = logging.getLogger(__name__)
 
@@ -41,27 +40,34 @@ def load_wav(path, expected_rate: int | None = None) -> tuple[np.ndarray, int]:
     """
     import soundfile as sf
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("audio file does not exist", path=path)
-    if path.stat().st_size == 0:
-        raise DataError("audio file is empty (0 bytes)", path=path)
+    path = require_file(path, "audio file")
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises LibsndfileError / RuntimeError subclasses
         raise DataError(f"cannot decode audio ({type(exc).__name__}: {exc})", path=path) from exc
-    if not (MIN_RATE <= rate <= MAX_RATE):
-        raise DataError(f"implausible sample rate {rate} Hz (expected {MIN_RATE}..{MAX_RATE})",
-                        path=path, field="sample_rate")
+    check_rate(rate, path)
     if expected_rate is not None and rate != expected_rate:
         raise DataError(f"sample rate is {rate} Hz, expected {expected_rate} Hz "
                         "(enable resampling or convert the file)", path=path, field="sample_rate")
     if data.shape[0] == 0:
         raise DataError("audio file holds no samples", path=path)
+    return mono(data, path), int(rate)
+
+
+def check_rate(rate: int, path) -> None:
+    """DataError naming ``path`` unless ``MIN_RATE <= rate <= MAX_RATE``."""
+    if not (MIN_RATE <= rate <= MAX_RATE):
+        raise DataError(f"implausible sample rate {rate} Hz (expected {MIN_RATE}..{MAX_RATE})",
+                        path=path, field="sample_rate")
+
+
+def mono(data: np.ndarray, path, field: str | None = None) -> np.ndarray:
+    """(n_samples, channels) → contiguous float32 mono (channels averaged); DataError naming
+    ``path`` on NaN or infinite samples."""
     wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if not np.isfinite(wave).all():
-        raise DataError("audio holds NaN or infinite samples", path=path)
-    return np.ascontiguousarray(wave, dtype=np.float32), int(rate)
+        raise DataError("audio holds NaN or infinite samples", path=path, field=field)
+    return np.ascontiguousarray(wave, dtype=np.float32)
 
 
 def resample(wave: np.ndarray, orig_rate: int, new_rate: int, device=None) -> np.ndarray:

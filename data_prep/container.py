@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bimodal.errors import DataError
+from bimodal.errors import DataError, require_file
 
-from .audio import MAX_RATE, MIN_RATE
+from .audio import check_rate, mono
 from .windows import trim_to_common_length
 
 log = logging.getLogger(__name__)
@@ -43,11 +43,7 @@ def load_container_audio(path, stream_index: int = 0) -> tuple[np.ndarray, int]:
     """
     import av
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("video file does not exist", path=path)
-    if path.stat().st_size == 0:
-        raise DataError("video file is empty (0 bytes)", path=path)
+    path = require_file(path, "video file")
     try:
         container = av.open(str(path))
     except Exception as exc:  # av.error.FFmpegError subclasses, OSError
@@ -60,9 +56,7 @@ def load_container_audio(path, stream_index: int = 0) -> tuple[np.ndarray, int]:
                             path=path, field="audio")
         stream = streams[stream_index]
         rate = int(stream.rate or stream.codec_context.sample_rate or 0)
-        if not (MIN_RATE <= rate <= MAX_RATE):
-            raise DataError(f"implausible sample rate {rate} Hz (expected {MIN_RATE}..{MAX_RATE})",
-                            path=path, field="sample_rate")
+        check_rate(rate, path)
         # Planar float keeps every channel separate whatever the codec's native sample format
         # (s16 packed, fltp, s32 ...); rate and layout are left as they are.
         resampler = av.AudioResampler(format="fltp")
@@ -80,10 +74,7 @@ def load_container_audio(path, stream_index: int = 0) -> tuple[np.ndarray, int]:
     data = np.concatenate(chunks, axis=1)  # (channels, samples)
     if data.shape[1] == 0:
         raise DataError("audio stream decodes to no samples", path=path, field="audio")
-    wave = data.mean(axis=0) if data.shape[0] > 1 else data[0]
-    if not np.isfinite(wave).all():
-        raise DataError("audio holds NaN or infinite samples", path=path, field="audio")
-    return np.ascontiguousarray(wave, dtype=np.float32), rate
+    return mono(data.T, path, field="audio"), rate
 
 
 def check_av_durations(wave: np.ndarray, rate: int, frames: np.ndarray, fps: float, path,

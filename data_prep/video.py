@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bimodal.errors import DataError
+from bimodal.errors import DataError, require_file
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,7 @@ def read_video(path, default_fps: float | None = None) -> tuple[np.ndarray, floa
     """
     import cv2
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("video file does not exist", path=path)
-    if path.stat().st_size == 0:
-        raise DataError("video file is empty (0 bytes)", path=path)
+    path = require_file(path, "video file")
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
