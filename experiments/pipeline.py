@@ -383,9 +383,9 @@ def train_feature_models(cfg: Config, fold: FoldData, seed: int, device, checkpo
         extra_audio=fold.extra_audio))
     dbn = models["bimodal_dbn"] if p.enabled else None
 
-    def dae(inputs, fractions=None):
+    def dae(inputs, fractions=None, **fit_options):
         return autoencoder(cfg, dbn, n_audio, n_video, seed, device, inputs).fit(
-            audio=Xa, video=Xv, seed=seed, progress=progress, **finetune_kwargs(cfg, fractions))
+            audio=Xa, video=Xv, seed=seed, progress=progress, **finetune_kwargs(cfg, fractions), **fit_options)
 
     stage("bimodal_dae", lambda: dae(("audio", "video")))
     if "bimodal_dae_noaug" in need:
@@ -401,9 +401,7 @@ def train_feature_models(cfg: Config, fold: FoldData, seed: int, device, checkpo
             first_rbm(models["bimodal_dbn"], "video"), n_audio, "video", device=device, seed=seed).fit(
             audio=Xa, video=Xv, seed=seed, progress=progress, **finetune_kwargs(cfg)))
     if "video_dae_no_audio" in need:
-        stage("video_dae_no_audio", lambda: autoencoder(cfg, dbn, n_audio, n_video, seed, device, ("video",)).fit(
-            audio=Xa, video=Xv, seed=seed, progress=progress, modality_weights=(0.0, 1.0),
-            **finetune_kwargs(cfg)))
+        stage("video_dae_no_audio", lambda: dae(("video",), modality_weights=(0.0, 1.0)))
     return models
 
 

@@ -90,11 +90,11 @@ def held_out_scores(cfg: Config, feats: tuple, labels: tuple, seed: int, device)
     return out
 
 
-def candidate_score(cfg: Config, utts: list, splits: list, stage: str, seed: int, device, frame_cache: dict) -> dict:
-    """Mean held-out accuracies of one candidate config (``stage``: "rbm" or "dae")."""
+def candidate_score(cfg: Config, folds: list, stage: str, seed: int, device) -> dict:
+    """Mean held-out accuracies of one candidate config (``stage``: "rbm" or "dae") over the
+    prepared inner ``folds`` (their whitening does not depend on the tuned values)."""
     per_split = []
-    for fit_idx, va_idx in splits:
-        fold = pipeline.prepare_fold(cfg, utts, fit_idx, va_idx, seed, device, progress=False, frame_cache=frame_cache)
+    for fold in folds:
         Xa, Xv = fold.train.audio, fold.train.video
         dbn = pipeline.build_bimodal_dbn(cfg, Xa.shape[1], Xv.shape[1], seed, device)
         p = cfg.pretrain
@@ -114,15 +114,14 @@ def candidate_score(cfg: Config, utts: list, splits: list, stage: str, seed: int
     return {k: float(np.mean([s[k] for s in per_split])) for k in per_split[0]}
 
 
-def grid_stage(cfg: Config, utts, splits, grid: dict, stage: str, seed, device, frame_cache, progress) -> tuple:
+def grid_stage(cfg: Config, folds: list, grid: dict, stage: str, seed, device, progress) -> tuple:
     """Score every combination of ``grid`` on top of ``cfg``; returns (best overrides, rows)."""
     keys = list(grid)
     rows = []
     for values in tqdm(list(itertools.product(*grid.values())), desc=f"tune {stage}", disable=not progress):
         overrides = dict(zip(keys, values))
         t0 = time.time()
-        scores = candidate_score(with_overrides(cfg, overrides, "tune"), utts, splits, stage, seed, device,
-                                 frame_cache)
+        scores = candidate_score(with_overrides(cfg, overrides, "tune"), folds, stage, seed, device)
         best = max(scores, key=scores.get)
         rows.append({"overrides": overrides, "best": best, "score": scores[best], "scores": scores,
                      "seconds": time.time() - t0})
@@ -137,17 +136,21 @@ def tune(cfg: Config, seed: int = 0, device=None, grids=(SPARSITY_GRID, FINETUNE
     device = resolve_device(device)
     utts = pipeline.load_utterances(cfg, progress=progress)
     splits = inner_splits(cfg, utts, seed)
+    # The tuned values do not touch the preprocessing: whiten and window each inner fold once.
     frame_cache: dict = {}
+    folds = [pipeline.prepare_fold(cfg, utts, fit_idx, va_idx, seed, device, progress=False, frame_cache=frame_cache)
+             for fit_idx, va_idx in splits]
     chosen, stages = {}, []
     for grid, stage in zip(grids, ("rbm", "dae")):
-        best, rows = grid_stage(with_overrides(cfg, chosen, "tune") if chosen else cfg, utts, splits, grid, stage,
-                                seed, device, frame_cache, progress)
+        best, rows = grid_stage(with_overrides(cfg, chosen, "tune") if chosen else cfg, folds, grid, stage, seed,
+                                device, progress)
         chosen.update(best)
         stages.append({"stage": stage, "grid": grid, "rows": rows, "chosen": best})
-    split_desc = [{"fit": sorted({str(utts[i].repetition if cfg.experiment.split == "third_test" else utts[i].speaker)
-                                  for i in a}),
-                   "held_out": sorted({str(utts[i].repetition if cfg.experiment.split == "third_test"
-                                           else utts[i].speaker) for i in b})} for a, b in splits]
+
+    def group(i):
+        return str(utts[i].repetition if cfg.experiment.split == "third_test" else utts[i].speaker)
+
+    split_desc = [{"fit": sorted({group(i) for i in a}), "held_out": sorted({group(i) for i in b})} for a, b in splits]
     return {"chosen": chosen, "stages": stages, "splits": split_desc, "seed": seed, "config": cfg.to_dict()}
 
 
