@@ -21,7 +21,8 @@ import soundfile as sf
 import torch
 
 from bimodal.dbn import DBN
-from bimodal.evaluation import evaluate_features, speaker_folds
+from bimodal.evaluation import evaluate_features
+from bimodal.folds import speaker_folds
 from bimodal.features import pool_slices
 from data_prep.audio import log_spectrogram
 from data_prep.whitening import PCAWhitener

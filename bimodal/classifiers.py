@@ -33,6 +33,7 @@ import torch
 
 from .device import resolve_device, single_blas_thread, single_torch_thread
 from .errors import ConfigError, DataError, ShapeError, TrainingDivergedError
+from .folds import speaker_folds
 
 log = logging.getLogger(__name__)
 
@@ -475,7 +476,6 @@ def select_C(X, y, groups, Cs=DEFAULT_CS, kind="svm", backend="torch", n_folds=3
     table : dict ``{"Cs": [...], "mean": [...], "std": [...], "per_fold": [[acc per fold] per C],
         "n_folds": k}``.
     """
-    from .evaluation import speaker_folds  # late import: evaluation imports this module
 
     Cs = [float(c) for c in Cs]
     if not Cs:

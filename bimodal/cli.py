@@ -25,7 +25,7 @@ def _config_path(name_or_path: str) -> Path:
 
 
 def _load(args, name_or_path: str):
-    from .config import load_config
+    from experiments.config import load_config
 
     overrides = list(args.set or [])
     if getattr(args, "seeds", None):
@@ -77,9 +77,8 @@ def _print_summary(results: dict, out: Path) -> None:
 def cmd_extract(args) -> int:
     from experiments.extract import extract_features
 
-    path = extract_features(args.model, args.data, args.out, layer=args.layer, slices=tuple(args.slices),
-                            modalities=tuple(args.modalities), preprocessor=args.preprocessor, device=args.device,
-                            progress=not args.quiet)
+    path = extract_features(args.model, args.data, args.out, feature=args.feature, slices=tuple(args.slices),
+                            preprocessor=args.preprocessor, device=args.device, progress=not args.quiet)
     print(f"features: {path}")
     return 0
 
@@ -137,15 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(func=cmd_tune)
 
     e = sub.add_parser("extract", help="utterance features from a trained model for your own classifiers")
-    e.add_argument("--model", required=True, help="a checkpoint (.pt) written by reproduce/demo")
+    e.add_argument("--model", required=True,
+                   help="a run's checkpoint folder (DIR/checkpoints/seed0_fold0) or the feature's checkpoint file")
+    e.add_argument("--feature", default="bimodal_dae.both",
+                   help="which feature, by its name in the results and the report (MODEL.INPUTS, e.g. "
+                        "bimodal_dae.video, rbm.audio, raw.video; experiments/registry.py lists them)")
     e.add_argument("--data", required=True, help="a dataset folder in the generic layout ROOT/speaker/label/utt.*")
     e.add_argument("--out", required=True, help="feats.npz (or .parquet when pandas and pyarrow are installed)")
-    e.add_argument("--layer", default="shared", choices=["shared", "input"],
-                   help="shared: the model's representation (bimodal autoencoder's shared layer, bimodal DBN's "
-                        "joint layer, RBM/DBN top hidden units); input: the whitened windows themselves")
     e.add_argument("--slices", type=int, nargs="+", default=[1, 3])
-    e.add_argument("--modalities", nargs="+", default=["audio", "video"], choices=["audio", "video"])
-    e.add_argument("--preprocessor", default=None, help="preprocessor file (default: preprocessor.npz beside --model)")
+    e.add_argument("--preprocessor", default=None,
+                   help="preprocessor file (default: preprocessor.npz in the checkpoint folder)")
     e.add_argument("--device", default=None)
     e.set_defaults(func=cmd_extract)
 

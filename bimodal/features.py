@@ -26,7 +26,6 @@ import logging
 import numpy as np
 import torch
 
-from .device import resolve_device
 from .errors import ConfigError, DataError, ShapeError
 
 log = logging.getLogger(__name__)
@@ -146,41 +145,3 @@ def pool_slices(codes, utt, n_utterances: int, slices=(1, 3)):
         blocks.append(means.reshape(U, S * H))
     out = torch.cat(blocks, dim=1)
     return out.cpu().numpy() if was_numpy else out
-
-
-def utterance_features(encode_fn, dataset, slices=(1, 3), modalities=("audio", "video"),
-                       batch_size: int | None = None, device=None):
-    """Encode every window of ``dataset`` with ``encode_fn`` and pool codes per utterance.
-
-    Parameters
-    ----------
-    encode_fn : callable taking keyword arrays named by ``modalities`` (e.g.
-        ``model.encode(audio=Xa, video=Xv)``) and returning window codes ``(n, H)``.
-    dataset : object with window arrays named by ``modalities`` (``(N, D_m)``), ``utt (N,)`` and
-        ``labels (U,)`` — e.g. ``data_prep.dataset.AVDataset`` (not imported here).
-    slices : see :func:`pool_slices`.
-    modalities : which window arrays to pass; a modality left out is not passed at all (the
-        model decides what a missing modality means).
-    batch_size : windows per call of ``encode_fn`` (None: all at once), to bound device memory.
-    device : where the window arrays are moved before encoding (None → CUDA if available).
-
-    Returns
-    -------
-    features : tensor ``(U, H * sum(slices))`` on ``device``; labels : numpy int64 ``(U,)``.
-    """
-    dev = resolve_device(device)
-    arrays = {}
-    for m in modalities:
-        a = getattr(dataset, m, None)
-        if a is None:
-            raise DataError(f"dataset has no '{m}' windows", field=m)
-        arrays[m] = torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a,
-                                    dtype=torch.float32, device=dev)
-    utt = torch.as_tensor(np.asarray(dataset.utt), device=dev).long()
-    labels = np.asarray(dataset.labels, dtype=np.int64)
-    N = utt.shape[0]
-    step = N if batch_size is None else int(batch_size)
-    with torch.no_grad():
-        parts = [encode_fn(**{m: a[i:i + step] for m, a in arrays.items()}) for i in range(0, N, step)]
-    codes = torch.cat([torch.as_tensor(p, device=dev) for p in parts], 0)
-    return pool_slices(codes, utt, len(labels), slices), labels

@@ -118,25 +118,25 @@ def check_claims(results: dict) -> list[dict]:
     runs = _per_run(results)
     claims = []
 
-    a0 = _get(s, "fusion/0dB/audio_rbm")
-    b0 = {k: _get(s, f"fusion/0dB/{k}") for k in ("bimodal_dae", "bimodal_dae+audio_rbm")}
+    a0 = _get(s, "fusion/0dB/rbm.audio")
+    b0 = {k: _get(s, f"fusion/0dB/{k}") for k in ("bimodal_dae.both", "bimodal_dae.both+rbm.audio")}
     b0 = {k: v for k, v in b0.items() if v is not None}
     best = max(b0, key=b0.get) if b0 else None
     claims.append(_claim(
         "Bimodal features beat audio alone under 0 dB white noise",
-        {"audio_rbm": a0, **b0},
+        {"rbm.audio": a0, **b0},
         None if a0 is None or best is None else
-        _diffs(runs, lambda m: m[f"fusion/0dB/{best}"] - m["fusion/0dB/audio_rbm"]),
-        "per run: accuracy at 0 dB of the bimodal row with the best mean (bimodal_dae or "
-        "bimodal_dae+audio_rbm) minus audio_rbm; paired test > 0"))
+        _diffs(runs, lambda m: m[f"fusion/0dB/{best}"] - m["fusion/0dB/rbm.audio"]),
+        "per run: accuracy at 0 dB of the bimodal row with the best mean (bimodal_dae.both or "
+        "bimodal_dae.both+rbm.audio) minus rbm.audio; paired test > 0"))
 
-    aug, noaug = _get(s, "cross_modality/video/bimodal_dae"), _get(s, "cross_modality/video/bimodal_dae_no_augmentation")
+    aug, noaug = _get(s, "cross_modality/video/bimodal_dae.video"), _get(s, "cross_modality/video/bimodal_dae_noaug.video")
     claims.append(_claim(
         "Pretraining with augmentation beats no augmentation for video-only input",
         {"augmented": aug, "no_augmentation": noaug},
         None if aug is None or noaug is None else
-        _diffs(runs, lambda m: m["cross_modality/video/bimodal_dae"]
-               - m["cross_modality/video/bimodal_dae_no_augmentation"]),
+        _diffs(runs, lambda m: m["cross_modality/video/bimodal_dae.video"]
+               - m["cross_modality/video/bimodal_dae_noaug.video"]),
         "per run: video-only accuracy of the bimodal autoencoder fine-tuned with zeroed-modality examples "
         "minus without; paired test > 0"))
 

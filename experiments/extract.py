@@ -5,25 +5,20 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from bimodal.errors import ConfigError, DataError
+from bimodal.device import resolve_device
+from bimodal.errors import DataError
 from bimodal.io import atomic_savez, atomic_write_bytes
 
-from .pipeline import label_strings, utterance_features
+from . import registry
+from .pipeline import label_strings, utterance_features, window_codes
 
 log = logging.getLogger(__name__)
-
-LAYERS = ("shared", "input")
 
 
 def load_model(path, device=None):
     """Load any checkpoint written by bimodal (the file records the model class)."""
-    import importlib
-
-    from bimodal.rbm import Persistable
-
-    importlib.import_module("bimodal")  # imports every model class, so Persistable knows them all
+    from bimodal.persist import Persistable
 
     path = Path(path)
     if not path.is_file():
@@ -31,45 +26,41 @@ def load_model(path, device=None):
     return Persistable.load(path, device=device)
 
 
-def window_features(model, ds, layer: str, modalities: tuple[str, ...]) -> np.ndarray:
-    """Window-level features of ``ds`` from ``model`` at ``layer`` given the chosen input modalities."""
-    from bimodal.autoencoder import BimodalAutoencoder
-    from bimodal.dbn import BimodalDBN
+def extract_features(model, data_dir, out, feature: str = "bimodal_dae.both", slices=(1, 3), preprocessor=None,
+                     device=None, progress=True) -> Path:
+    """Write utterance features of the registry feature ``feature`` (pooled over ``slices``), labels,
+    speakers and utterance ids of the corpus at ``data_dir`` to ``out`` (.npz, or .parquet).
 
-    if layer not in LAYERS:
-        raise ConfigError(f"--layer {layer!r} unknown; choose one of {', '.join(LAYERS)}")
-    inputs = {m: getattr(ds, m) for m in modalities}
-    if layer == "input":
-        return np.concatenate([inputs[m] for m in modalities], axis=1)
-    with torch.no_grad():
-        if isinstance(model, BimodalAutoencoder):
-            return np.asarray(model.encode(**inputs))
-        if isinstance(model, BimodalDBN):
-            if len(modalities) != 2:
-                raise ConfigError("a bimodal DBN's joint layer needs both modalities (--modalities audio video)")
-            return np.asarray(model.transform(**inputs))
-        if len(modalities) != 1:
-            raise ConfigError(f"a {type(model).__name__} takes one modality: give --modalities audio or video")
-        return np.asarray(model.transform(inputs[modalities[0]]))
-
-
-def extract_features(model_path, data_dir, out, layer: str = "shared", slices=(1, 3),
-                     modalities=("audio", "video"), preprocessor=None, device=None, progress=True) -> Path:
-    """Write utterance features (pooled over ``slices``), labels, speakers and utterance ids to ``out``."""
+    ``model``: a run's checkpoint folder (``checkpoints/seed{S}_fold{F}``; the feature's model is
+    read from ``<model>.pt`` there) or that checkpoint file itself. The
+    windows are whitened by ``preprocessor`` (default: ``preprocessor.npz`` in that folder).
+    """
     from data_prep.dataset import Preprocessor
     from data_prep.readers import read_folder
 
-    model_path = Path(model_path)
-    if not model_path.is_file():
-        raise DataError("model file not found (a checkpoint .pt written by bimodal demo / reproduce)",
-                        path=model_path, field="--model")
-    prep_path = Path(preprocessor) if preprocessor else model_path.parent / "preprocessor.npz"
+    feat = registry.feature(feature)
+    model = Path(model)
+    folder = model if model.is_dir() else model.parent
+    models = {}
+    if feat.model is not None:
+        path = folder / f"{feat.model}.pt" if model.is_dir() else model
+        if not path.is_file():
+            raise DataError(f"model file not found (feature {feat.name!r} reads the checkpoint {feat.model}.pt "
+                            "written by bimodal demo / reproduce)", path=path, field="--model")
+        if path.stem != feat.model:
+            raise DataError(f"feature {feat.name!r} reads the checkpoint {feat.model}.pt, not {path.name}; pass the "
+                            "run's checkpoint folder or that file", path=path, field="--model")
+    elif not model.exists():
+        raise DataError("no such checkpoint folder or file", path=model, field="--model")
+    prep_path = Path(preprocessor) if preprocessor else folder / "preprocessor.npz"
     if not prep_path.is_file():
         raise DataError("preprocessor (whitening) file not found; pass --preprocessor", path=prep_path)
-    model = load_model(model_path, device=device)
+    if feat.model is not None:
+        models[feat.model] = load_model(path, device=device)
     prep = Preprocessor.load(prep_path, device=device)
     ds = prep.transform(read_folder(data_dir, progress=progress), progress=progress)
-    codes = window_features(model, ds, layer, tuple(modalities))
+    dev = next(iter(models.values())).device if models else resolve_device(device)
+    codes = window_codes(models, ds, [feat.name], device=dev)[feat.name]
     feats = utterance_features(codes, ds, slices)
     labels = label_strings(ds).astype(str)
     out = Path(out)
@@ -88,6 +79,6 @@ def extract_features(model_path, data_dir, out, layer: str = "shared", slices=(1
     else:
         atomic_savez(out, features=feats, labels=labels, speakers=np.asarray(ds.speakers).astype(str),
                      utterance_ids=np.asarray(ds.utterance_ids).astype(str), slices=np.asarray(slices),
-                     layer=np.asarray(layer), modalities=np.asarray(modalities))
+                     feature=np.asarray(feat.name))
     log.info("wrote %d utterance features of dim %d to %s", *feats.shape, out)
     return out

@@ -18,11 +18,13 @@ import numpy as np
 import torch
 
 from bimodal.autoencoder import BimodalAutoencoder
-from bimodal.config import Config, prep_config
 from bimodal.dbn import BimodalDBN
 from bimodal.errors import ConfigError, DataError
 from bimodal.features import pool_slices
 from bimodal.noise import add_white_noise
+
+from . import registry
+from .config import Config, prep_config
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +155,7 @@ def _extra_audio(folder: str) -> tuple:
 def speaker_splits(utts: list, cfg: Config, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train, test) utterance indices per fold: no speaker on both sides, except with
     ``experiment.split = "third_test"`` (:func:`repetition_split`), where no repetition is."""
-    from bimodal.evaluation import speaker_folds
+    from bimodal.folds import speaker_folds
 
     if cfg.experiment.split == "third_test":
         return repetition_split(utts)
@@ -338,79 +340,85 @@ def autoencoder(cfg: Config, dbn: BimodalDBN | None, n_audio: int, n_video: int,
                                           tied=m.tied, seed=seed, device=device, **common)
 
 
-def needed_models(cfg: Config) -> set[str]:
-    s = set(cfg.experiment.settings)
-    need = {"bimodal_dbn", "bimodal_dae"}
+def features_used(cfg: Config) -> set[str]:
+    """Names of the registry features the config's settings read (:mod:`experiments.registry`)."""
+    s, used = set(cfg.experiment.settings), set()
     if "cross_modality" in s:
-        need |= {"video_dae", "bimodal_dae_noaug"}
-        if "audio" in cfg.eval.cross_modality_modalities:
-            need.add("audio_dae")
-        if cfg.experiment.section47_rows:
-            need |= {"video_shallow_ae", "video_dae_no_audio"}
-    return need
+        for m in cfg.eval.cross_modality_modalities:
+            used.update(registry.table_rows("cross_modality", m))
+        if cfg.experiment.section47_rows and "video" in cfg.eval.cross_modality_modalities:
+            used.update(registry.table_rows("section47"))
+    if "fusion" in s:
+        used.update(n for parts in fusion_rows(cfg).values() for n in parts)
+    if s & {"shared_representation", "matching"}:
+        used.update({"bimodal_dae.audio", "bimodal_dae.video"})
+        used.update(n for pair in registry.CCA_BASELINES.values() for n in pair)
+    if "mcgurk" in s:
+        used.add("bimodal_dae.both")
+    return used
+
+
+def fusion_rows(cfg: Config) -> dict[str, tuple[str, ...]]:
+    """The fusion table's rows (:func:`experiments.registry.fusion_rows`); the video-only deep
+    autoencoder's rows only when cross-modality learning trains it."""
+    rows = registry.fusion_rows()
+    if "cross_modality" in cfg.experiment.settings and "video" in cfg.eval.cross_modality_modalities:
+        return rows
+    return {k: v for k, v in rows.items() if not any(registry.feature(n).model == "video_dae" for n in v)}
+
+
+def needed_models(cfg: Config) -> list[str]:
+    """Checkpoints to train, in :data:`experiments.registry.MODELS` order: those the config's
+    features read, plus the bimodal DBN (every autoencoder starts from it) and the bimodal
+    autoencoder (the mouth-from-audio figure)."""
+    need = {registry.feature(n).model for n in features_used(cfg)} | {"bimodal_dbn", "bimodal_dae"}
+    return [name for name in registry.MODELS if name in need]
 
 
 def train_feature_models(cfg: Config, fold: FoldData, seed: int, device, checkpoint_dir: Path | None = None,
                          resume: bool = False, progress: bool = True) -> dict:
     """Greedy pretraining of the bimodal DBN, then fine-tuning of the deep autoencoders.
 
-    Returns a dict of models: ``bimodal_dbn`` (its audio/video first layers are the single-modality
-    RBM baselines), ``bimodal_dae`` (augmented fine-tuning), and for cross-modality learning the
-    ``video_dae`` / ``audio_dae`` (one modality in, both out) and ``bimodal_dae_noaug`` (no zeroed
-    inputs). Each is saved under ``checkpoint_dir`` after it is trained and loaded from there with
-    ``resume``.
+    Returns a dict of models keyed by their :data:`experiments.registry.MODELS` names (the ones
+    :func:`needed_models` lists). Each is saved under ``checkpoint_dir`` as ``<name>.pt`` after it
+    is trained and loaded from there with ``resume``.
     """
     Xa, Xv = fold.train.audio, fold.train.video
     n_audio, n_video = Xa.shape[1], Xv.shape[1]
     p = cfg.pretrain
-    need = needed_models(cfg)
     models = {}
 
-    def stage(name, make):
+    def train(spec: registry.ModelSpec):
+        if spec.kind == "bimodal_dbn":
+            return build_bimodal_dbn(cfg, n_audio, n_video, seed, device).fit(
+                audio=Xa, video=Xv, epochs=p.epochs if p.enabled else 1, batch_size=p.batch_size, progress=progress,
+                extra_audio=fold.extra_audio)
+        if spec.kind == "shallow":
+            (m,) = spec.inputs
+            model = BimodalAutoencoder.shallow_from_rbm(registry.first_rbm(models["bimodal_dbn"], m),
+                                                        n_audio if m == "video" else n_video, m, device=device,
+                                                        seed=seed)
+        else:
+            dbn = models["bimodal_dbn"] if p.enabled else None
+            model = autoencoder(cfg, dbn, n_audio, n_video, seed, device, spec.inputs)
+        return model.fit(audio=Xa, video=Xv, seed=seed, progress=progress, **finetune_kwargs(cfg, spec.fractions),
+                         **spec.fit_options)
+
+    for name in needed_models(cfg):
+        spec = registry.MODELS[name]
         path = checkpoint_dir / f"{name}.pt" if checkpoint_dir is not None else None
-        cls = BimodalDBN if name == "bimodal_dbn" else BimodalAutoencoder
         if resume and path is not None and path.exists():
             log.info("resume: loading %s", path)
-            models[name] = cls.load(path, device=device)
-            return
-        log.info("training %s", name)
-        models[name] = make()
+            models[name] = (BimodalDBN if spec.kind == "bimodal_dbn" else BimodalAutoencoder).load(path, device=device)
+            continue
+        log.info("training %s: %s", name, spec.description)
+        models[name] = train(spec)
         if path is not None:
             models[name].save(path)
-
-    stage("bimodal_dbn", lambda: build_bimodal_dbn(cfg, n_audio, n_video, seed, device).fit(
-        audio=Xa, video=Xv, epochs=p.epochs if p.enabled else 1, batch_size=p.batch_size, progress=progress,
-        extra_audio=fold.extra_audio))
-    dbn = models["bimodal_dbn"] if p.enabled else None
-
-    def dae(inputs, fractions=None, **fit_options):
-        return autoencoder(cfg, dbn, n_audio, n_video, seed, device, inputs).fit(
-            audio=Xa, video=Xv, seed=seed, progress=progress, **finetune_kwargs(cfg, fractions), **fit_options)
-
-    stage("bimodal_dae", lambda: dae(("audio", "video")))
-    if "bimodal_dae_noaug" in need:
-        stage("bimodal_dae_noaug", lambda: dae(("audio", "video"), fractions=(0.0, 0.0, 1.0)))
-    if "video_dae" in need:
-        stage("video_dae", lambda: dae(("video",)))
-    if "audio_dae" in need:
-        stage("audio_dae", lambda: dae(("audio",)))
-    # Section 4.7 comparisons: the shallow video-only autoencoder (Fig. 2a), started from the video
-    # RBM, and the video-only deep autoencoder fine-tuned to reconstruct video alone.
-    if "video_shallow_ae" in need:
-        stage("video_shallow_ae", lambda: BimodalAutoencoder.shallow_from_rbm(
-            first_rbm(models["bimodal_dbn"], "video"), n_audio, "video", device=device, seed=seed).fit(
-            audio=Xa, video=Xv, seed=seed, progress=progress, **finetune_kwargs(cfg)))
-    if "video_dae_no_audio" in need:
-        stage("video_dae_no_audio", lambda: dae(("video",), modality_weights=(0.0, 1.0)))
     return models
 
 
 # --------------------------------------------------------------------------- features
-def first_rbm(dbn: BimodalDBN, modality: str):
-    """The first RBM of a modality's DBN: the paper's single-modality RBM baseline."""
-    return getattr(dbn, modality).layers[0]
-
-
 _DEVICE_WINDOWS: dict = {}  # id(dataset) -> {(array name, device): tensor}; entries die with the dataset
 
 
@@ -441,46 +449,17 @@ def _models_device(models: dict) -> torch.device:
 
 
 def window_codes(models: dict, ds, which: list[str], device=None) -> dict[str, torch.Tensor]:
-    """Window-level features of ``ds`` for each named feature set, as tensors on the models' device.
-
-    Names: ``raw_audio``, ``raw_video``, ``rbm_audio``, ``rbm_video``, ``dae_video`` (video-only
-    deep autoencoder, video in), ``dae_audio``, ``bimodal_video`` / ``bimodal_audio`` /
-    ``bimodal_both`` (shared layer of the bimodal deep autoencoder given video, audio or both),
-    ``noaug_video`` / ``noaug_audio`` (same without augmentation), ``bdbn_both`` / ``bdbn_video``
-    (joint layer of the bimodal DBN given both, or video with the audio zeroed), ``shallow_video``
-    and ``dae_video_no_audio`` (the section 4.7 models). The windows are uploaded once per dataset (:func:`device_windows`); nothing is
-    copied back to the host here.
+    """Window-level features of ``ds`` for each named feature (:data:`experiments.registry.FEATURES`),
+    as tensors on the models' device. The windows are uploaded once per dataset
+    (:func:`device_windows`); nothing is copied back to the host here.
     """
-    dbn = models["bimodal_dbn"]
     w = device_windows(ds, _models_device(models) if device is None else device)
-    audio, video = w.get("audio"), w.get("video")
-    fns = {
-        "raw_audio": lambda: audio,
-        "raw_video": lambda: video,
-        "rbm_audio": lambda: first_rbm(dbn, "audio").transform(audio),
-        "rbm_video": lambda: first_rbm(dbn, "video").transform(video),
-        "dae_video": lambda: models["video_dae"].encode(video=video),
-        "dae_audio": lambda: models["audio_dae"].encode(audio=audio),
-        "bimodal_video": lambda: models["bimodal_dae"].encode(video=video),
-        "bimodal_audio": lambda: models["bimodal_dae"].encode(audio=audio),
-        "bimodal_both": lambda: models["bimodal_dae"].encode(audio=audio, video=video),
-        "noaug_video": lambda: models["bimodal_dae_noaug"].encode(video=video),
-        "noaug_audio": lambda: models["bimodal_dae_noaug"].encode(audio=audio),
-        "bdbn_both": lambda: dbn.transform(audio=audio, video=video),
-        # Joint layer of the bimodal DBN with the audio input zeroed (video-only input, as the
-        # autoencoders get it at test time).
-        "bdbn_video": lambda: dbn.transform(audio=torch.zeros_like(audio), video=video),
-        "shallow_video": lambda: models["video_shallow_ae"].encode(video=video),
-        "dae_video_no_audio": lambda: models["video_dae_no_audio"].encode(video=video),
-    }
     out = {}
     with torch.no_grad():
         for name in which:
-            if name not in fns:
-                raise KeyError(f"unknown feature set {name!r}; known: {sorted(fns)}")
-            out[name] = fns[name]().to(torch.float32)
-            if not bool(torch.isfinite(out[name]).all()):  # one check per feature set, not per batch
-                raise FloatingPointError(f"feature set {name!r} holds non-finite values")
+            out[name] = registry.encode(registry.feature(name), models, w.get("audio"), w.get("video")).to(torch.float32)
+            if not bool(torch.isfinite(out[name]).all()):  # one check per feature, not per batch
+                raise FloatingPointError(f"feature {name!r} holds non-finite values")
     return out
 
 

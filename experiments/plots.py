@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 MCGURK_SYLLABLES = ("ga", "ba", "da")
 MCGURK_STIMULI = ("ga/ga", "ba/ba", "da/da", "ga/ba")  # visual / audio
 # rows of the confusion figure, in order of preference (fusion rows are tested on clean audio)
-CONFUSION_ROWS = ("fusion:clean/audio_rbm", "fusion:clean/bimodal_dae", "fusion:clean/bimodal_dae+audio_rbm",
-                  "cross_modality:video/bimodal_dae", "cross_modality:video/video_only_dae")
+CONFUSION_ROWS = ("fusion:clean/rbm.audio", "fusion:clean/bimodal_dae.both", "fusion:clean/bimodal_dae.both+rbm.audio",
+                  "cross_modality:video/bimodal_dae.video", "cross_modality:video/video_dae.video")
 
 
 # --------------------------------------------------------------------------- summary parsing

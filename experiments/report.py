@@ -1,7 +1,7 @@
 """``report.md`` and the ablation table, written from a results dict alone.
 
 The results dict is what :func:`experiments.runner.run_experiment` returns (``summary`` holds
-``{"mean", "std", "n"}`` per flattened metric key, e.g. ``"fusion/0dB/bimodal_dae"`` or
+``{"mean", "std", "n"}`` per flattened metric key, e.g. ``"fusion/0dB/bimodal_dae.both"`` or
 ``"mcgurk/predictions/ga/ba/da"``). Accuracies are fractions in the results and percentages in
 the report. Beside each of our rows the paper's published number is shown (from
 ``paper_reference.json`` next to this module) with the dataset it was measured on.
@@ -18,25 +18,26 @@ from bimodal.errors import DataError
 from bimodal.io import atomic_write_text
 from bimodal.noise import ACTIVE_THRESHOLD_DB, FLOOR_MARGIN_DB
 
+from . import registry
 from .plots import fusion_grid, make_plots, mcgurk_grid, mean_std
 
 log = logging.getLogger(__name__)
 
 REFERENCE_PATH = Path(__file__).resolve().with_name("paper_reference.json")
 DATASET_NAMES = {"cuave": "CUAVE", "avletters": "AVLetters"}
-# row order of the paper's tables (rows the results have that are not listed come after, as found)
-CROSS_MODALITY_ORDER = ("raw", "rbm", "video_only_dae", "audio_only_dae", "bimodal_dae", "bimodal_dae_no_augmentation")
-SHARED_ORDER = ("raw_cca", "rbm_cca", "bimodal_dae")
-MATCHING_ORDER = ("raw_cca", "rbm_cca", "bimodal_dae")
+# row order of the tables: the registry's (rows the results have that are not listed come after, as found)
+CROSS_MODALITY_ORDER = tuple(registry.FEATURES)
+SHARED_ORDER = (*registry.CCA_BASELINES, "bimodal_dae")
+MATCHING_ORDER = SHARED_ORDER
 # the ablation table's columns, when present in the variants' summaries
 ABLATION_METRICS = (
-    "cross_modality/video/bimodal_dae",
-    "cross_modality/video/video_only_dae",
-    "cross_modality/video/bimodal_dae_no_augmentation",
-    "fusion/clean/bimodal_dae",
-    "fusion/0dB/bimodal_dae",
-    "fusion/0dB/audio_rbm",
-    "fusion/0dB/bimodal_dae+audio_rbm",
+    "cross_modality/video/bimodal_dae.video",
+    "cross_modality/video/video_dae.video",
+    "cross_modality/video/bimodal_dae_noaug.video",
+    "fusion/clean/bimodal_dae.both",
+    "fusion/0dB/bimodal_dae.both",
+    "fusion/0dB/rbm.audio",
+    "fusion/0dB/bimodal_dae.both+rbm.audio",
     "shared_representation/audio->video/bimodal_dae",
     "shared_representation/video->audio/bimodal_dae",
     "matching/bimodal_dae/top1",
@@ -105,6 +106,25 @@ def md_table(header: list[str], rows: list[list]) -> list[str]:
     out = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
     return out + [""]
+
+
+def _what(row: str) -> str:
+    """The registry's description of a row's feature(s) (``a+b``: both), or "" for an unknown name."""
+    names = row.split("+")
+    if not all(n in registry.FEATURES for n in names):
+        return ""
+    return " + ".join(registry.FEATURES[n].description for n in names)
+
+
+def _found(summary: dict, setting: str, pick: int, keep) -> list[str]:
+    """Distinct values of part ``pick`` of the three-part keys ``setting/a/b`` whose parts pass
+    ``keep``, in first-seen order: the rows (or methods) a section of the summary holds."""
+    found = []
+    for k in summary:
+        parts = k.split("/")
+        if len(parts) == 3 and parts[0] == setting and keep(parts) and parts[pick] not in found:
+            found.append(parts[pick])
+    return found
 
 
 def _ordered(found: list[str], order) -> list[str]:
@@ -194,7 +214,7 @@ def _cross_modality(summary: dict, ref: dict) -> list[str]:
     lines = []
     for mod in ("video", "audio"):
         prefix = f"cross_modality/{mod}/"
-        found = [k[len(prefix):] for k in summary if k.startswith(prefix) and "/" not in k[len(prefix):]]
+        found = _found(summary, "cross_modality", 2, lambda parts: parts[1] == mod)
         if not found:
             continue
         section = ref.get(f"cross_modality_{mod}") or {}
@@ -202,10 +222,10 @@ def _cross_modality(summary: dict, ref: dict) -> list[str]:
         datasets = [d for d in ref.get("datasets", {}) if any(d in r for r in paper_rows.values())]
         rows = []
         for row in _ordered(found, CROSS_MODALITY_ORDER):
-            rows.append([f"`{row}`", pct2(mean_std(summary, prefix + row)), _n(summary, [prefix + row])]
+            rows.append([f"`{row}`", _what(row), pct2(mean_std(summary, prefix + row)), _n(summary, [prefix + row])]
                         + [_paper(paper_rows.get(row, {}).get(d)) for d in datasets])
         lines += [f"### {mod.capitalize()} only (classifier trained and tested on {mod} features)", ""]
-        lines += md_table(["features", "ours (%)", "n"] + [f"paper, {d} (%)" for d in datasets], rows)
+        lines += md_table(["feature", "what it is", "ours (%)", "n"] + [f"paper, {d} (%)" for d in datasets], rows)
         if datasets:
             lines += [f"Paper: {section.get('note', '')}.", ""]
         else:
@@ -225,10 +245,11 @@ def _fusion(summary: dict, ref: dict) -> list[str]:
     rows = []
     for row in [r for r in order if r in rows_found]:
         keys = [f"fusion/{c}/{row}" for c in conds]
-        rows.append([f"`{row}`"] + [pct2(mean_std(summary, k)) for k in keys] + [_n(summary, keys)]
+        rows.append([f"`{row}`", _what(row)] + [pct2(mean_std(summary, k)) for k in keys] + [_n(summary, keys)]
                     + [_paper(paper_rows.get(row, {}).get(c)) for c in paper_conds])
     label = f" ({dataset})" if dataset else ""
-    header = ["features"] + [("clean" if c == "clean" else c.replace("dB", " dB")) + " (%)" for c in conds] + ["n"] \
+    header = ["features", "what they are"] + [("clean" if c == "clean" else c.replace("dB", " dB")) + " (%)"
+                                              for c in conds] + ["n"] \
         + [f"paper {c.replace('dB', ' dB')}{label} (%)" for c in paper_conds]
     return (["## Multimodal fusion", "",
              "Classifier trained on clean features of the training split, tested on the test split with clean "
@@ -239,11 +260,7 @@ def _fusion(summary: dict, ref: dict) -> list[str]:
 
 def _shared(summary: dict, ref: dict) -> list[str]:
     dirs = ("audio->video", "video->audio")
-    found = []
-    for k in summary:
-        parts = k.split("/")
-        if len(parts) == 3 and parts[0] == "shared_representation" and parts[1] in dirs and parts[2] not in found:
-            found.append(parts[2])
+    found = _found(summary, "shared_representation", 2, lambda parts: parts[1] in dirs)
     if not found:
         return []
     section = ref.get("shared_representation") or {}
@@ -305,11 +322,7 @@ def _mcgurk(summary: dict, ref: dict) -> list[str]:
 def _matching(summary: dict) -> list[str]:
     metrics = {"top1": "top-1 among all (%)", "top1_all": "top-1 among all (%)",
                "top1_same_word": "top-1 among same word (%)", "mrr": "MRR (%)"}
-    found = []
-    for k in summary:
-        parts = k.split("/")
-        if len(parts) == 3 and parts[0] == "matching" and parts[2] in metrics and parts[1] not in found:
-            found.append(parts[1])
+    found = _found(summary, "matching", 1, lambda parts: parts[2] in metrics)
     if not found:
         return []
     cols = [m for m in metrics if any(f"matching/{meth}/{m}" in summary for meth in found)]

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bimodal.config import Config, with_overrides
 from bimodal.errors import ConfigError
 from bimodal.device import resolve_device, seed_everything
 from bimodal.io import atomic_write_json
 from bimodal.provenance import provenance
 
 from . import pipeline
+from .config import Config, with_overrides
 from .claims import flat_metrics
 from .settings import SETTINGS, FoldContext
 

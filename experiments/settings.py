@@ -11,22 +11,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bimodal.config import Config
 from bimodal.cca import RegularizedCCA
 from bimodal.errors import ConfigError
 from bimodal.evaluation import cross_modal_matching, evaluate_features
 
-from .pipeline import FoldData, label_strings, mcgurk_utterance, utterance_features, window_codes
+from . import registry
+from .config import Config
+from .pipeline import FoldData, fusion_rows, label_strings, mcgurk_utterance, utterance_features, window_codes
 
 log = logging.getLogger(__name__)
-
-
-VIDEO_ONLY_FEATURES = {"raw_video", "rbm_video", "dae_video", "bimodal_video", "noaug_video", "bdbn_video",
-                       "shallow_video", "dae_video_no_audio"}
-# Section 4.7 rows of the video-only table, trained when ``experiment.section47_rows`` is on.
-SECTION47_VIDEO_ROWS = {"shallow_video_only_ae": "shallow_video",
-                        "video_only_dae_no_audio_reconstruction": "dae_video_no_audio",
-                        "bimodal_dbn": "bdbn_video"}
 
 
 @dataclass
@@ -45,8 +38,8 @@ class FoldContext:
         return self.fold.test if snr is None else self.fold.test_noisy[float(snr)]
 
     def features(self, name: str, split: str, snr: float | None = None) -> np.ndarray:
-        """Utterance features (U, D) of feature set ``name`` on ``split`` (noisy test audio at ``snr``)."""
-        if name in VIDEO_ONLY_FEATURES:
+        """Utterance features (U, D) of the registry feature ``name`` on ``split`` (noisy test audio at ``snr``)."""
+        if registry.feature(name).video_only:
             snr = None  # audio noise does not change features computed from video alone
         key = (name, split, snr)
         if key not in self._cache:
@@ -102,56 +95,40 @@ class FoldContext:
 
 
 # --------------------------------------------------------------------------- settings
-CROSS_MODALITY_ROWS = {
-    "video": {"raw": "raw_video", "rbm": "rbm_video", "video_only_dae": "dae_video",
-              "bimodal_dae": "bimodal_video", "bimodal_dae_no_augmentation": "noaug_video"},
-    "audio": {"raw": "raw_audio", "rbm": "rbm_audio", "audio_only_dae": "dae_audio",
-              "bimodal_dae": "bimodal_audio", "bimodal_dae_no_augmentation": "noaug_audio"},
-}
-
-
 def cross_modality(ctx: FoldContext):
-    """Features learned from both modalities, classifier trained and tested on one modality."""
+    """Features learned from both modalities, classifier trained and tested on one modality.
+
+    One table per modality in ``eval.cross_modality_modalities``; its rows are the registry
+    features of that modality in the ``cross_modality`` table (plus ``section47`` with
+    ``experiment.section47_rows``), each row named by its feature."""
     metrics, artifacts = {}, {}
-    for modality, rows in CROSS_MODALITY_ROWS.items():
+    for modality in ("video", "audio"):
         if modality not in ctx.cfg.eval.cross_modality_modalities:
             continue
+        rows = registry.table_rows("cross_modality", modality)
         if modality == "video" and ctx.cfg.experiment.section47_rows:
-            rows = {**rows, **SECTION47_VIDEO_ROWS}
+            rows += registry.table_rows("section47", modality)
         metrics[modality] = {}
-        for row, feat in rows.items():
+        for feat in rows:
             r = ctx.train_test(feat, feat)
-            metrics[modality][row] = r["accuracy"]
-            artifacts[f"{modality}/{row}"] = {"confusion": r["confusion"], "labels": r["labels"], "C": r["C"]}
+            metrics[modality][feat] = r["accuracy"]
+            artifacts[f"{modality}/{feat}"] = {"confusion": r["confusion"], "labels": r["labels"], "C": r["C"]}
     return metrics, artifacts
-
-
-FUSION_ROWS = {
-    "audio_rbm": ["rbm_audio"],
-    "video_rbm": ["rbm_video"],
-    "video_only_dae": ["dae_video"],
-    "bimodal_dae": ["bimodal_both"],
-    "bimodal_dbn": ["bdbn_both"],
-    "bimodal_dae+audio_rbm": ["bimodal_both", "rbm_audio"],
-    "video_only_dae+audio_rbm": ["dae_video", "rbm_audio"],
-}
 
 
 def fusion(ctx: FoldContext):
     """Multimodal fusion, classifier trained on clean features, tested on clean and noisy audio.
 
-    Video features are not affected by audio noise. Rows whose models are not trained in this
-    config (e.g. the video-only autoencoder without cross-modality) are left out, and so are the
-    noisy conditions when the corpus has no waveforms to add noise to (precomputed audio features,
-    e.g. AVLetters' MFCCs: ``FoldData.noise_skipped`` says why).
+    Rows: :func:`experiments.pipeline.fusion_rows` (a row concatenating features is named
+    ``a+b``). Video features are not affected by audio noise. The noisy conditions are left out
+    when the corpus has no waveforms to add noise to (precomputed audio features, e.g.
+    AVLetters' MFCCs: ``FoldData.noise_skipped`` says why).
     """
-    have = set(ctx.models)
-    rows = {k: v for k, v in FUSION_ROWS.items() if "dae_video" not in v or "video_dae" in have}
     m = ctx.cfg.data.labels
     mtr, mte = ctx.task_mask("train", m), ctx.task_mask("test", m)
     ytr, yte, groups = ctx.labels("train")[mtr], ctx.labels("test")[mte], ctx.cv_groups("train")[mtr]
     metrics, artifacts = {}, {}
-    for row, names in rows.items():
+    for row, names in fusion_rows(ctx.cfg).items():
         Xtr = np.concatenate([ctx.features(n, "train") for n in names], axis=1)[mtr]
         # one classifier per row, tested at every noise level
         conditions = [("clean", None)] + [(f"{snr:g}dB", snr) for snr in ctx.cfg.eval.snr_db
@@ -171,8 +148,8 @@ def shared_representation(ctx: FoldContext):
     """Train the classifier on one modality's shared codes, test on the other's ("hearing to see")."""
     metrics = {"audio->video": {}, "video->audio": {}}
     for direction, (src, dst) in {"audio->video": ("audio", "video"), "video->audio": ("video", "audio")}.items():
-        metrics[direction]["bimodal_dae"] = ctx.train_test(f"bimodal_{src}", f"bimodal_{dst}")["accuracy"]
-    for name, (fa, fv) in {"raw_cca": ("raw_audio", "raw_video"), "rbm_cca": ("rbm_audio", "rbm_video")}.items():
+        metrics[direction]["bimodal_dae"] = ctx.train_test(f"bimodal_dae.{src}", f"bimodal_dae.{dst}")["accuracy"]
+    for name, (fa, fv) in registry.CCA_BASELINES.items():
         za_tr, zv_tr, za_te, zv_te = _cca_views(ctx, fa, fv)
         m = ctx.cfg.data.labels
         mtr, mte = ctx.task_mask("train", m), ctx.task_mask("test", m)
@@ -216,9 +193,9 @@ def matching(ctx: FoldContext):
     mte = ctx.task_mask("test")
     labels = np.unique(ctx.labels("test")[mte], return_inverse=True)[1]  # word ids: same-word candidates
     sim = ctx.cfg.eval.matching_similarity
-    out = {"bimodal_dae": cross_modal_matching(ctx.features("bimodal_audio", "test")[mte],
-                                               ctx.features("bimodal_video", "test")[mte], labels, metric=sim)}
-    for name, (fa, fv) in {"raw_cca": ("raw_audio", "raw_video"), "rbm_cca": ("rbm_audio", "rbm_video")}.items():
+    out = {"bimodal_dae": cross_modal_matching(ctx.features("bimodal_dae.audio", "test")[mte],
+                                               ctx.features("bimodal_dae.video", "test")[mte], labels, metric=sim)}
+    for name, (fa, fv) in registry.CCA_BASELINES.items():
         _, _, za_te, zv_te = _cca_views(ctx, fa, fv)
         out[name] = cross_modal_matching(za_te[mte], zv_te[mte], labels, metric=sim)
     out["chance_top1"] = 1.0 / int(mte.sum())
@@ -231,9 +208,9 @@ def mcgurk(ctx: FoldContext):
     if not {"ga", "ba", "da"} <= set(labels):
         raise ValueError(f"the McGurk setting needs data.mcgurk_labels to hold ga, ba and da, got {labels}")
     mtr, mte = ctx.task_mask("train", labels), ctx.task_mask("test", labels)
-    Xtr = ctx.features("bimodal_both", "train")[mtr]
+    Xtr = ctx.features("bimodal_dae.both", "train")[mtr]
     ytr = ctx.labels("train")[mtr]
-    r = ctx.classify(Xtr, ytr, ctx.cv_groups("train")[mtr], ctx.features("bimodal_both", "test")[mte],
+    r = ctx.classify(Xtr, ytr, ctx.cv_groups("train")[mtr], ctx.features("bimodal_dae.both", "test")[mte],
                      ctx.labels("test")[mte])
     predict = r["predict"]
     rows = {}
@@ -245,7 +222,7 @@ def mcgurk(ctx: FoldContext):
     stimuli = _dubbed(ctx.fold.test_utts, video_label="ga", audio_label="ba")
     if stimuli:
         ds = ctx.fold.prep.transform(stimuli, progress=False)
-        codes = window_codes(ctx.models, ds, ["bimodal_both"])["bimodal_both"]
+        codes = window_codes(ctx.models, ds, ["bimodal_dae.both"])["bimodal_dae.both"]
         rows["ga/ba"] = _distribution(predict(utterance_features(codes, ds, ctx.cfg.eval.slices)), labels)
     return {"congruent_accuracy": r["accuracy"], "predictions": rows}, {"n_dubbed": len(stimuli)}
 

@@ -28,16 +28,15 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from bimodal.classifiers import StandardizedClassifier
-from bimodal.config import Config, with_overrides
 from bimodal.device import resolve_device
 from bimodal.errors import ConfigError
 from bimodal.io import atomic_write_text
 
-from . import pipeline
+from . import pipeline, registry
+from .config import Config, with_overrides
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +53,7 @@ def inner_splits(cfg: Config, utts: list, seed: int) -> list[tuple[np.ndarray, n
     ``eval.cv_folds`` groups of training speakers). With ``split = "folds"`` every speaker is tested
     in some fold, so tuning on one fold's training speakers would tune on another fold's test set.
     """
-    from bimodal.evaluation import speaker_folds
+    from bimodal.folds import speaker_folds
 
     split = check_tunable(cfg)
     train_idx, _ = pipeline.speaker_splits(utts, cfg, seed)[0]
@@ -99,16 +98,16 @@ def candidate_score(cfg: Config, folds: list, stage: str, seed: int, device) -> 
         dbn = pipeline.build_bimodal_dbn(cfg, Xa.shape[1], Xv.shape[1], seed, device)
         p = cfg.pretrain
         if stage == "rbm":
-            rbm = pipeline.first_rbm(dbn, "video").fit(Xv, epochs=p.epochs, batch_size=p.batch_size)
-            encode = rbm.transform
+            registry.first_rbm(dbn, "video").fit(Xv, epochs=p.epochs, batch_size=p.batch_size)
+            models, feature = {"bimodal_dbn": dbn}, "rbm.video"
         else:
             dbn.fit(audio=Xa, video=Xv, epochs=p.epochs, batch_size=p.batch_size)
-            dae = pipeline.autoencoder(cfg, dbn, Xa.shape[1], Xv.shape[1], seed, device, ("video",)).fit(
+            dae = pipeline.autoencoder(cfg, dbn, Xa.shape[1], Xv.shape[1], seed, device,
+                                       registry.MODELS["video_dae"].inputs).fit(
                 audio=Xa, video=Xv, seed=seed, **pipeline.finetune_kwargs(cfg))
-            encode = lambda X: dae.encode(video=X)  # noqa: E731
-        with torch.no_grad():
-            feats = tuple(pipeline.utterance_features(encode(ds.video), ds, cfg.eval.slices)
-                          for ds in (fold.train, fold.test))
+            models, feature = {"bimodal_dbn": dbn, "video_dae": dae}, "video_dae.video"
+        feats = tuple(pipeline.utterance_features(pipeline.window_codes(models, ds, [feature])[feature], ds,
+                                                  cfg.eval.slices) for ds in (fold.train, fold.test))
         labels = tuple(pipeline.label_strings(ds) for ds in (fold.train, fold.test))
         per_split.append(held_out_scores(cfg, feats, labels, seed, device))
     return {k: float(np.mean([s[k] for s in per_split])) for k in per_split[0]}

@@ -198,7 +198,7 @@ def test_shared_avletters(avletters_root):
 
 
 def test_load_utterances_for_an_avletters_config(tmp_path):
-    from bimodal.config import config_from_dict
+    from experiments.config import config_from_dict
     from bimodal.errors import ConfigError
     from experiments.pipeline import load_utterances, speaker_splits
 

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from bimodal.config import apply_override, config_from_dict, load_config, with_overrides
 from bimodal.errors import ConfigError, DataError
+from experiments.config import PretrainConfig, apply_override, config_from_dict, load_config, tomllib, with_overrides
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "experiments" / "configs").glob("*.toml"))
 
@@ -36,7 +36,7 @@ def test_wrong_types_and_choices():
 def test_ints_accepted_as_floats_and_defaults_kept():
     cfg = config_from_dict({"finetune": {"lr": 1}, "pretrain": {"epochs": 3}})
     assert cfg.finetune.lr == 1.0 and isinstance(cfg.finetune.lr, float)
-    assert cfg.pretrain.epochs == 3 and cfg.pretrain.batch_size == 100
+    assert cfg.pretrain.epochs == 3 and cfg.pretrain.batch_size == PretrainConfig().batch_size
 
 
 def test_overrides():
@@ -79,7 +79,7 @@ def test_shipped_configs_are_valid(path):
 ])
 def test_bad_numbers_fail_when_the_config_is_loaded(override, message):
     """Before any preprocessing or training: the whole config is checked at load time."""
-    from bimodal.config import load_config
+    from experiments.config import load_config
     from bimodal.cli import CONFIG_DIR
 
     with pytest.raises(ConfigError, match=message):
@@ -91,3 +91,54 @@ def test_extract_names_a_missing_model_file(tmp_path):
 
     with pytest.raises(DataError, match=r"nonexistent\.pt.*model file not found"):
         extract_features(tmp_path / "nonexistent.pt", tmp_path, tmp_path / "f.npz")
+
+
+def test_a_config_starts_from_its_base(tmp_path):
+    (tmp_path / "parent.toml").write_text('[experiment]\nname = "parent"\nseeds = [4]\n[model]\nshared = 40\n'
+                                          'audio_hidden = [30, 20]\n[data.prep]\naudio_pca = 12\n')
+    (tmp_path / "child.toml").write_text('base = "parent.toml"\n[model]\naudio_hidden = [8]\n[data.prep]\n'
+                                         'video_pca = 6\n')
+    cfg = load_config(tmp_path / "child.toml")
+    # tables merge key by key; a list replaces the base's list; the name is the file's own
+    assert cfg.model.shared == 40 and cfg.model.audio_hidden == [8] and cfg.experiment.seeds == [4]
+    assert cfg.data.prep == {"audio_pca": 12, "video_pca": 6} and cfg.experiment.name == "child"
+    # dataclass defaults below both
+    assert cfg.model.video_hidden == config_from_dict({}).model.video_hidden
+    (tmp_path / "loop.toml").write_text('base = "loop2.toml"\n')
+    (tmp_path / "loop2.toml").write_text('base = "loop.toml"\n')
+    with pytest.raises(ConfigError, match="'base' chain loops"):
+        load_config(tmp_path / "loop.toml")
+    (tmp_path / "orphan.toml").write_text('base = "missing.toml"\n')
+    with pytest.raises(ConfigError, match=r"missing\.toml: config file not found \(the base of"):
+        load_config(tmp_path / "orphan.toml")
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_shipped_configs_state_only_what_differs(path):
+    """A value lives in one place: no shipped config sets a key to the value it would get anyway
+    (from the dataclass defaults, PrepConfig's defaults, or its base file)."""
+    import dataclasses
+
+    from data_prep.dataset import PrepConfig
+    from experiments.config import read_config_tables
+
+    own = tomllib.loads(path.read_text())
+    base = read_config_tables(path.parent / own["base"]) if "base" in own else {}
+    inherited = config_from_dict({k: v for k, v in base.items() if k != "ablation"}).to_dict()
+    prep_defaults = dataclasses.asdict(PrepConfig())
+    repeated = []
+    for section, table in own.items():
+        if not isinstance(table, dict):
+            continue
+        for key, value in table.items():
+            if section == "data" and key == "prep":
+                below = {**prep_defaults, **inherited["data"]["prep"]}
+                repeated += [f"data.prep.{k}" for k, v in value.items() if k in below and _same(v, below[k])]
+            elif _same(value, inherited[section][key]):
+                repeated.append(f"{section}.{key}")
+    assert repeated == []
+
+
+def _same(a, b) -> bool:
+    as_list = (lambda x: list(x) if isinstance(x, (list, tuple)) else x)
+    return as_list(a) == as_list(b)

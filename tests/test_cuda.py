@@ -105,7 +105,7 @@ def test_experiment_features_on_device_match_cpu():
     for dev in ("cpu", DEVICE):
         models = {"bimodal_dbn": BimodalDBN([10, 8], [6, 8], 5, device=dev, seed=0),
                   "bimodal_dae": BimodalAutoencoder.random_init([10, 8], [6, 8], 5, device=dev, seed=0)}
-        codes = pipeline.window_codes(models, ds, ["bimodal_both", "bdbn_both"])
+        codes = pipeline.window_codes(models, ds, ["bimodal_dae.both", "bimodal_dbn.both"])
         assert all(c.device.type == torch.device(dev).type for c in codes.values())
         feats[dev] = {k: pipeline.utterance_features(c, ds, (1, 3)) for k, c in codes.items()}
     for k in feats["cpu"]:

@@ -5,7 +5,8 @@ import torch
 import bimodal.evaluation as ev
 from bimodal.errors import ConfigError, DataError
 from bimodal.evaluation import (CCAProjector, cca_codes, confusion_matrix, cross_modal_matching, cross_validate,
-                                evaluate_features, shared_representation_eval, speaker_folds, summarise)
+                                evaluate_features, shared_representation_eval, summarise)
+from bimodal.folds import speaker_folds
 
 
 def _speakers(n_spk=7, per=5):

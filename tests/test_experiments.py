@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bimodal.config import config_from_dict
-from bimodal.errors import ConfigError
+from bimodal.errors import ConfigError, DataError
 from experiments import claims, pipeline
+from experiments.config import config_from_dict
 from helpers import nest_metrics
 
 TINY = {
@@ -49,8 +49,8 @@ def test_end_to_end_writes_every_setting(tiny_run):
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["summary"] == results["summary"]
     s = results["summary"]
-    for key in ("cross_modality/video/bimodal_dae", "cross_modality/audio/raw", "fusion/clean/bimodal_dae",
-                "fusion/0dB/audio_rbm", "shared_representation/audio->video/rbm_cca",
+    for key in ("cross_modality/video/bimodal_dae.video", "cross_modality/audio/raw.audio", "fusion/clean/bimodal_dae.both",
+                "fusion/0dB/rbm.audio", "shared_representation/audio->video/rbm_cca",
                 "mcgurk/predictions/ga/ba/da", "matching/bimodal_dae/mrr"):
         assert key in s, key
         assert 0.0 <= s[key]["mean"] <= 1.0 and s[key]["n"] == 2
@@ -79,7 +79,7 @@ def test_end_to_end_writes_every_setting(tiny_run):
 def test_clean_audio_classification_beats_chance(tiny_run):
     # synthetic digits are easy from clean audio: the raw-feature classifier must beat 1/3 clearly
     _, _, results = tiny_run
-    assert results["summary"]["cross_modality/audio/raw"]["mean"] > 0.6
+    assert results["summary"]["cross_modality/audio/raw.audio"]["mean"] > 0.6
 
 
 def test_resume_reuses_finished_folds(tiny_run, monkeypatch):
@@ -96,18 +96,37 @@ def test_resume_reuses_finished_folds(tiny_run, monkeypatch):
 
 
 def test_extract_features(tiny_run, tmp_path):
-    from experiments.extract import extract_features
+    from data_prep.dataset import Preprocessor
+    from data_prep.readers import read_folder
+    from experiments.extract import extract_features, load_model
 
     cfg, out, results = tiny_run
     path = extract_features(out / "checkpoints" / "seed0_fold0" / "bimodal_dae.pt", cfg.data.root,
-                            tmp_path / "feats.npz", layer="shared", slices=(1, 3), progress=False, device="cpu")
+                            tmp_path / "feats.npz", feature="bimodal_dae.both", slices=(1, 3), progress=False,
+                            device="cpu")
     z = np.load(path, allow_pickle=False)
     n = len(z["labels"])
     assert z["features"].shape == (n, 24 * 4) and np.isfinite(z["features"]).all()
     assert set(z["labels"]) >= {"0", "1", "2"} and len(set(z["utterance_ids"])) == n
-    with pytest.raises(ConfigError, match="--layer"):
-        extract_features(out / "checkpoints" / "seed0_fold0" / "bimodal_dae.pt", cfg.data.root,
-                         tmp_path / "f2.npz", layer="middle", progress=False, device="cpu")
+    with pytest.raises(ConfigError, match="unknown feature 'bimodal_dae.middle'.*bimodal_dae.video"):
+        extract_features(out / "checkpoints" / "seed0_fold0", cfg.data.root, tmp_path / "f2.npz",
+                         feature="bimodal_dae.middle", progress=False, device="cpu")
+    # the feature's checkpoint, not another one
+    with pytest.raises(DataError, match="video_dae.pt, not bimodal_dae.pt"):
+        extract_features(out / "checkpoints" / "seed0_fold0" / "bimodal_dae.pt", cfg.data.root, tmp_path / "f3.npz",
+                         feature="video_dae.video", progress=False, device="cpu")
+    # one name across the pipeline and extract: the run's checkpoint folder + a feature name give the
+    # pipeline's own utterance features of that feature
+    ckpt = out / "checkpoints" / "seed0_fold0"
+    models = {n: load_model(ckpt / f"{n}.pt", device="cpu") for n in ("bimodal_dbn", "video_dae")}
+    prep = Preprocessor.load(ckpt / "preprocessor.npz", device="cpu")
+    ds = prep.transform(read_folder(cfg.data.root, progress=False), progress=False)
+    for name in ("rbm.video", "video_dae.video", "bimodal_dbn.video"):
+        z = np.load(extract_features(ckpt, cfg.data.root, tmp_path / f"{name}.npz", feature=name, progress=False,
+                                     device="cpu"))
+        ref = pipeline.utterance_features(pipeline.window_codes(models, ds, [name])[name], ds, (1, 3))
+        np.testing.assert_array_equal(z["features"], ref)
+        assert str(z["feature"]) == name
 
 
 def test_same_config_same_numbers_on_cpu(tiny_run, tmp_path):
@@ -156,7 +175,7 @@ def test_claims_verdicts_from_paired_runs():
 
     per_run = []
     for i in range(5):
-        per_run.append({"fusion/0dB/audio_rbm": 0.5 + 0.01 * i, "fusion/0dB/bimodal_dae": 0.6 + 0.012 * i,
+        per_run.append({"fusion/0dB/rbm.audio": 0.5 + 0.01 * i, "fusion/0dB/bimodal_dae.both": 0.6 + 0.012 * i,
                         "shared_representation/chance": 0.1,
                         "shared_representation/audio->video/bimodal_dae": 0.3,
                         "shared_representation/video->audio/bimodal_dae": 0.15 - 0.01 * (i % 2)})
@@ -197,7 +216,7 @@ def test_missing_labels_and_root_errors(tmp_path):
 
 
 def test_ablation_writes_one_table(tiny_run, tmp_path):
-    from bimodal.config import AblationVariant
+    from experiments.config import AblationVariant
     from experiments.runner import run_ablation
 
     cfg, _, _ = tiny_run
@@ -205,12 +224,12 @@ def test_ablation_writes_one_table(tiny_run, tmp_path):
     cfg.ablation = [AblationVariant(name="no-augmentation", set={"finetune.fractions": [0.0, 0.0, 1.0]})]
     ab = run_ablation(cfg, tmp_path, device="cpu", progress=False)
     assert set(ab["variants"]) == {"base", "no-augmentation"}
-    base = ab["variants"]["base"]["summary"]["cross_modality/video/bimodal_dae"]["mean"]
+    base = ab["variants"]["base"]["summary"]["cross_modality/video/bimodal_dae.video"]["mean"]
     table = (tmp_path / "ablation.md").read_text()
     assert "no-augmentation" in table and f"{100 * base:.1f}" in table
     # the variant really changed the fine-tuning: its augmented model is the base's unaugmented one
-    noaug = ab["variants"]["no-augmentation"]["summary"]["cross_modality/video/bimodal_dae"]["mean"]
-    assert noaug == ab["variants"]["base"]["summary"]["cross_modality/video/bimodal_dae_no_augmentation"]["mean"]
+    noaug = ab["variants"]["no-augmentation"]["summary"]["cross_modality/video/bimodal_dae.video"]["mean"]
+    assert noaug == ab["variants"]["base"]["summary"]["cross_modality/video/bimodal_dae_noaug.video"]["mean"]
     assert json.loads((tmp_path / "ablation.json").read_text())["variants"]["no-augmentation"]["set"] == {
         "finetune.fractions": [0.0, 0.0, 1.0]}
 
@@ -221,9 +240,8 @@ def test_extract_parquet(tiny_run, tmp_path):
     from experiments.extract import extract_features
 
     cfg, out, _ = tiny_run
-    path = extract_features(out / "checkpoints" / "seed0_fold1" / "bimodal_dae.pt", cfg.data.root,
-                            tmp_path / "feats.parquet", slices=(1,), modalities=("video",), progress=False,
-                            device="cpu")
+    path = extract_features(out / "checkpoints" / "seed0_fold1", cfg.data.root, tmp_path / "feats.parquet",
+                            feature="bimodal_dae.video", slices=(1,), progress=False, device="cpu")
     df = pd.read_parquet(path)
     assert list(df.columns[:3]) == ["utterance_id", "speaker", "label"] and df.shape[1] == 3 + 24
     assert df["utterance_id"].is_unique and set(df["label"]) >= {"0", "1", "2"}
@@ -243,7 +261,7 @@ def test_second_run_reuses_cached_frames(tiny_run, tmp_path, monkeypatch):
     monkeypatch.setattr(Preprocessor, "_frames", no_recompute)
     c2 = tiny_config(cfg.data.root, experiment={"settings": ["cross_modality", "fusion", "mcgurk"]})
     again = run_experiment(c2, tmp_path, device="cpu", progress=False, write_report=False)
-    for k in ("cross_modality/video/bimodal_dae", "fusion/0dB/bimodal_dae", "mcgurk/predictions/ga/ba/ga"):
+    for k in ("cross_modality/video/bimodal_dae.video", "fusion/0dB/bimodal_dae.both", "mcgurk/predictions/ga/ba/ga"):
         assert again["summary"][k] == results["summary"][k], k
 
 
@@ -283,7 +301,7 @@ def test_section47_rows_are_trained_and_reported(tmp_path):
                       eval={"cross_modality_modalities": ["video"]})
     results = run_experiment(cfg, tmp_path / "run", device="cpu", progress=False)
     s = results["summary"]
-    for row in ("shallow_video_only_ae", "video_only_dae_no_audio_reconstruction", "bimodal_dbn", "video_only_dae"):
+    for row in ("video_shallow_ae.video", "video_dae_no_audio.video", "bimodal_dbn.video", "video_dae.video"):
         assert 0.0 <= s[f"cross_modality/video/{row}"]["mean"] <= 1.0, row
     ckpts = {p.name for p in (tmp_path / "run").rglob("*.pt")}
     assert {"video_shallow_ae.pt", "video_dae_no_audio.pt"} <= ckpts

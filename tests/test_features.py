@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from bimodal.errors import ConfigError, DataError, ShapeError
-from bimodal.features import pool_slices, utterance_features, window_ranks
+from bimodal.features import pool_slices, window_ranks
 
 
 def _codes(n, h=2):
@@ -90,24 +90,3 @@ def test_bad_inputs():
     bad[1, 0] = np.nan
     with pytest.raises(DataError):
         pool_slices(bad, np.array([0, 0, 1, 1]), 2)
-
-
-class _DS:
-    def __init__(self):
-        rng = np.random.default_rng(0)
-        self.audio = rng.normal(size=(10, 3)).astype(np.float32)
-        self.video = rng.normal(size=(10, 2)).astype(np.float32)
-        self.utt = np.repeat([0, 1, 2], [3, 3, 4])
-        self.labels = np.array([1, 0, 1])
-
-
-def test_utterance_features_encodes_in_batches_and_pools():
-    ds = _DS()
-
-    def enc(audio, video):
-        return torch.cat([audio, 2 * video], 1)
-
-    F, labels = utterance_features(enc, ds, slices=(1,), batch_size=4, device="cpu")
-    ref = pool_slices(np.concatenate([ds.audio, 2 * ds.video], 1), ds.utt, 3, slices=(1,))
-    np.testing.assert_allclose(F.numpy(), ref, rtol=1e-6)
-    assert labels.tolist() == [1, 0, 1]

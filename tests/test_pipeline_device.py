@@ -11,7 +11,7 @@ from data_prep.dataset import AVDataset
 from experiments import pipeline
 from helpers import count_syncs
 
-NAMES = ["raw_audio", "rbm_video", "bimodal_both", "bimodal_video", "bdbn_both"]
+NAMES = ["raw.audio", "rbm.video", "bimodal_dae.both", "bimodal_dae.video", "bimodal_dbn.both", "bimodal_dbn.video"]
 
 
 def _dataset(n_utt=12, seed=0):
@@ -35,9 +35,10 @@ def test_device_features_equal_the_host_path(models):
     ds = _dataset()
     codes = pipeline.window_codes(models, ds, NAMES)
     dae, dbn = models["bimodal_dae"], models["bimodal_dbn"]
-    host = {"raw_audio": ds.audio, "rbm_video": pipeline.first_rbm(dbn, "video").transform(ds.video),
-            "bimodal_both": dae.encode(audio=ds.audio, video=ds.video), "bimodal_video": dae.encode(video=ds.video),
-            "bdbn_both": dbn.transform(audio=ds.audio, video=ds.video)}
+    host = {"raw.audio": ds.audio, "rbm.video": dbn.video.layers[0].transform(ds.video),
+            "bimodal_dae.both": dae.encode(audio=ds.audio, video=ds.video), "bimodal_dae.video": dae.encode(video=ds.video),
+            "bimodal_dbn.both": dbn.transform(audio=ds.audio, video=ds.video),
+            "bimodal_dbn.video": dbn.transform(audio=np.zeros_like(ds.audio), video=ds.video)}
     for name in NAMES:
         assert isinstance(codes[name], torch.Tensor) and codes[name].device.type == "cpu"
         feats = pipeline.utterance_features(codes[name], ds, (1, 3))

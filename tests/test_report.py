@@ -17,25 +17,25 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 # flattened metric key -> (mean, std) over the two runs
 PLANTED = {
-    "cross_modality/video/raw": (0.30, 0.01),
-    "cross_modality/video/rbm": (0.35, 0.02),
-    "cross_modality/video/video_only_dae": (0.40, 0.03),
-    "cross_modality/video/bimodal_dae": (0.424, 0.013),  # claim 2: augmented < no augmentation -> NOT HELD
-    "cross_modality/video/bimodal_dae_no_augmentation": (0.45, 0.01),
-    "cross_modality/audio/raw": (0.80, 0.01),
-    "cross_modality/audio/bimodal_dae": (0.85, 0.01),
-    "fusion/clean/audio_rbm": (0.90, 0.01),
-    "fusion/clean/bimodal_dae": (0.88, 0.02),
-    "fusion/clean/bimodal_dae+audio_rbm": (0.92, 0.01),
-    "fusion/10dB/audio_rbm": (0.80, 0.02),
-    "fusion/10dB/bimodal_dae": (0.82, 0.02),
-    "fusion/10dB/bimodal_dae+audio_rbm": (0.86, 0.02),
-    "fusion/0dB/audio_rbm": (0.50, 0.04),  # claim 1: bimodal at 0 dB beats audio -> HELD
-    "fusion/0dB/bimodal_dae": (0.61, 0.03),
-    "fusion/0dB/bimodal_dae+audio_rbm": (0.66, 0.02),
-    "fusion/-10dB/audio_rbm": (0.20, 0.02),
-    "fusion/-10dB/bimodal_dae": (0.45, 0.03),
-    "fusion/-10dB/bimodal_dae+audio_rbm": (0.47, 0.03),
+    "cross_modality/video/raw.video": (0.30, 0.01),
+    "cross_modality/video/rbm.video": (0.35, 0.02),
+    "cross_modality/video/video_dae.video": (0.40, 0.03),
+    "cross_modality/video/bimodal_dae.video": (0.424, 0.013),  # claim 2: augmented < no augmentation -> NOT HELD
+    "cross_modality/video/bimodal_dae_noaug.video": (0.45, 0.01),
+    "cross_modality/audio/raw.audio": (0.80, 0.01),
+    "cross_modality/audio/bimodal_dae.audio": (0.85, 0.01),
+    "fusion/clean/rbm.audio": (0.90, 0.01),
+    "fusion/clean/bimodal_dae.both": (0.88, 0.02),
+    "fusion/clean/bimodal_dae.both+rbm.audio": (0.92, 0.01),
+    "fusion/10dB/rbm.audio": (0.80, 0.02),
+    "fusion/10dB/bimodal_dae.both": (0.82, 0.02),
+    "fusion/10dB/bimodal_dae.both+rbm.audio": (0.86, 0.02),
+    "fusion/0dB/rbm.audio": (0.50, 0.04),  # claim 1: bimodal at 0 dB beats audio -> HELD
+    "fusion/0dB/bimodal_dae.both": (0.61, 0.03),
+    "fusion/0dB/bimodal_dae.both+rbm.audio": (0.66, 0.02),
+    "fusion/-10dB/rbm.audio": (0.20, 0.02),
+    "fusion/-10dB/bimodal_dae.both": (0.45, 0.03),
+    "fusion/-10dB/bimodal_dae.both+rbm.audio": (0.47, 0.03),
     "shared_representation/audio->video/bimodal_dae": (0.33, 0.02),
     "shared_representation/audio->video/raw_cca": (0.21, 0.02),
     "shared_representation/audio->video/rbm_cca": (0.25, 0.02),
@@ -72,8 +72,8 @@ def _artifacts(seed: int) -> dict:
     rng = np.random.default_rng(seed)
     conf = (np.eye(4, dtype=np.int64) * 5 + rng.integers(0, 2, (4, 4))).tolist()
     return {
-        "fusion": {"clean/bimodal_dae": {"confusion": np.asarray(conf)}, "clean/audio_rbm": {"confusion": conf}},
-        "cross_modality": {"video/bimodal_dae": {"confusion": conf, "C": 1.0}},
+        "fusion": {"clean/bimodal_dae.both": {"confusion": np.asarray(conf)}, "clean/rbm.audio": {"confusion": conf}},
+        "cross_modality": {"video/bimodal_dae.video": {"confusion": conf, "C": 1.0}},
         "histories": {"audio_rbm": [1.0, 0.5, 0.3, 0.25], "bimodal_dae": [2.0, 1.1, 0.9, 0.8]},
         "mouth_from_audio": {"true": rng.uniform(0, 255, (3, 12, 16)).round(1).tolist(),
                              "from_audio": rng.uniform(0, 255, (3, 12, 16)).round(1).tolist()},
@@ -179,17 +179,19 @@ def test_mcgurk_table_has_planted_shares_and_paper_numbers(written):
 def test_paper_number_stands_beside_ours_with_its_dataset(written):
     text = written[2]
     video = text[text.index("### Video only"): text.index("### Audio only")]
-    header = _table_row(video, "features")
-    assert header[3:] == ["paper, AVLetters (%)", "paper, CUAVE (%)"]
-    assert _table_row(video, "`bimodal_dae`")[1:] == ["42.4 ± 2.6", "4", "59.2", "66.7 (quoted)"]
-    assert _table_row(video, "`rbm`")[3] == "54.2 ± 3.3"  # '+-' rendered as ±
+    header = _table_row(video, "feature")
+    assert header[4:] == ["paper, AVLetters (%)", "paper, CUAVE (%)"]
+    # each row is named by its registry feature and says what that is
+    assert _table_row(video, "`bimodal_dae.video`")[1:] == ["bimodal deep autoencoder, video in", "42.4 ± 2.6", "4",
+                                                            "59.2", "66.7 (quoted)"]
+    assert _table_row(video, "`rbm.video`")[4] == "54.2 ± 3.3"  # '+-' rendered as ±
 
     fusion = _section(text, "Multimodal fusion")
     assert "speech-active part of each utterance: 20 ms frames whose energy is within 35 dB" in fusion
     header = _table_row(fusion, "features")
-    assert header[1:5] == ["clean (%)", "10 dB (%)", "0 dB (%)", "-10 dB (%)"]  # clean, then SNR high to low
+    assert header[2:6] == ["clean (%)", "10 dB (%)", "0 dB (%)", "-10 dB (%)"]  # clean, then SNR high to low
     assert header[-2:] == ["paper clean (CUAVE) (%)", "paper 0 dB (CUAVE) (%)"]
-    assert _table_row(fusion, "`bimodal_dae+audio_rbm`")[1:] == [
+    assert _table_row(fusion, "`bimodal_dae.both+rbm.audio`")[2:] == [
         "92.0 ± 2.0", "86.0 ± 4.0", "66.0 ± 4.0", "47.0 ± 6.0", "4", "94.4 (quoted)", "82.2 (quoted)"]
 
     shared = _section(text, "Shared representation")
@@ -210,8 +212,8 @@ def test_claims_are_marked_held_and_not_held(written):
     assert by_claim["Bimodal features beat audio alone under 0 dB white noise"] == "HELD"
     assert by_claim["Pretraining with augmentation beats no augmentation for video-only input"] == "NOT HELD"
     assert by_claim["Visual /ga/ with audio /ba/ shifts predictions toward /da/"] == "HELD"
-    assert "audio_rbm = 50.0 %" in text and "no_augmentation = 45.0 %" in text
-    # the paired test behind claim 1: per-run differences 0.18, 0.14, 0.18, 0.14 (bimodal_dae+audio_rbm - audio_rbm)
+    assert "rbm.audio = 50.0 %" in text and "no_augmentation = 45.0 %" in text
+    # the paired test behind claim 1: per-run differences 0.18, 0.14, 0.18, 0.14 (bimodal_dae.both+rbm.audio - rbm.audio)
     assert ("test: n = 4 paired runs, mean difference = +16.0 points, SE = 1.2, 95 % CI [+12.3, +19.7], "
             "sign test p = 0.125 (4 up, 0 down)") in text
 
@@ -219,9 +221,9 @@ def test_claims_are_marked_held_and_not_held(written):
 def test_a_claim_whose_runs_overlap_is_inconclusive(tmp_path):
     """bimodal 0 dB rows beat audio by +5 points in two runs and lose by 3 in the other two."""
     planted = {k: v for k, v in PLANTED.items() if k.startswith("fusion/")}
-    planted["fusion/0dB/audio_rbm"] = (0.50, 0.0)
-    planted["fusion/0dB/bimodal_dae"] = (0.51, 0.04)  # runs: 0.47, 0.55, 0.47, 0.55
-    planted["fusion/0dB/bimodal_dae+audio_rbm"] = (0.40, 0.0)
+    planted["fusion/0dB/rbm.audio"] = (0.50, 0.0)
+    planted["fusion/0dB/bimodal_dae.both"] = (0.51, 0.04)  # runs: 0.47, 0.55, 0.47, 0.55
+    planted["fusion/0dB/bimodal_dae.both+rbm.audio"] = (0.40, 0.0)
     results = _results(planted, with_artifacts=False)
     claim = results["claims"][0]
     assert claim["verdict"] == "INCONCLUSIVE" and claim["held"] is None
@@ -272,7 +274,7 @@ def test_results_survive_a_json_round_trip(tmp_path):
 
 def test_ablation_table_lists_variants_settings_and_planted_values(tmp_path):
     base = _results()
-    other = dict(PLANTED, **{"fusion/0dB/bimodal_dae": (0.372, 0.05)})
+    other = dict(PLANTED, **{"fusion/0dB/bimodal_dae.both": (0.372, 0.05)})
     ablation = {"experiment": "unit", "variants": {
         "base": {"set": {}, "summary": base["summary"], "timings": {"total": 12.0}},
         "no_augmentation": {"set": {"finetune.fractions": [0, 0, 1]}, "summary": _summary(_runs(other), other),
@@ -281,9 +283,9 @@ def test_ablation_table_lists_variants_settings_and_planted_values(tmp_path):
     path = write_ablation_table(ablation, tmp_path / "ablation.md")
     text = path.read_text()
     header = _table_row(text, "variant")
-    assert "`fusion/0dB/bimodal_dae`" in header and "`mcgurk/predictions/ga/ba/da`" in header
+    assert "`fusion/0dB/bimodal_dae.both`" in header and "`mcgurk/predictions/ga/ba/da`" in header
     assert "`matching/bimodal_dae/top1_all`" not in header  # absent metrics get no column
-    col = header.index("`fusion/0dB/bimodal_dae`")
+    col = header.index("`fusion/0dB/bimodal_dae.both`")
     base_row, var_row = _table_row(text, "**base**"), _table_row(text, "**no_augmentation**")
     assert base_row[1] == "(base config)" and base_row[col] == "61.0 ± 3.0"
     assert var_row[1] == "`finetune.fractions` = [0, 0, 1]" and var_row[col] == "37.2 ± 5.0"

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from bimodal.config import config_from_dict
+from experiments.config import config_from_dict
 from bimodal.errors import ConfigError
 from data_prep.readers import Utterance
 from experiments import pipeline
