@@ -25,7 +25,7 @@ from .dbn import DBN, BimodalDBN
 from .device import as_tensor, check_paired_rows, make_generator, resolve_device, restore_type
 from .errors import ConfigError, ShapeError, TrainingDivergedError
 from .fast import autocast, check_fast_options, fast_math, maybe_compile
-from .rbm import Persistable
+from .persist import Persistable
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,8 @@ from torch import nn
 
 from .device import as_tensor, check_paired_rows, resolve_device, restore_type
 from .errors import ConfigError, ShapeError
-from .rbm import RBM, Persistable
+from .persist import Persistable
+from .rbm import RBM
 
 log = logging.getLogger(__name__)
 

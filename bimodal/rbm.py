@@ -19,7 +19,6 @@ and the free energy ``F(v) = -log sum_h exp(-E(v, h))`` is
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
 
@@ -31,68 +30,12 @@ from tqdm.auto import tqdm
 from .device import as_tensor, make_generator, resolve_device, restore_type
 from .errors import ConfigError, DataError, ShapeError, TrainingDivergedError
 from .fast import check_fast_options, fast_math, maybe_compile
-from .io import atomic_torch_save
+from .persist import Persistable
 
 log = logging.getLogger(__name__)
 
 VISIBLE_KINDS = ("gaussian", "bernoulli")
 DEFAULT_LR = {"gaussian": 1e-3, "bernoulli": 0.05}
-
-
-def _subclasses(cls) -> list[type]:
-    return [c for sub in cls.__subclasses__() for c in (sub, *_subclasses(sub))]
-
-
-class Persistable:
-    """Save / load for models whose constructor arguments are returned by ``config()``.
-
-    The file holds ``{"class", "config", "state_dict", "history"}`` and is written atomically,
-    so a crash never leaves half a model on disk.
-    """
-
-    def config(self) -> dict:  # pragma: no cover - every subclass overrides
-        raise NotImplementedError
-
-    def save(self, path):
-        """Write the constructor config, the state dict and ``history`` to ``path`` atomically."""
-        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        payload = {"class": type(self).__name__, "config": self.config(), "state_dict": state,
-                   "history": copy.deepcopy(self.history)}
-        return atomic_torch_save(payload, path)
-
-    @classmethod
-    def load(cls, path, device=None):
-        """Rebuild a model saved with :meth:`save` on ``device`` (default: CUDA if available).
-
-        ``Persistable.load(path)`` loads whichever model class the file records."""
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=False)
-        except (OSError, RuntimeError, EOFError) as exc:
-            raise DataError(f"cannot read a saved model: {exc}", path=path) from exc
-        if not isinstance(payload, dict) or "config" not in payload or "state_dict" not in payload:
-            raise DataError("not a bimodal model file (expected keys 'class', 'config', 'state_dict')",
-                            path=path)
-        if cls is Persistable:
-            known = {c.__name__: c for c in _subclasses(Persistable)}
-            if payload.get("class") not in known:
-                raise DataError(f"holds a {payload.get('class')!r}, not one of {sorted(known)}", path=path,
-                                field="class")
-            cls = known[payload["class"]]
-        if payload.get("class") != cls.__name__:
-            raise DataError(f"holds a {payload.get('class')!r}, expected {cls.__name__!r}", path=path,
-                            field="class")
-        model = cls._from_config(dict(payload["config"]), device=device)
-        model.load_state_dict(payload["state_dict"])
-        model._set_history(payload.get("history", []))
-        return model
-
-    def _set_history(self, history) -> None:
-        self.history = list(history)
-
-    @classmethod
-    def _from_config(cls, config: dict, device=None):
-        config["device"] = device
-        return cls(**config)
 
 
 class RBM(Persistable, nn.Module):
