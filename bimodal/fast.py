@@ -1,8 +1,8 @@
 """Opt-in fast-math switches for training: TF32 matmuls, bf16 autocast and ``torch.compile``.
 
 Every ``fit`` of :class:`bimodal.rbm.RBM`, :class:`bimodal.autoencoder.DeepAutoencoder` and
-:class:`bimodal.autoencoder.BimodalAutoencoder` takes the same three keyword arguments and
-hands them to :func:`fast_math` / :func:`maybe_compile`:
+:class:`bimodal.autoencoder.BimodalAutoencoder` takes the same three keyword arguments (fields of
+:class:`bimodal.options.FitOptions`) and hands them to :func:`fast_math` / :func:`maybe_compile`:
 
 ``matmul_precision`` : {"highest", "high", "medium"}
     ``torch.set_float32_matmul_precision`` for the duration of ``fit`` (restored afterwards).
