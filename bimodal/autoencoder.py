@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 MODALITIES = ("audio", "video")
 OUTPUT_KINDS = ("linear", "sigmoid")
 SHARED_KINDS = ("deterministic", "variational")
-DEFAULT_KL_WEIGHT = 0.01  # variational shared layer
+DEFAULT_KL_WEIGHT = 1e-3  # variational shared layer; the experiment config starts from the same number
 
 
 def _init_weight(n_in: int, n_out: int, g: torch.Generator) -> torch.Tensor:
