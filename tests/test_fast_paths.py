@@ -20,18 +20,7 @@ from bimodal.autoencoder import BimodalAutoencoder, DeepAutoencoder
 from bimodal.errors import ConfigError, DataError
 from bimodal.fast import check_fast_options, fast_math
 from bimodal.rbm import RBM
-from helpers import count_syncs
-
-
-def _binary(n=240, d=24, seed=0):
-    rng = np.random.default_rng(seed)
-    protos = rng.random((4, d)) < 0.4
-    X = protos[rng.integers(0, 4, n)]
-    return np.where(rng.random((n, d)) < 0.05, ~X, X).astype(np.float32)
-
-
-def _gauss(n=200, d=12, seed=0):
-    return np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+from helpers import binary_prototypes, count_syncs, gaussian
 
 
 def _rbm(**kw):
@@ -42,7 +31,7 @@ def _rbm(**kw):
 
 # ---------------------------------------------------------------- RBM loop (the fused step itself: test_rbm_steps.py)
 def test_fit_makes_one_host_sync_per_epoch(monkeypatch):
-    data = _binary()
+    data = binary_prototypes(240)
     calls = count_syncs(monkeypatch, lambda: _rbm().fit(data, epochs=3, batch_size=10), ("tolist", "item", "cpu"))
     assert calls == {"tolist": 3, "item": 0, "cpu": 0}
 
@@ -51,18 +40,19 @@ def test_fit_chunks_give_same_model_as_one_chunk(monkeypatch):
     """Rows are permuted chunk by chunk (bounded memory); the chunk size must not change the maths."""
     import bimodal.rbm as rbm_module
 
-    a = _rbm().fit(_binary(), epochs=2, batch_size=10)
+    X = binary_prototypes(240)
+    a = _rbm().fit(X, epochs=2, batch_size=10)
     monkeypatch.setattr(rbm_module, "_CHUNK_ELEMENTS", 16 * 10 * 3)  # 3 batches per chunk
-    b = _rbm().fit(_binary(), epochs=2, batch_size=10)
+    b = _rbm().fit(X, epochs=2, batch_size=10)
     # Same permutation and batches; only the noise draws are split differently, so compare
     # what the data determine: the learnt features on average, and the error curve.
     assert np.allclose(a.history, b.history, rtol=0.1)
-    assert np.abs(a.transform(_binary()) - b.transform(_binary())).mean() < 0.05
+    assert np.abs(a.transform(X) - b.transform(X)).mean() < 0.05
 
 
 # ---------------------------------------------------------------- precision switches
 def test_rbm_high_matmul_precision_agrees():
-    X = _binary()
+    X = binary_prototypes(240)
     plain = _rbm().fit(X, epochs=3, batch_size=20)
     high = _rbm().fit(X, epochs=3, batch_size=20, matmul_precision="high")
     np.testing.assert_allclose(high.transform(X), plain.transform(X), atol=1e-3)
@@ -70,7 +60,7 @@ def test_rbm_high_matmul_precision_agrees():
 
 
 def test_autoencoder_bf16_autocast_agrees():
-    X = _gauss()
+    X = gaussian(200, 12)
     plain = DeepAutoencoder([12, 8, 4], device="cpu").fit(X, epochs=5, batch_size=20, lr=3e-3)
     bf16 = DeepAutoencoder([12, 8, 4], device="cpu").fit(X, epochs=5, batch_size=20, lr=3e-3,
                                                          autocast_dtype="bf16")
@@ -80,7 +70,7 @@ def test_autoencoder_bf16_autocast_agrees():
 
 
 def test_bimodal_autoencoder_fast_options_agree():
-    a, v = _gauss(160, 10, 1), _gauss(160, 6, 2)
+    a, v = gaussian(160, 10, 1), gaussian(160, 6, 2)
 
     def fit(**kw):
         return BimodalAutoencoder([10, 8], [6, 8], 5, device="cpu").fit(a, v, epochs=3, batch_size=20, **kw)
@@ -93,7 +83,7 @@ def test_bimodal_autoencoder_fast_options_agree():
 
 @pytest.mark.slow
 def test_rbm_torch_compile_agrees():
-    X = _binary()
+    X = binary_prototypes(240)
     plain = _rbm().fit(X, epochs=3, batch_size=20)
     compiled = _rbm().fit(X, epochs=3, batch_size=20, compile=True)
     np.testing.assert_allclose(compiled.history, plain.history, rtol=1e-4)
@@ -107,7 +97,7 @@ def test_bad_fast_options_raise_config_error(kwargs):
     with pytest.raises(ConfigError):
         check_fast_options(**kwargs)
     with pytest.raises(ConfigError):
-        _rbm().fit(_binary(), epochs=1, **kwargs)
+        _rbm().fit(binary_prototypes(240), epochs=1, **kwargs)
 
 
 def test_fast_math_restores_precision_on_error():
@@ -187,7 +177,7 @@ def test_time_to_quality_reaches_sklearn_targets_on_a_tiny_problem():
 def test_dbn_passes_fast_options_to_every_rbm():
     from bimodal.dbn import DBN
 
-    X = _binary()
+    X = binary_prototypes(240)
     with pytest.raises(ConfigError, match="matmul_precision"):
         DBN([24, 12, 8], first_visible="bernoulli", device="cpu").fit(X, epochs=1, matmul_precision="tf32")
     plain = DBN([24, 12, 8], first_visible="bernoulli", device="cpu").fit(X, epochs=2, batch_size=20)

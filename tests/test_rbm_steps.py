@@ -15,17 +15,7 @@ import torch
 from bimodal.errors import ConfigError
 from bimodal.options import CDOptions
 from bimodal.rbm import RBM
-
-
-def _binary(n=200, d=24, seed=0):
-    rng = np.random.default_rng(seed)
-    protos = rng.random((4, d)) < 0.4
-    X = protos[rng.integers(0, 4, n)]
-    return np.where(rng.random((n, d)) < 0.05, ~X, X).astype(np.float32)
-
-
-def _gauss(n=200, d=24, seed=0):
-    return np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+from helpers import binary_prototypes, gaussian
 
 
 SPARSE = dict(sparsity_target=0.05, sparsity_cost=10.0)
@@ -45,7 +35,7 @@ def _model(params):
 
 
 def _data(params, n=200):
-    return _binary(n) if params["visible"] == "bernoulli" else _gauss(n)
+    return binary_prototypes(n) if params["visible"] == "bernoulli" else gaussian(n)
 
 
 # ---------------------------------------------------------------- one step == the formulas
@@ -54,7 +44,7 @@ def _data(params, n=200):
 def test_one_cd1_step_equals_the_textbook_update(update, sparsity):
     params = dict(visible="bernoulli", lr=0.05, sparsity_target=sparsity, sparsity_cost=0.5 if sparsity else 0.0)
     rbm = _model(params)
-    v0 = torch.as_tensor(_binary(20))
+    v0 = torch.as_tensor(binary_prototypes(20))
     rbm.vel_W.normal_(0, 1e-3, generator=torch.Generator().manual_seed(1))  # non-zero momentum state
     before = {k: t.clone() for k, t in rbm.state_dict().items()}
     noise = torch.rand(20, 16, generator=torch.Generator().manual_seed(2))
@@ -111,7 +101,7 @@ def test_bf16_autocast_agrees_with_fp32_reference(visible, update):
 
 # ---------------------------------------------------------------- options
 def test_options_object_and_keywords_train_the_same_model():
-    X = _binary()
+    X = binary_prototypes(200)
     by_keywords = _model(CASES["bernoulli CD-1 sparse"]).fit(X, epochs=2, batch_size=25, seed=1)
     options = CDOptions(epochs=2, batch_size=50, seed=1)
     by_object = _model(CASES["bernoulli CD-1 sparse"]).fit(X, options=options, batch_size=25)  # keyword wins
@@ -126,7 +116,7 @@ def test_options_object_and_keywords_train_the_same_model():
                                           (dict(options=dict(epochs=3)), "CDOptions")])
 def test_bad_training_options_raise_config_error(kwargs, match):
     with pytest.raises(ConfigError, match=match):
-        _model(CASES["bernoulli CD-1 sparse"]).fit(_binary(), **kwargs)
+        _model(CASES["bernoulli CD-1 sparse"]).fit(binary_prototypes(200), **kwargs)
 
 
 def test_autocast_dtype_given_by_name_is_normalised():
