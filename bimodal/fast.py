@@ -16,8 +16,9 @@ Every ``fit`` of :class:`bimodal.rbm.RBM`, :class:`bimodal.autoencoder.DeepAutoe
     ``torch.compile`` the per-batch step (fuses the elementwise work around the matmuls). The
     first call compiles (tens of seconds on a CPU), so it pays off only for long runs.
 
-The defaults give the plain fp32 eager path; tests/test_fast_paths.py checks that each switch
-gives the same model within a stated tolerance.
+The defaults give the plain fp32 eager path; tests/test_fast_paths.py (and for the RBM's bf16
+step tests/test_rbm_steps.py) checks that each switch gives the same model within a stated
+tolerance.
 """
 from __future__ import annotations
 
