@@ -293,6 +293,8 @@ class RBM(Persistable, nn.Module):
 
     def _fused_step(self, v0: torch.Tensor, noise: torch.Tensor, lr: float, momentum: float,
                     generator: torch.Generator | None = None) -> torch.Tensor:
+        """:meth:`contrastive_divergence` given its noise: what ``fit(compile=True)`` compiles whole
+        when the step draws no other random numbers (``generator`` is then unused)."""
         h0, v1, v_neg, h_neg = self.gibbs_phases(v0, generator, noise)
         (self._compiled.get("update") or self._fused_update)(v0, h0, v_neg, h_neg, lr, momentum)
         return _squared_error(v1, v0)
