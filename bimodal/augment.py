@@ -17,6 +17,8 @@ from .errors import ConfigError, ShapeError
 VIDEO_ONLY, AUDIO_ONLY, BOTH = 0, 1, 2
 KIND_NAMES = ("video_only", "audio_only", "both")
 NO_AUGMENTATION = (0.0, 0.0, 1.0)
+# The paper's mix: a third of each batch video only, a third audio only, a third both.
+DEFAULT_FRACTIONS = (1 / 3, 1 / 3, 1 / 3)
 
 
 def check_fractions(fractions) -> tuple[float, float, float]:
@@ -48,7 +50,7 @@ def zero_modality(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return x * (~mask.bool()).to(x.dtype).unsqueeze(1)
 
 
-def augment_batch(audio: torch.Tensor, video: torch.Tensor, fractions=(1 / 3, 1 / 3, 1 / 3),
+def augment_batch(audio: torch.Tensor, video: torch.Tensor, fractions=DEFAULT_FRACTIONS,
                   generator: torch.Generator | None = None):
     """Zero one modality in a random subset of rows.
 

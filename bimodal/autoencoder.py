@@ -20,18 +20,20 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .augment import NO_AUGMENTATION, augment_batch, check_fractions, mask_inputs
+from .augment import DEFAULT_FRACTIONS, NO_AUGMENTATION, augment_batch, check_fractions, mask_inputs
 from .dbn import DBN, BimodalDBN
 from .device import as_tensor, check_paired_rows, make_generator, resolve_device, restore_type
 from .errors import ConfigError, ShapeError, TrainingDivergedError
-from .fast import autocast, check_fast_options, fast_math, maybe_compile
-from .rbm import Persistable
+from .fast import autocast, fast_math, maybe_compile
+from .options import FineTuneOptions
+from .persist import Persistable
 
 log = logging.getLogger(__name__)
 
 MODALITIES = ("audio", "video")
 OUTPUT_KINDS = ("linear", "sigmoid")
 SHARED_KINDS = ("deterministic", "variational")
+DEFAULT_KL_WEIGHT = 1e-3  # variational shared layer; the experiment config starts from the same number
 
 
 def _init_weight(n_in: int, n_out: int, g: torch.Generator) -> torch.Tensor:
@@ -86,73 +88,86 @@ class Decoder(nn.Module):
         return h
 
 
-def _make_optimizer(params, optimizer: str, lr: float, momentum: float, weight_decay: float):
-    if optimizer == "adam":
+def _make_optimizer(params, options: FineTuneOptions) -> torch.optim.Optimizer:
+    if options.optimizer == "adam":
         # fused: one kernel for the whole parameter update instead of ~10 per tensor.
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
-    if optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=True)
-    raise ConfigError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+        return torch.optim.Adam(params, lr=options.lr, weight_decay=options.weight_decay, fused=True)
+    return torch.optim.SGD(params, lr=options.lr, momentum=options.momentum, weight_decay=options.weight_decay,
+                           foreach=True)
 
 
 _CHUNK_ELEMENTS = 1 << 24
 
 
-def _train(model: nn.Module, data: dict, batch_loss, epochs: int, batch_size: int, lr: float, optimizer: str,
-           momentum: float, weight_decay: float, progress: bool, seed, desc: str, matmul_precision: str = "highest",
-           autocast_dtype=None, compile: bool = False) -> None:
+def fine_tune_step(batch_loss, batch: dict, g: torch.Generator, optimizer: torch.optim.Optimizer, device,
+                   autocast_dtype=None) -> torch.Tensor:
+    """One minibatch of fine-tuning; returns its loss (0-d, detached).
+
+    Forward pass and loss (``batch_loss(batch, g)``: input augmentation / corruption, encoder,
+    decoder, reconstruction error and penalties), backward pass, optimiser step. With
+    ``autocast_dtype`` the forward pass runs under autocast; the backward pass follows its dtypes
+    and the parameters stay fp32.
+    """
+    with autocast(device, autocast_dtype):
+        loss = batch_loss(batch, g)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def _train(model: nn.Module, data: dict, batch_loss, options: FineTuneOptions, desc: str) -> None:
     """Minibatch training loop shared by the autoencoders; appends per-epoch mean loss to ``history``.
 
     ``data`` maps names to device tensors with the same number of rows; ``batch_loss(batch, g)``
-    returns the scalar loss of one minibatch. One host sync per epoch (loss + divergence check).
-    Each chunk of rows is permuted with one gather per tensor; batches are views of it.
-    ``matmul_precision``, ``autocast_dtype``, ``compile``: see :mod:`bimodal.fast` (the loss is
-    computed under autocast, the backward pass and the optimiser step stay fp32 for parameters).
+    returns the scalar loss of one minibatch (see :func:`fine_tune_step`). ``options.seed`` None
+    means the model's seed. One host sync per epoch (loss + divergence check).
     """
-    autocast_dtype = check_fast_options(matmul_precision, autocast_dtype, compile)
-    if int(epochs) < 0 or int(batch_size) < 1 or not lr > 0:
-        raise ConfigError(f"{desc}.fit: need epochs >= 0, batch_size >= 1, lr > 0; got {epochs}, {batch_size}, {lr}")
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = _make_optimizer(params, optimizer, lr, momentum, weight_decay)
-    g = make_generator(seed, model.device)
-    batch_size = int(batch_size)
+    optimizer = _make_optimizer(params, options)
+    g = make_generator(model.seed if options.seed is None else options.seed, model.device)
+    loss_fn = maybe_compile(batch_loss, options.compile)
+    n = next(iter(data.values())).shape[0]
+    model.train()
+    try:
+        with fast_math(model.device, options.matmul_precision):  # also covers the backward matmuls
+            for epoch in tqdm(range(options.epochs), desc=desc, disable=not options.progress, leave=False):
+                total = torch.zeros((), device=model.device)
+                for batch in _shuffled_batches(data, options.batch_size, g, model.device):
+                    loss = fine_tune_step(loss_fn, batch, g, optimizer, model.device, options.autocast_dtype)
+                    total += loss.float() * next(iter(batch.values())).shape[0]
+                _end_epoch(model, params, total / n, epoch, options.lr, desc)
+    finally:
+        model.eval()
+
+
+def _shuffled_batches(data: dict, batch_size: int, g: torch.Generator, device):
+    """Minibatches (dicts of row views) of one epoch in a random order drawn from ``g``.
+
+    Each chunk of rows is permuted with one gather per tensor (bounded memory); batches are views of it.
+    """
+    n = next(iter(data.values())).shape[0]
     width = sum(v.shape[1] for v in data.values())
     chunk = max(1, _CHUNK_ELEMENTS // (batch_size * width)) * batch_size
-    loss_fn = maybe_compile(batch_loss, compile)
-    model.train()
-    with fast_math(model.device, matmul_precision):  # also covers the backward matmuls
-        _train_epochs(model, data, loss_fn, opt, params, int(epochs), batch_size, chunk, g, lr, autocast_dtype,
-                      progress, desc)
-    model.eval()
+    perm = torch.randperm(n, generator=g, device=device)
+    for c0 in range(0, n, chunk):
+        idx = perm[c0:c0 + chunk]
+        rows = {k: v[idx] for k, v in data.items()}
+        for start in range(0, idx.shape[0], batch_size):
+            yield {k: v[start:start + batch_size] for k, v in rows.items()}
 
 
-def _train_epochs(model, data, loss_fn, opt, params, epochs, batch_size, chunk, g, lr, autocast_dtype, progress,
-                  desc):
-    n = next(iter(data.values())).shape[0]
-    for epoch in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
-        perm = torch.randperm(n, generator=g, device=model.device)
-        total = torch.zeros((), device=model.device)
-        for c0 in range(0, n, chunk):
-            idx = perm[c0:c0 + chunk]
-            rows = {k: v[idx] for k, v in data.items()}
-            for start in range(0, idx.shape[0], batch_size):
-                batch = {k: v[start:start + batch_size] for k, v in rows.items()}
-                with autocast(model.device, autocast_dtype):  # forward only; backward follows its dtypes
-                    loss = loss_fn(batch, g)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total += loss.detach().float() * next(iter(batch.values())).shape[0]
-        with torch.no_grad():
-            finite = torch.stack([torch.isfinite(p).all() for p in params]).all()
-            value, ok = torch.stack([total / n, finite.to(total.dtype)]).tolist()  # one sync per epoch
-        if not (math.isfinite(value) and ok):
-            model.eval()
-            raise TrainingDivergedError(
-                f"{desc} fine-tuning diverged at epoch {epoch + 1} (loss {value}, parameters finite: {bool(ok)}). "
-                f"Try a lower learning rate than lr={lr:g} and check that the inputs are whitened.")
-        model.history.append(value)
-        log.debug("%s epoch %d: loss %.6g", desc, epoch + 1, value)
+def _end_epoch(model: nn.Module, params: list, mean_loss: torch.Tensor, epoch: int, lr: float, desc: str) -> None:
+    """Append the epoch's mean loss to ``model.history``; raise if it or any parameter is not finite."""
+    with torch.no_grad():
+        finite = torch.stack([torch.isfinite(p).all() for p in params]).all()
+        value, ok = torch.stack([mean_loss, finite.to(mean_loss.dtype)]).tolist()  # one sync per epoch
+    if not (math.isfinite(value) and ok):
+        raise TrainingDivergedError(
+            f"{desc} fine-tuning diverged at epoch {epoch + 1} (loss {value}, parameters finite: {bool(ok)}). "
+            f"Try a lower learning rate than lr={lr:g} and check that the inputs are whitened.")
+    model.history.append(value)
+    log.debug("%s epoch %d: loss %.6g", desc, epoch + 1, value)
 
 
 class DeepAutoencoder(Persistable, nn.Module):
@@ -185,22 +200,30 @@ class DeepAutoencoder(Persistable, nn.Module):
     def config(self) -> dict:
         return dict(sizes=self.sizes, output=self.output, tied=self.tied, seed=self.seed)
 
-    def fit(self, X, epochs: int = 10, batch_size: int = 100, lr: float = 1e-3, optimizer: str = "adam",
-            momentum: float = 0.9, weight_decay: float = 0.0, corruption: float = 0.0, progress: bool = False,
-            seed: int | None = None, matmul_precision: str = "highest", autocast_dtype=None, compile: bool = False):
-        """Minimise the mean squared reconstruction error of ``X`` (N, sizes[0]). Returns ``self``.
+    def fit(self, X, corruption: float = 0.0, options: FineTuneOptions | None = None, **training):
+        """Minimise the mean squared reconstruction error of ``X``. Returns ``self``.
 
-        ``corruption`` masks that fraction of input units to zero (denoising); the target is clean.
-        ``matmul_precision``, ``autocast_dtype``, ``compile``: opt-in fast math, see :mod:`bimodal.fast`.
+        Parameters
+        ----------
+        X : (N, sizes[0]) array or tensor
+        corruption : float
+            Masks that fraction of input units to zero (denoising); the target is clean.
+        options : FineTuneOptions, optional
+            The training-loop settings in one object; keyword arguments override its fields.
+        **training
+            Fields of :class:`bimodal.options.FineTuneOptions`: ``epochs`` (10), ``batch_size``
+            (100), ``lr`` (1e-3), ``optimizer`` ("adam" or "sgd"), ``momentum``, ``weight_decay``,
+            ``progress``, ``seed`` (default: the model's), ``matmul_precision``,
+            ``autocast_dtype``, ``compile`` (see :mod:`bimodal.fast`).
         """
+        options = FineTuneOptions.build(options, **training)
         x, _ = self._input(X)
 
         def batch_loss(batch, g):
             inp = mask_inputs(batch["x"], corruption, g)
             return F.mse_loss(self.decoder(self.encoder(inp)).float(), batch["x"])
 
-        _train(self, {"x": x}, batch_loss, epochs, batch_size, lr, optimizer, momentum, weight_decay, progress,
-               self.seed if seed is None else seed, "DeepAutoencoder", matmul_precision, autocast_dtype, compile)
+        _train(self, {"x": x}, batch_loss, options, "DeepAutoencoder")
         return self
 
     @torch.no_grad()
@@ -291,7 +314,7 @@ class BimodalAutoencoder(Persistable, nn.Module):
 
     def __init__(self, audio_sizes, video_sizes, shared: int, input_modalities=MODALITIES,
                  audio_output: str = "linear", video_output: str = "linear", shared_layer: str = "deterministic",
-                 kl_weight: float = 0.01, tied: bool = False, device=None, seed: int | None = 0):
+                 kl_weight: float = DEFAULT_KL_WEIGHT, tied: bool = False, device=None, seed: int | None = 0):
         super().__init__()
         input_modalities = tuple(input_modalities)
         if not input_modalities or any(m not in MODALITIES for m in input_modalities) or \
@@ -350,7 +373,7 @@ class BimodalAutoencoder(Persistable, nn.Module):
     @classmethod
     @torch.no_grad()
     def from_dbn(cls, dbn: BimodalDBN, tied: bool = False, input_modalities=MODALITIES,
-                 shared_layer: str = "deterministic", kl_weight: float = 0.01, device=None,
+                 shared_layer: str = "deterministic", kl_weight: float = DEFAULT_KL_WEIGHT, device=None,
                  seed: int | None = None) -> "BimodalAutoencoder":
         """Initialise from a trained :class:`BimodalDBN`.
 
@@ -439,22 +462,34 @@ class BimodalAutoencoder(Persistable, nn.Module):
         return out
 
     # ---------------------------------------------------------------- training
-    def fit(self, audio, video, epochs: int = 10, batch_size: int = 100, lr: float = 1e-3, optimizer: str = "adam",
-            momentum: float = 0.9, weight_decay: float = 0.0, fractions=(1 / 3, 1 / 3, 1 / 3),
-            corruption: float = 0.0, l1_shared: float = 0.0, kl_weight: float | None = None,
-            modality_weights=(1.0, 1.0), progress: bool = False, seed: int | None = None,
-            matmul_precision: str = "highest", autocast_dtype=None, compile: bool = False):
+    def fit(self, audio, video, fractions=DEFAULT_FRACTIONS, corruption: float = 0.0, l1_shared: float = 0.0,
+            kl_weight: float | None = None, modality_weights=(1.0, 1.0), options: FineTuneOptions | None = None,
+            **training):
         """Fine-tune on paired ``audio`` (N, Da) and ``video`` (N, Dv); returns ``self``.
 
         Loss per minibatch: ``w_a * MSE(audio_hat, audio) + w_v * MSE(video_hat, video)`` (MSE = mean
         over elements, targets always the clean inputs) ``+ l1_shared * mean|code|`` ``+ kl_weight *
-        KL`` (variational). With both modalities as inputs each minibatch is augmented by
-        :func:`bimodal.augment.augment_batch` with ``fractions = (video_only, audio_only, both)``;
-        ``(0, 0, 1)`` turns augmentation off. Single-input models ignore ``fractions``.
-        ``corruption`` masks that fraction of input units (denoising). ``history`` gets the
-        per-epoch mean loss. ``matmul_precision``, ``autocast_dtype``, ``compile``: opt-in fast
-        math, see :mod:`bimodal.fast`.
+        KL`` (variational). ``history`` gets the per-epoch mean loss.
+
+        Parameters
+        ----------
+        audio, video : (N, Da), (N, Dv) paired rows
+        fractions : (video_only, audio_only, both)
+            With both modalities as inputs each minibatch is augmented by
+            :func:`bimodal.augment.augment_batch`; ``(0, 0, 1)`` turns augmentation off.
+            Single-input models ignore it.
+        corruption : float
+            Masks that fraction of input units (denoising).
+        l1_shared : float
+            Weight of the L1 penalty on the shared code.
+        kl_weight : float, optional
+            KL weight of the variational shared layer; default the model's ``kl_weight``.
+        modality_weights : (w_a, w_v)
+            Weights of the two reconstruction errors.
+        options, **training
+            Training-loop settings, as in :meth:`DeepAutoencoder.fit`.
         """
+        options = FineTuneOptions.build(options, **training)
         a, v, _ = self._paired(audio, video)
         fractions = check_fractions(fractions)
         kl_weight = self.kl_weight if kl_weight is None else float(kl_weight)
@@ -477,9 +512,7 @@ class BimodalAutoencoder(Persistable, nn.Module):
                 loss = loss + kl_weight * 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean()
             return loss
 
-        _train(self, {"audio": a, "video": v}, batch_loss, epochs, batch_size, lr, optimizer, momentum, weight_decay,
-               progress, self.seed if seed is None else seed, "BimodalAutoencoder", matmul_precision, autocast_dtype,
-               compile)
+        _train(self, {"audio": a, "video": v}, batch_loss, options, "BimodalAutoencoder")
         return self
 
     # ---------------------------------------------------------------- inference

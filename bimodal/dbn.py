@@ -9,7 +9,9 @@ from torch import nn
 
 from .device import as_tensor, check_paired_rows, resolve_device, restore_type
 from .errors import ConfigError, ShapeError
-from .rbm import RBM, Persistable
+from .options import CDOptions
+from .persist import Persistable
+from .rbm import RBM
 
 log = logging.getLogger(__name__)
 
@@ -67,19 +69,30 @@ class DBN(Persistable, nn.Module):
         return dict(sizes=self.sizes, first_visible=self.first_visible, rbm_params=self.rbm_params,
                     first_layer_params=self.first_layer_params, seed=self.seed)
 
-    def fit(self, X, epochs=10, batch_size: int = 100, progress: bool = False, **fast):
+    def fit(self, X, epochs=None, options: CDOptions | None = None, **training):
         """Train the layers bottom-up, each on the hidden probabilities of the one below.
 
-        ``epochs`` is an int or one int per layer. ``history[i]`` is layer ``i``'s per-epoch
-        reconstruction MSE. ``fast``: ``matmul_precision``, ``autocast_dtype``, ``compile``,
-        passed to every :meth:`RBM.fit` (see :mod:`bimodal.fast`). Returns ``self``.
+        Parameters
+        ----------
+        X : (N, sizes[0]) array or tensor
+        epochs : int or sequence of int, optional
+            Epochs of every layer, or one per layer; default ``options.epochs``.
+        options : CDOptions, optional
+            Training-loop settings of every layer's :meth:`RBM.fit`.
+        **training
+            Fields of :class:`bimodal.options.CDOptions` (``batch_size``, ``progress``, ``update``,
+            ``matmul_precision``, ...), overriding ``options``. Leave ``seed`` at None to give each
+            layer its own seed.
+
+        ``history[i]`` is layer ``i``'s per-epoch reconstruction MSE. Returns ``self``.
         """
         t, _ = self._input(X)
-        epochs = _per_layer(epochs, len(self.layers), "epochs")
+        options = CDOptions.build(options, **training)
+        epochs = _per_layer(options.epochs if epochs is None else epochs, len(self.layers), "epochs")
         with torch.no_grad():
             for i, (rbm, n_epochs) in enumerate(zip(self.layers, epochs)):
                 log.info("DBN layer %d/%d: %s, %d epochs", i + 1, len(self.layers), rbm.extra_repr(), n_epochs)
-                rbm.fit(t, epochs=n_epochs, batch_size=batch_size, progress=progress, **fast)
+                rbm.fit(t, options=CDOptions.build(options, epochs=n_epochs))
                 self.history[i] = list(rbm.history)
                 t = rbm.hidden_prob(t)
         return self
@@ -163,29 +176,40 @@ class BimodalDBN(Persistable, nn.Module):
                     audio_visible=self.audio_visible, video_visible=self.video_visible, rbm_params=self.rbm_params,
                     first_layer_params=self.first_layer_params, joint_params=self.joint_params, seed=self.seed)
 
-    def fit(self, audio, video, epochs=10, joint_epochs: int | None = None, batch_size: int = 100,
-            progress: bool = False, extra_audio=None, **fast):
+    def fit(self, audio, video, epochs=None, joint_epochs: int | None = None, extra_audio=None,
+            options: CDOptions | None = None, **training):
         """Train the audio DBN, the video DBN, then the joint RBM on their concatenated tops.
 
-        ``epochs`` applies to the modality DBNs (int or per layer); ``joint_epochs`` (default: the
-        last entry of ``epochs``) to the joint RBM. ``extra_audio`` ``(M, n_audio)``: unpaired audio
-        rows added to the audio DBN's training set only (the paper's extra unlabelled audio); the
-        joint RBM sees the paired rows alone. ``fast``: ``matmul_precision``, ``autocast_dtype``,
-        ``compile`` for every RBM (see :mod:`bimodal.fast`). Returns ``self``.
+        Parameters
+        ----------
+        audio, video : (N, audio_sizes[0]), (N, video_sizes[0]) paired rows
+        epochs : int or sequence of int, optional
+            Epochs of the modality DBNs (int or one per layer); default ``options.epochs``.
+        joint_epochs : int, optional
+            Epochs of the joint RBM; default the last entry of ``epochs``.
+        extra_audio : (M, audio_sizes[0]), optional
+            Unpaired audio rows added to the audio DBN's training set only (the paper's extra
+            unlabelled audio); the joint RBM sees the paired rows alone.
+        options, **training
+            Training-loop settings of every RBM, as in :meth:`DBN.fit`.
+
+        Returns ``self``.
         """
+        options = CDOptions.build(options, **training)
+        epochs = options.epochs if epochs is None else epochs
         a, v = self._inputs(audio, video)
         a_pre = a
         if extra_audio is not None and len(extra_audio):
             extra, _ = self.audio._input(extra_audio, "extra_audio")
             a_pre = torch.cat([a, extra])
             log.info("audio DBN pretrained on %d paired + %d extra audio rows", len(a), len(extra))
-        self.audio.fit(a_pre, epochs=epochs, batch_size=batch_size, progress=progress, **fast)
-        self.video.fit(v, epochs=epochs, batch_size=batch_size, progress=progress, **fast)
+        self.audio.fit(a_pre, epochs=epochs, options=options)
+        self.video.fit(v, epochs=epochs, options=options)
         if joint_epochs is None:
             joint_epochs = epochs[-1] if isinstance(epochs, (list, tuple)) else epochs
         with torch.no_grad():
             top = torch.cat([self.audio.up_pass(a), self.video.up_pass(v)], dim=1)
-        self.joint.fit(top, epochs=int(joint_epochs), batch_size=batch_size, progress=progress, **fast)
+        self.joint.fit(top, options=CDOptions.build(options, epochs=int(joint_epochs)))
         self.history = {"audio": self.audio.history, "video": self.video.history, "joint": list(self.joint.history)}
         return self
 
@@ -205,16 +229,19 @@ class BimodalDBN(Persistable, nn.Module):
         return (a, v, was_numpy) if return_kind else (a, v)
 
 
-def concatenated_rbm(audio, video, n_hidden: int, visible: str = "gaussian", epochs: int = 10,
-                     batch_size: int = 100, progress: bool = False, device=None, seed: int | None = 0,
-                     **rbm_params) -> RBM:
+def concatenated_rbm(audio, video, n_hidden: int, visible: str = "gaussian", device=None, seed: int | None = 0,
+                     options: CDOptions | None = None, **params) -> RBM:
     """The shallow bimodal baseline: one RBM trained on ``[audio, video]`` concatenated inputs.
 
-    Returns the fitted :class:`RBM`; its features are ``rbm.transform(np.hstack([audio, video]))``.
+    ``params``: :class:`RBM` constructor arguments (``lr``, ``k``, ...) and the training-loop
+    fields of :class:`bimodal.options.CDOptions` (``epochs``, ``batch_size``, ``progress``, ...;
+    ``seed`` is the model's). Returns the fitted :class:`RBM`; its features are
+    ``rbm.transform(np.hstack([audio, video]))``.
     """
+    training = {k: params.pop(k) for k in list(params) if k in CDOptions.field_names() and k != "seed"}
     a, _ = as_tensor(audio, device, name="audio")
     v, _ = as_tensor(video, device, name="video")
     check_paired_rows(a, v)
     X = torch.cat([a, v], dim=1)
-    rbm = RBM(X.shape[1], n_hidden, visible=visible, device=device, seed=seed, **rbm_params)
-    return rbm.fit(X, epochs=epochs, batch_size=batch_size, progress=progress)
+    rbm = RBM(X.shape[1], n_hidden, visible=visible, device=device, seed=seed, **params)
+    return rbm.fit(X, options=options, **training)

@@ -1,8 +1,8 @@
 """Opt-in fast-math switches for training: TF32 matmuls, bf16 autocast and ``torch.compile``.
 
 Every ``fit`` of :class:`bimodal.rbm.RBM`, :class:`bimodal.autoencoder.DeepAutoencoder` and
-:class:`bimodal.autoencoder.BimodalAutoencoder` takes the same three keyword arguments and
-hands them to :func:`fast_math` / :func:`maybe_compile`:
+:class:`bimodal.autoencoder.BimodalAutoencoder` takes the same three keyword arguments (fields of
+:class:`bimodal.options.FitOptions`) and hands them to :func:`fast_math` / :func:`maybe_compile`:
 
 ``matmul_precision`` : {"highest", "high", "medium"}
     ``torch.set_float32_matmul_precision`` for the duration of ``fit`` (restored afterwards).
@@ -16,8 +16,9 @@ hands them to :func:`fast_math` / :func:`maybe_compile`:
     ``torch.compile`` the per-batch step (fuses the elementwise work around the matmuls). The
     first call compiles (tens of seconds on a CPU), so it pays off only for long runs.
 
-The defaults give the plain fp32 eager path; tests/test_fast_paths.py checks that each switch
-gives the same model within a stated tolerance.
+The defaults give the plain fp32 eager path; tests/test_fast_paths.py (and for the RBM's bf16
+step tests/test_rbm_steps.py) checks that each switch gives the same model within a stated
+tolerance.
 """
 from __future__ import annotations
 

@@ -5,6 +5,13 @@ with momentum, L2 weight decay and the sparse-RBM regulariser of Lee, Ekanadham 
 Defaults follow Hinton's "A Practical Guide to Training RBMs" (2010): weights ~ N(0, 0.01^2),
 momentum 0.5 for the first 5 epochs then 0.9, visible *means* (not samples) in the negative phase,
 and a much smaller learning rate for Gaussian visibles (1e-3) than for Bernoulli ones (0.05).
+The weight decay default, 1e-4, is the experiment config's.
+
+One training step is :meth:`RBM.reference_step`, the update as the papers write it: read that one.
+``fit`` runs by default :meth:`RBM.contrastive_divergence`, the same update with fused in-place
+kernels (optionally compiled or under bf16 autocast, see :mod:`bimodal.fast`);
+``fit(update="reference")`` trains with the reference step, and tests/test_rbm_steps.py checks
+that both train the same model.
 
 Gaussian visibles have unit variance, so the data must be standardised / PCA-whitened first.
 
@@ -19,7 +26,6 @@ and the free energy ``F(v) = -log sum_h exp(-E(v, h))`` is
 """
 from __future__ import annotations
 
-import copy
 import logging
 import math
 
@@ -29,70 +35,20 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .device import as_tensor, make_generator, resolve_device, restore_type
-from .errors import ConfigError, DataError, ShapeError, TrainingDivergedError
-from .fast import check_fast_options, fast_math, maybe_compile
-from .io import atomic_torch_save
+from .errors import ConfigError, ShapeError, TrainingDivergedError
+from .fast import fast_math, maybe_compile
+from .options import CDOptions
+from .persist import Persistable
 
 log = logging.getLogger(__name__)
 
 VISIBLE_KINDS = ("gaussian", "bernoulli")
+# Library defaults; the experiment config (PretrainConfig) starts from the same numbers.
 DEFAULT_LR = {"gaussian": 1e-3, "bernoulli": 0.05}
-
-
-def _subclasses(cls) -> list[type]:
-    return [c for sub in cls.__subclasses__() for c in (sub, *_subclasses(sub))]
-
-
-class Persistable:
-    """Save / load for models whose constructor arguments are returned by ``config()``.
-
-    The file holds ``{"class", "config", "state_dict", "history"}`` and is written atomically,
-    so a crash never leaves half a model on disk.
-    """
-
-    def config(self) -> dict:  # pragma: no cover - every subclass overrides
-        raise NotImplementedError
-
-    def save(self, path):
-        """Write the constructor config, the state dict and ``history`` to ``path`` atomically."""
-        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        payload = {"class": type(self).__name__, "config": self.config(), "state_dict": state,
-                   "history": copy.deepcopy(self.history)}
-        return atomic_torch_save(payload, path)
-
-    @classmethod
-    def load(cls, path, device=None):
-        """Rebuild a model saved with :meth:`save` on ``device`` (default: CUDA if available).
-
-        ``Persistable.load(path)`` loads whichever model class the file records."""
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=False)
-        except (OSError, RuntimeError, EOFError) as exc:
-            raise DataError(f"cannot read a saved model: {exc}", path=path) from exc
-        if not isinstance(payload, dict) or "config" not in payload or "state_dict" not in payload:
-            raise DataError("not a bimodal model file (expected keys 'class', 'config', 'state_dict')",
-                            path=path)
-        if cls is Persistable:
-            known = {c.__name__: c for c in _subclasses(Persistable)}
-            if payload.get("class") not in known:
-                raise DataError(f"holds a {payload.get('class')!r}, not one of {sorted(known)}", path=path,
-                                field="class")
-            cls = known[payload["class"]]
-        if payload.get("class") != cls.__name__:
-            raise DataError(f"holds a {payload.get('class')!r}, expected {cls.__name__!r}", path=path,
-                            field="class")
-        model = cls._from_config(dict(payload["config"]), device=device)
-        model.load_state_dict(payload["state_dict"])
-        model._set_history(payload.get("history", []))
-        return model
-
-    def _set_history(self, history) -> None:
-        self.history = list(history)
-
-    @classmethod
-    def _from_config(cls, config: dict, device=None):
-        config["device"] = device
-        return cls(**config)
+DEFAULT_MOMENTUM = 0.5  # for the first DEFAULT_MOMENTUM_EPOCHS epochs of each fit
+DEFAULT_FINAL_MOMENTUM = 0.9
+DEFAULT_MOMENTUM_EPOCHS = 5
+DEFAULT_WEIGHT_DECAY = 1e-4
 
 
 class RBM(Persistable, nn.Module):
@@ -117,7 +73,8 @@ class RBM(Persistable, nn.Module):
     weight_decay : float
         L2 penalty on ``W`` (not on the biases).
     sparsity_target : float or None
-        Target mean activation of every hidden unit (Lee et al. 2008), e.g. 0.05; ``None`` = off.
+        Target mean activation of every hidden unit (Lee et al. 2008), e.g. 0.05; ``None`` (the
+        library default) = off. The experiments turn it on (target 0.05, cost 10, tuned per corpus).
     sparsity_cost : float
         Weight λ of the sparsity term: each batch the hidden biases move by
         ``lr * λ * (target - q)``, where ``q`` is a running estimate (decay ``sparsity_decay``)
@@ -144,8 +101,9 @@ class RBM(Persistable, nn.Module):
     """
 
     def __init__(self, n_visible: int, n_hidden: int, visible: str = "gaussian", lr: float | None = None,
-                 k: int = 1, persistent: bool = False, momentum: float = 0.5, final_momentum: float = 0.9,
-                 momentum_epochs: int = 5, weight_decay: float = 2e-4, sparsity_target: float | None = None,
+                 k: int = 1, persistent: bool = False, momentum: float = DEFAULT_MOMENTUM,
+                 final_momentum: float = DEFAULT_FINAL_MOMENTUM, momentum_epochs: int = DEFAULT_MOMENTUM_EPOCHS,
+                 weight_decay: float = DEFAULT_WEIGHT_DECAY, sparsity_target: float | None = None,
                  sparsity_cost: float = 0.0, sparsity_decay: float = 0.9, sample_visible: bool = False,
                  init_std: float = 0.01, device=None, seed: int | None = 0):
         super().__init__()
@@ -247,26 +205,25 @@ class RBM(Persistable, nn.Module):
         db_h = h_pos.mean(0) - h_neg.mean(0)
         return dW, db_v, db_h
 
-    def contrastive_divergence(self, v0: torch.Tensor, lr: float, momentum: float,
-                               generator: torch.Generator, noise: torch.Tensor | None = None) -> torch.Tensor:
-        """One CD-k / PCD-k update on the minibatch ``v0`` (B, n_visible), in place.
+    def gibbs_phases(self, v0: torch.Tensor, generator: torch.Generator, noise: torch.Tensor | None = None):
+        """Positive and negative phase of CD-k / PCD-k on the minibatch ``v0`` (B, n_visible).
 
-        ``noise`` (B, n_hidden), optional: the uniform draws that sample the first hidden state
-        (``fit`` draws them for many batches at once); drawn from ``generator`` when omitted.
-        Returns the batch's summed squared reconstruction error as a 0-d device tensor (no host
-        sync), the reconstruction being the visible mean one Gibbs step from the data.
+        Positive phase: ``h0 = p(h | v0)`` and a binary sample of it (``noise < h0``). Negative
+        phase: ``k`` Gibbs steps h → v → h, started from that sample (CD-k) or from the persistent
+        chains (PCD-k, which then advance). ``noise`` (B, n_hidden): the uniform draws of the first
+        hidden sample; drawn from ``generator`` when omitted.
+
+        Returns
+        -------
+        h0 : (B, n_hidden) hidden probabilities of the data.
+        v1 : (B, n_visible) visible mean one Gibbs step from the data (the reconstruction).
+        v_neg, h_neg : negative-phase visible state and its hidden probabilities.
         """
         if noise is None:
-            noise = torch.rand((v0.shape[0], self.n_hidden), generator=generator, device=v0.device)
-        if self.k == 1 and not (self.persistent or self.sample_visible):
-            # Plain CD-1 with visible means has no other random draw: one RNG-free step that
-            # torch.compile can fuse whole.
-            return (self._compiled.get("step") or self._cd1_step)(v0, noise, lr, momentum)
+            noise = self._hidden_noise(v0, generator)
         h0 = self.hidden_prob(v0)
         h_state = (noise < h0).to(h0.dtype)
         v1 = self.visible_mean(h_state)
-        recon_sq = _squared_error(v1, v0)
-
         n_rows = v0.shape[0]
         if self.persistent:
             if self._chain is None or self._chain.shape[0] < n_rows:
@@ -283,25 +240,84 @@ class RBM(Persistable, nn.Module):
                 h_state = self._sample_hidden(h_neg, generator)
         if self.persistent:
             self._chain[:n_rows] = h_state.to(self._chain.dtype)
-        (self._compiled.get("update") or self._update)(v0, h0, v_neg, h_neg, lr, momentum)
-        return recon_sq
+        return h0, v1, v_neg, h_neg
 
-    def _cd1_step(self, v0: torch.Tensor, noise: torch.Tensor, lr: float, momentum: float) -> torch.Tensor:
-        """CD-1 with visible means in the negative phase; RNG-free given ``noise``."""
-        h0 = self.hidden_prob(v0)
-        v1 = self.visible_mean((noise < h0).to(h0.dtype))
-        h1 = self.hidden_prob(v1)
-        self._update(v0, h0, v1, h1, lr, momentum)
+    def reference_step(self, v0: torch.Tensor, lr: float, momentum: float, generator: torch.Generator,
+                       noise: torch.Tensor | None = None) -> torch.Tensor:
+        """One CD-k / PCD-k update on the minibatch ``v0``, written as in the papers: the step to read.
+
+        Hinton (2002), Tieleman (2008) for PCD, Lee et al. (2008) for the sparsity term and
+        Hinton's practical guide (2010) for momentum and weight decay::
+
+            grad_W   = <v h^T>_data - <v h^T>_model - weight_decay * W
+            grad_b_v = <v>_data - <v>_model
+            grad_b_h = <h>_data - <h>_model + sparsity_cost * (sparsity_target - q)
+            velocity = momentum * velocity + lr * grad;   θ = θ + velocity
+
+        where ``q`` is a running mean (decay ``sparsity_decay``) of each hidden unit's probability
+        on the data. ``fit(update="reference")`` trains with this step; the default
+        :meth:`contrastive_divergence` computes the same update with fused kernels. Arguments and
+        return value as :meth:`contrastive_divergence`.
+        """
+        h0, v1, v_neg, h_neg = self.gibbs_phases(v0, generator, noise)
+        dW, db_v, db_h = self.gradient(v0, h0, v_neg, h_neg)
+        dW = dW - self.weight_decay * self.W
+        pull = self._sparsity_pull(h0)
+        if pull is not None:
+            db_h = db_h + self.sparsity_cost * pull
+        for param, velocity, grad in ((self.W, self.vel_W, dW), (self.b_v, self.vel_b_v, db_v),
+                                      (self.b_h, self.vel_b_h, db_h)):
+            velocity.mul_(momentum).add_(lr * grad)
+            param.add_(velocity)
         return _squared_error(v1, v0)
 
-    def _update(self, v_pos: torch.Tensor, h_pos: torch.Tensor, v_neg: torch.Tensor, h_neg: torch.Tensor,
-                lr: float, momentum: float) -> None:
-        """Momentum step ``vel = momentum * vel + lr * (CD gradient - weight_decay * W)``; ``θ += vel``.
+    def contrastive_divergence(self, v0: torch.Tensor, lr: float, momentum: float,
+                               generator: torch.Generator, noise: torch.Tensor | None = None) -> torch.Tensor:
+        """One CD-k / PCD-k update on the minibatch ``v0`` (B, n_visible), in place: the fast form
+        of :meth:`reference_step` that ``fit`` uses by default.
 
-        Equals :meth:`gradient` followed by the velocity update, but accumulates the two outer
-        products and the bias sums straight into the velocities (in-place addmm_/addmv_): no
-        (n_visible, n_hidden) temporaries and ~10 fewer elementwise passes per batch.
+        The outer products and bias sums go straight into the velocities (in-place addmm_ /
+        addmv_), without the (n_visible, n_hidden) gradient temporaries; under autocast one
+        low-precision matmul covers both phases. ``noise`` (B, n_hidden), optional: the uniform
+        draws that sample the first hidden state (``fit`` draws them for many batches at once);
+        drawn from ``generator`` when omitted. Returns the batch's summed squared reconstruction
+        error as a 0-d device tensor (no host sync), the reconstruction being the visible mean one
+        Gibbs step from the data.
         """
+        if noise is None:
+            noise = self._hidden_noise(v0, generator)
+        compiled_step = self._compiled.get("step")
+        if compiled_step is not None:
+            return compiled_step(v0, noise, lr, momentum)
+        return self._fused_step(v0, noise, lr, momentum, generator)
+
+    def _fused_step(self, v0: torch.Tensor, noise: torch.Tensor, lr: float, momentum: float,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """:meth:`contrastive_divergence` given its noise: what ``fit(compile=True)`` compiles whole
+        when the step draws no other random numbers (``generator`` is then unused)."""
+        h0, v1, v_neg, h_neg = self.gibbs_phases(v0, generator, noise)
+        (self._compiled.get("update") or self._fused_update)(v0, h0, v_neg, h_neg, lr, momentum)
+        return _squared_error(v1, v0)
+
+    @property
+    def _draws_in_step(self) -> bool:
+        """Whether a step draws random numbers besides ``noise`` (CD-k > 1, PCD, sampled visibles)."""
+        return self.k > 1 or self.persistent or self.sample_visible
+
+    def _hidden_noise(self, v: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return torch.rand((v.shape[0], self.n_hidden), generator=generator, device=v.device)
+
+    def _sparsity_pull(self, h_pos: torch.Tensor) -> torch.Tensor | None:
+        """Lee et al. (2008): update the running mean ``q`` of each hidden unit's probability on
+        the data and return ``sparsity_target - q`` (n_hidden,); None when sparsity is off."""
+        if self.sparsity_target is None or self.sparsity_cost <= 0:
+            return None
+        self.hidden_mean.mul_(self.sparsity_decay).add_(h_pos.float().mean(0), alpha=1.0 - self.sparsity_decay)
+        return self.sparsity_target - self.hidden_mean
+
+    def _fused_update(self, v_pos: torch.Tensor, h_pos: torch.Tensor, v_neg: torch.Tensor, h_neg: torch.Tensor,
+                      lr: float, momentum: float) -> None:
+        """The velocity and parameter update of :meth:`reference_step`, accumulated in place."""
         a_pos, a_neg = lr / v_pos.shape[0], lr / v_neg.shape[0]
         if h_pos.dtype != self.W.dtype or v_neg.dtype != self.W.dtype:
             # Low-precision (autocast) step: one matmul over the stacked batch [pos; neg] in
@@ -323,11 +339,9 @@ class RBM(Persistable, nn.Module):
             self.vel_b_h.addmv_(h_neg.t(), ones[:h_neg.shape[0]], alpha=-a_neg)
         if self.weight_decay:
             self.vel_W.add_(self.W, alpha=-lr * self.weight_decay)
-        if self.sparsity_target is not None and self.sparsity_cost > 0:
-            # Lee et al. (2008): pull each hidden unit's mean activation towards the target
-            # through its bias, using a running estimate of that mean.
-            self.hidden_mean.mul_(self.sparsity_decay).add_(h_pos.float().mean(0), alpha=1.0 - self.sparsity_decay)
-            self.vel_b_h.add_(self.sparsity_target - self.hidden_mean, alpha=lr * self.sparsity_cost)
+        pull = self._sparsity_pull(h_pos)
+        if pull is not None:
+            self.vel_b_h.add_(pull, alpha=lr * self.sparsity_cost)
         self.W.add_(self.vel_W)
         self.b_v.add_(self.vel_b_v)
         self.b_h.add_(self.vel_b_h)
@@ -342,13 +356,19 @@ class RBM(Persistable, nn.Module):
         return torch.isfinite(self.W).all() & torch.isfinite(self.b_v).all() & torch.isfinite(self.b_h).all()
 
     @torch.no_grad()
-    def fit(self, X, epochs: int = 10, batch_size: int = 100, progress: bool = False, seed: int | None = None,
-            matmul_precision: str = "highest", autocast_dtype=None, compile: bool = False):
-        """Train on ``X`` (N, n_visible) by CD-k / PCD-k. Returns ``self``; appends to ``history``.
+    def fit(self, X, options: CDOptions | None = None, **training):
+        """Train on ``X`` by CD-k / PCD-k. Returns ``self``; appends to ``history``.
 
-        ``matmul_precision``, ``autocast_dtype``, ``compile``: opt-in fast math (TF32, bf16
-        matmuls, ``torch.compile`` of the per-batch step), see :mod:`bimodal.fast`. The defaults
-        are plain fp32.
+        Parameters
+        ----------
+        X : (N, n_visible) array or tensor
+        options : CDOptions, optional
+            The training-loop settings in one object; keyword arguments override its fields.
+        **training
+            Fields of :class:`bimodal.options.CDOptions`: ``epochs`` (10), ``batch_size`` (100),
+            ``progress``, ``seed`` (default: derived from the model's seed and the number of fits),
+            ``update`` ("fused" or "reference", see :meth:`reference_step`), and the opt-in fast
+            math ``matmul_precision``, ``autocast_dtype``, ``compile`` (see :mod:`bimodal.fast`).
 
         The hot loop has no host synchronisation: each chunk of rows is permuted on the device
         with one gather and its hidden-sampling noise drawn with one call, batches are views of
@@ -360,43 +380,48 @@ class RBM(Persistable, nn.Module):
             If the epoch's reconstruction error or any parameter is not finite (checked once per
             epoch). The parameters are restored to the end of the last finite epoch first.
         """
-        check_fast_options(matmul_precision, autocast_dtype, compile)
+        opts = CDOptions.build(options, **training)
         X, _ = as_tensor(X, self.device, name="X")
         if X.shape[1] != self.n_visible:
             raise ShapeError(f"RBM has {self.n_visible} visible units, X has {X.shape[1]} columns", field="X")
-        if int(epochs) < 0 or int(batch_size) < 1:
-            raise ConfigError(f"RBM.fit: need epochs >= 0 and batch_size >= 1, got {epochs}, {batch_size}")
-        batch_size = int(batch_size)
+        seed = opts.seed
         if seed is None:
             seed = None if self.seed is None else self.seed + 1000 * (self._n_fits + 1)
         self._n_fits += 1
         g = make_generator(seed, self.device)
         self._chain = None
-        # Rows per chunk: whole batches, ~16M noise values at most, so memory stays bounded.
-        chunk = max(1, _CHUNK_ELEMENTS // (batch_size * self.n_hidden)) * batch_size
-        self._compiled = {"step": maybe_compile(self._cd1_step, True),
-                          "update": maybe_compile(self._update, True)} if compile else {}
+        if not opts.compile:
+            self._compiled = {}
+        elif self._draws_in_step:
+            self._compiled = {"update": maybe_compile(self._fused_update, True)}
+        else:
+            # Without other random draws the whole step is a pure function of (v0, noise) that
+            # torch.compile can fuse.
+            self._compiled = {"step": maybe_compile(self._fused_step, True)}
+        step = self.reference_step if opts.update == "reference" else self.contrastive_divergence
         try:
-            with fast_math(self.device, matmul_precision, autocast_dtype):
-                self._fit_epochs(X, int(epochs), batch_size, chunk, g, progress)
+            with fast_math(self.device, opts.matmul_precision, opts.autocast_dtype):
+                self._fit_epochs(X, opts, step, g)
         finally:
             self._compiled = {}
         return self
 
-    def _fit_epochs(self, X, epochs, batch_size, chunk, g, progress):
-        n = X.shape[0]
-        for epoch in tqdm(range(epochs), desc=f"RBM {self.n_visible}->{self.n_hidden}", disable=not progress,
-                          leave=False):
+    def _fit_epochs(self, X, opts: CDOptions, step, g):
+        n, batch_size = X.shape[0], opts.batch_size
+        # Rows per chunk: whole batches, ~16M noise values at most, so memory stays bounded.
+        chunk = max(1, _CHUNK_ELEMENTS // (batch_size * self.n_hidden)) * batch_size
+        for epoch in tqdm(range(opts.epochs), desc=f"RBM {self.n_visible}->{self.n_hidden}",
+                          disable=not opts.progress, leave=False):
             momentum = self.momentum if epoch < self.momentum_epochs else self.final_momentum
             snapshot = [p.clone() for p in (self.W, self.b_v, self.b_h, self.hidden_mean)]
             perm = torch.randperm(n, generator=g, device=self.device)
             recon_sq = torch.zeros((), device=self.device)
             for c0 in range(0, n, chunk):
                 rows = X[perm[c0:c0 + chunk]]
-                noise = torch.rand((rows.shape[0], self.n_hidden), generator=g, device=self.device)
+                noise = self._hidden_noise(rows, g)
                 for start in range(0, rows.shape[0], batch_size):
-                    recon_sq += self.contrastive_divergence(rows[start:start + batch_size], self.lr, momentum, g,
-                                                            noise[start:start + batch_size])
+                    recon_sq += step(rows[start:start + batch_size], self.lr, momentum, g,
+                                     noise[start:start + batch_size])
             mse = recon_sq / (n * self.n_visible)
             mse_value, finite = torch.stack([mse, self._parameters_finite().to(mse.dtype)]).tolist()  # one sync
             if not (math.isfinite(mse_value) and finite):

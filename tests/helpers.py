@@ -43,3 +43,16 @@ def count_syncs(monkeypatch, fn, names=("cpu", "item", "tolist", "numpy", "__boo
     fn()
     monkeypatch.undo()
     return calls
+
+
+def binary_prototypes(n=200, d=24, seed=0):
+    """Binary rows copied from 4 random prototypes with 5% bit flips (easy structure for an RBM)."""
+    rng = np.random.default_rng(seed)
+    protos = rng.random((4, d)) < 0.4
+    X = protos[rng.integers(0, 4, n)]
+    return np.where(rng.random((n, d)) < 0.05, ~X, X).astype(np.float32)
+
+
+def gaussian(n=200, d=24, seed=0):
+    """Standard normal rows, float32."""
+    return np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)

@@ -1,7 +1,7 @@
 """The fused / fast training paths give the same models as the plain maths (bimodal.fast, issue 4).
 
-Tolerances (CPU, float32):
-* the fused in-place CD update equals the textbook update (``gradient`` + momentum) to 1e-6;
+Tolerances (CPU, float32) (the RBM's fused and bf16 steps against its reference step:
+tests/test_rbm_steps.py):
 * ``matmul_precision="high"`` (TF32 on CUDA; no-op on AVX2 CPUs) agrees to 1e-3;
 * bf16 autocast: the final reconstruction error / loss within 10 % relative, and hidden features
   within 0.05 mean absolute difference (bf16 keeps ~3 significant digits, and the sampled hidden
@@ -20,18 +20,7 @@ from bimodal.autoencoder import BimodalAutoencoder, DeepAutoencoder
 from bimodal.errors import ConfigError, DataError
 from bimodal.fast import check_fast_options, fast_math
 from bimodal.rbm import RBM
-from helpers import count_syncs
-
-
-def _binary(n=240, d=24, seed=0):
-    rng = np.random.default_rng(seed)
-    protos = rng.random((4, d)) < 0.4
-    X = protos[rng.integers(0, 4, n)]
-    return np.where(rng.random((n, d)) < 0.05, ~X, X).astype(np.float32)
-
-
-def _gauss(n=200, d=12, seed=0):
-    return np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+from helpers import binary_prototypes, count_syncs, gaussian
 
 
 def _rbm(**kw):
@@ -40,40 +29,9 @@ def _rbm(**kw):
     return RBM(24, 16, **params)
 
 
-# ---------------------------------------------------------------- fused update == textbook maths
-@pytest.mark.parametrize("sparsity", [None, 0.1])
-def test_fused_cd_update_equals_gradient_plus_momentum(sparsity):
-    rbm = _rbm(weight_decay=1e-3, sparsity_target=sparsity, sparsity_cost=0.5 if sparsity else 0.0)
-    v0 = torch.as_tensor(_binary(20))
-    rbm.vel_W.normal_(0, 1e-3, generator=torch.Generator().manual_seed(1))  # non-zero momentum state
-    before = {k: t.clone() for k, t in rbm.state_dict().items()}
-    noise = torch.rand(20, 16, generator=torch.Generator().manual_seed(2))
-    lr, momentum = 0.05, 0.7
-    recon = rbm.contrastive_divergence(v0, lr, momentum, torch.Generator().manual_seed(0), noise)
-
-    # Reference: the same step written out with the public conditionals and RBM.gradient.
-    ref = _rbm(weight_decay=1e-3, sparsity_target=sparsity, sparsity_cost=0.5 if sparsity else 0.0)
-    ref.load_state_dict(before)
-    h0 = ref.hidden_prob(v0)
-    v1 = ref.visible_mean((noise < h0).float())
-    h1 = ref.hidden_prob(v1)
-    dW, db_v, db_h = ref.gradient(v0, h0, v1, h1)
-    vel_W = momentum * ref.vel_W + lr * (dW - 1e-3 * ref.W)
-    vel_b_v = momentum * ref.vel_b_v + lr * db_v
-    vel_b_h = momentum * ref.vel_b_h + lr * db_h
-    if sparsity:
-        q = 0.9 * ref.hidden_mean + 0.1 * h0.mean(0)
-        vel_b_h = vel_b_h + lr * 0.5 * (sparsity - q)
-        torch.testing.assert_close(rbm.hidden_mean, q, atol=1e-6, rtol=0)
-    torch.testing.assert_close(rbm.vel_W, vel_W, atol=1e-6, rtol=0)
-    torch.testing.assert_close(rbm.W, ref.W + vel_W, atol=1e-6, rtol=0)
-    torch.testing.assert_close(rbm.b_v, ref.b_v + vel_b_v, atol=1e-6, rtol=0)
-    torch.testing.assert_close(rbm.b_h, ref.b_h + vel_b_h, atol=1e-6, rtol=0)
-    assert float(recon) == pytest.approx(float(((v0 - v1) ** 2).sum()), rel=1e-5)
-
-
+# ---------------------------------------------------------------- RBM loop (the fused step itself: test_rbm_steps.py)
 def test_fit_makes_one_host_sync_per_epoch(monkeypatch):
-    data = _binary()
+    data = binary_prototypes(240)
     calls = count_syncs(monkeypatch, lambda: _rbm().fit(data, epochs=3, batch_size=10), ("tolist", "item", "cpu"))
     assert calls == {"tolist": 3, "item": 0, "cpu": 0}
 
@@ -82,36 +40,27 @@ def test_fit_chunks_give_same_model_as_one_chunk(monkeypatch):
     """Rows are permuted chunk by chunk (bounded memory); the chunk size must not change the maths."""
     import bimodal.rbm as rbm_module
 
-    a = _rbm().fit(_binary(), epochs=2, batch_size=10)
+    X = binary_prototypes(240)
+    a = _rbm().fit(X, epochs=2, batch_size=10)
     monkeypatch.setattr(rbm_module, "_CHUNK_ELEMENTS", 16 * 10 * 3)  # 3 batches per chunk
-    b = _rbm().fit(_binary(), epochs=2, batch_size=10)
+    b = _rbm().fit(X, epochs=2, batch_size=10)
     # Same permutation and batches; only the noise draws are split differently, so compare
     # what the data determine: the learnt features on average, and the error curve.
     assert np.allclose(a.history, b.history, rtol=0.1)
-    assert np.abs(a.transform(_binary()) - b.transform(_binary())).mean() < 0.05
+    assert np.abs(a.transform(X) - b.transform(X)).mean() < 0.05
 
 
 # ---------------------------------------------------------------- precision switches
 def test_rbm_high_matmul_precision_agrees():
-    X = _binary()
+    X = binary_prototypes(240)
     plain = _rbm().fit(X, epochs=3, batch_size=20)
     high = _rbm().fit(X, epochs=3, batch_size=20, matmul_precision="high")
     np.testing.assert_allclose(high.transform(X), plain.transform(X), atol=1e-3)
     assert torch.get_float32_matmul_precision() == "highest"  # restored after fit
 
 
-@pytest.mark.parametrize("visible,data", [("bernoulli", _binary()), ("gaussian", _gauss(240, 24))])
-def test_rbm_bf16_autocast_agrees(visible, data):
-    kw = dict(visible=visible, lr=0.05 if visible == "bernoulli" else 0.005)
-    plain = _rbm(**kw).fit(data, epochs=4, batch_size=20)
-    bf16 = _rbm(**kw).fit(data, epochs=4, batch_size=20, autocast_dtype=torch.bfloat16)
-    assert bf16.W.dtype == torch.float32  # parameters stay fp32
-    assert bf16.history[-1] == pytest.approx(plain.history[-1], rel=0.1)
-    assert np.abs(bf16.transform(data) - plain.transform(data)).mean() < 0.05
-
-
 def test_autoencoder_bf16_autocast_agrees():
-    X = _gauss()
+    X = gaussian(200, 12)
     plain = DeepAutoencoder([12, 8, 4], device="cpu").fit(X, epochs=5, batch_size=20, lr=3e-3)
     bf16 = DeepAutoencoder([12, 8, 4], device="cpu").fit(X, epochs=5, batch_size=20, lr=3e-3,
                                                          autocast_dtype="bf16")
@@ -121,7 +70,7 @@ def test_autoencoder_bf16_autocast_agrees():
 
 
 def test_bimodal_autoencoder_fast_options_agree():
-    a, v = _gauss(160, 10, 1), _gauss(160, 6, 2)
+    a, v = gaussian(160, 10, 1), gaussian(160, 6, 2)
 
     def fit(**kw):
         return BimodalAutoencoder([10, 8], [6, 8], 5, device="cpu").fit(a, v, epochs=3, batch_size=20, **kw)
@@ -134,7 +83,7 @@ def test_bimodal_autoencoder_fast_options_agree():
 
 @pytest.mark.slow
 def test_rbm_torch_compile_agrees():
-    X = _binary()
+    X = binary_prototypes(240)
     plain = _rbm().fit(X, epochs=3, batch_size=20)
     compiled = _rbm().fit(X, epochs=3, batch_size=20, compile=True)
     np.testing.assert_allclose(compiled.history, plain.history, rtol=1e-4)
@@ -148,7 +97,7 @@ def test_bad_fast_options_raise_config_error(kwargs):
     with pytest.raises(ConfigError):
         check_fast_options(**kwargs)
     with pytest.raises(ConfigError):
-        _rbm().fit(_binary(), epochs=1, **kwargs)
+        _rbm().fit(binary_prototypes(240), epochs=1, **kwargs)
 
 
 def test_fast_math_restores_precision_on_error():
@@ -228,7 +177,7 @@ def test_time_to_quality_reaches_sklearn_targets_on_a_tiny_problem():
 def test_dbn_passes_fast_options_to_every_rbm():
     from bimodal.dbn import DBN
 
-    X = _binary()
+    X = binary_prototypes(240)
     with pytest.raises(ConfigError, match="matmul_precision"):
         DBN([24, 12, 8], first_visible="bernoulli", device="cpu").fit(X, epochs=1, matmul_precision="tf32")
     plain = DBN([24, 12, 8], first_visible="bernoulli", device="cpu").fit(X, epochs=2, batch_size=20)

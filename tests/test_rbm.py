@@ -192,7 +192,7 @@ def test_bad_input_is_rejected_clearly():
 
 def test_persistable_load_dispatches_on_the_recorded_class(tmp_path):
     from bimodal import BimodalAutoencoder
-    from bimodal.rbm import Persistable
+    from bimodal.persist import Persistable
 
     rbm = RBM(6, 4, visible="bernoulli", device="cpu", seed=0)
     rbm.save(tmp_path / "rbm.pt")
@@ -203,3 +203,15 @@ def test_persistable_load_dispatches_on_the_recorded_class(tmp_path):
     assert type(loaded) is BimodalAutoencoder and loaded.input_modalities == ("video",)
     with pytest.raises(DataError, match="expected 'RBM'"):
         RBM.load(tmp_path / "dae.pt")
+
+
+def test_persistable_load_names_an_unknown_class(tmp_path):
+    from bimodal.persist import Persistable
+
+    rbm = RBM(6, 4, visible="bernoulli", device="cpu", seed=0)
+    path = rbm.save(tmp_path / "rbm.pt")
+    payload = torch.load(path, weights_only=False)
+    payload["class"] = "Perceptron"
+    torch.save(payload, path)
+    with pytest.raises(DataError, match="'Perceptron', not one of .*'BimodalAutoencoder'.*'RBM'"):
+        Persistable.load(path, device="cpu")
