@@ -23,7 +23,11 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bimodal.augment import DEFAULT_FRACTIONS
+from bimodal.autoencoder import DEFAULT_KL_WEIGHT
 from bimodal.errors import ConfigError
+from bimodal.options import FineTuneOptions
+from bimodal.rbm import DEFAULT_FINAL_MOMENTUM, DEFAULT_LR, DEFAULT_WEIGHT_DECAY
 from data_prep.dataset import PrepConfig
 
 SETTINGS = ("cross_modality", "fusion", "shared_representation", "mcgurk", "matching")
@@ -81,9 +85,10 @@ class PretrainConfig:
     # The library's default for Gaussian visibles is 1e-3 (Hinton's guide; the paper configs use it);
     # the synthetic corpus' short runs use 5e-3.
     lr_gaussian: float = 5e-3
-    lr_bernoulli: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
+    # The values the library shares with the config are the library's (one place each):
+    lr_bernoulli: float = DEFAULT_LR["bernoulli"]
+    momentum: float = DEFAULT_FINAL_MOMENTUM  # after the RBM's first momentum epochs
+    weight_decay: float = DEFAULT_WEIGHT_DECAY
     # Chosen by `bimodal tune` on AVLetters' training repetitions (target over the paper's grid
     # {0.01, 0.03, 0.05, 0.07}, cost over {1, 3, 10}; docs/tuning.md). At the old cost of 0.1 the
     # bias step lr * cost was too small to matter: mean hidden activations stayed near 0.4.
@@ -97,12 +102,12 @@ class PretrainConfig:
 class FinetuneConfig:
     epochs: int = 30
     batch_size: int = 64
-    lr: float = 1e-3
-    optimizer: str = "adam"
-    fractions: list[float] = field(default_factory=lambda: [1 / 3, 1 / 3, 1 / 3])  # video-only, audio-only, both
+    lr: float = FineTuneOptions.lr
+    optimizer: str = FineTuneOptions.optimizer
+    fractions: list[float] = field(default_factory=lambda: list(DEFAULT_FRACTIONS))  # video-only, audio-only, both
     corruption: float = 0.0
     l1_shared: float = 0.0
-    kl_weight: float = 1e-3
+    kl_weight: float = DEFAULT_KL_WEIGHT
 
 
 @dataclass

@@ -132,7 +132,7 @@ def test_models_work_with_the_harness_blocked(tmp_path):
         import numpy as np
         import bimodal, bimodal.rbm, bimodal.dbn, bimodal.autoencoder, bimodal.augment, bimodal.features
         import bimodal.persist, bimodal.io, bimodal.classifiers, bimodal.evaluation, bimodal.gram, bimodal.cca
-        import bimodal.noise, bimodal.folds
+        import bimodal.noise, bimodal.folds, bimodal.options
         from bimodal.persist import Persistable
         rng = np.random.default_rng(0)
         a = rng.standard_normal((120, 6)).astype(np.float32)

@@ -7,11 +7,7 @@ from bimodal.augment import DEFAULT_FRACTIONS
 from bimodal.autoencoder import DEFAULT_KL_WEIGHT, BimodalAutoencoder
 from bimodal.options import FineTuneOptions
 from bimodal.rbm import DEFAULT_FINAL_MOMENTUM, DEFAULT_LR, DEFAULT_WEIGHT_DECAY, RBM
-
-try:  # the config is moving from bimodal/ to experiments/
-    from experiments.config import FinetuneConfig, PretrainConfig
-except ImportError:
-    from bimodal.config import FinetuneConfig, PretrainConfig
+from experiments.config import FinetuneConfig, PretrainConfig
 
 
 def test_rbm_defaults_are_the_pretraining_config_defaults():
