@@ -200,7 +200,7 @@ class DeepAutoencoder(Persistable, nn.Module):
     def config(self) -> dict:
         return dict(sizes=self.sizes, output=self.output, tied=self.tied, seed=self.seed)
 
-    def fit(self, X, corruption: float = 0.0, options: FineTuneOptions | None = None, **training):
+    def fit(self, X, *, corruption: float = 0.0, options: FineTuneOptions | None = None, **training):
         """Minimise the mean squared reconstruction error of ``X``. Returns ``self``.
 
         Parameters
@@ -462,7 +462,7 @@ class BimodalAutoencoder(Persistable, nn.Module):
         return out
 
     # ---------------------------------------------------------------- training
-    def fit(self, audio, video, fractions=DEFAULT_FRACTIONS, corruption: float = 0.0, l1_shared: float = 0.0,
+    def fit(self, audio, video, *, fractions=DEFAULT_FRACTIONS, corruption: float = 0.0, l1_shared: float = 0.0,
             kl_weight: float | None = None, modality_weights=(1.0, 1.0), options: FineTuneOptions | None = None,
             **training):
         """Fine-tune on paired ``audio`` (N, Da) and ``video`` (N, Dv); returns ``self``.

@@ -139,8 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model", required=True,
                    help="a run's checkpoint folder (DIR/checkpoints/seed0_fold0) or the feature's checkpoint file")
     e.add_argument("--feature", default="bimodal_dae.both",
-                   help="which feature, by its name in the results and the report (MODEL.INPUTS, e.g. "
-                        "bimodal_dae.video, rbm.audio, raw.video; experiments/registry.py lists them)")
+                   help="which feature, by its name in the results and the report (SOURCE.INPUTS, e.g. "
+                        "bimodal_dae.video, rbm.audio, raw.both; experiments/registry.py lists them)")
     e.add_argument("--data", required=True, help="a dataset folder in the generic layout ROOT/speaker/label/utt.*")
     e.add_argument("--out", required=True, help="feats.npz (or .parquet when pandas and pyarrow are installed)")
     e.add_argument("--slices", type=int, nargs="+", default=[1, 3])

@@ -69,7 +69,7 @@ class DBN(Persistable, nn.Module):
         return dict(sizes=self.sizes, first_visible=self.first_visible, rbm_params=self.rbm_params,
                     first_layer_params=self.first_layer_params, seed=self.seed)
 
-    def fit(self, X, epochs=None, options: CDOptions | None = None, **training):
+    def fit(self, X, epochs=None, *, options: CDOptions | None = None, **training):
         """Train the layers bottom-up, each on the hidden probabilities of the one below.
 
         Parameters
@@ -176,7 +176,7 @@ class BimodalDBN(Persistable, nn.Module):
                     audio_visible=self.audio_visible, video_visible=self.video_visible, rbm_params=self.rbm_params,
                     first_layer_params=self.first_layer_params, joint_params=self.joint_params, seed=self.seed)
 
-    def fit(self, audio, video, epochs=None, joint_epochs: int | None = None, extra_audio=None,
+    def fit(self, audio, video, epochs=None, joint_epochs: int | None = None, *, extra_audio=None,
             options: CDOptions | None = None, **training):
         """Train the audio DBN, the video DBN, then the joint RBM on their concatenated tops.
 
@@ -229,7 +229,7 @@ class BimodalDBN(Persistable, nn.Module):
         return (a, v, was_numpy) if return_kind else (a, v)
 
 
-def concatenated_rbm(audio, video, n_hidden: int, visible: str = "gaussian", device=None, seed: int | None = 0,
+def concatenated_rbm(audio, video, n_hidden: int, visible: str = "gaussian", *, device=None, seed: int | None = 0,
                      options: CDOptions | None = None, **params) -> RBM:
     """The shallow bimodal baseline: one RBM trained on ``[audio, video]`` concatenated inputs.
 

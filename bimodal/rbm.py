@@ -356,7 +356,7 @@ class RBM(Persistable, nn.Module):
         return torch.isfinite(self.W).all() & torch.isfinite(self.b_v).all() & torch.isfinite(self.b_h).all()
 
     @torch.no_grad()
-    def fit(self, X, options: CDOptions | None = None, **training):
+    def fit(self, X, *, options: CDOptions | None = None, **training):
         """Train on ``X`` by CD-k / PCD-k. Returns ``self``; appends to ``history``.
 
         Parameters

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bimodal.augment import DEFAULT_FRACTIONS
-from bimodal.autoencoder import DEFAULT_KL_WEIGHT
+from bimodal.autoencoder import DEFAULT_KL_WEIGHT, SHARED_KINDS
 from bimodal.errors import ConfigError
-from bimodal.options import FineTuneOptions
+from bimodal.options import OPTIMIZERS, FineTuneOptions
 from bimodal.rbm import DEFAULT_FINAL_MOMENTUM, DEFAULT_LR, DEFAULT_WEIGHT_DECAY
 from data_prep.dataset import PrepConfig
 
@@ -153,8 +153,8 @@ _CHOICES = {
     ("experiment", "split"): ("folds", "even_odd", "third_test"),
     ("eval", "standardize"): ("global", "zscore"),
     ("data", "source"): ("synth", "folder", "avletters", "cuave"),
-    ("model", "shared_layer"): ("deterministic", "variational"),
-    ("finetune", "optimizer"): ("adam", "sgd"),
+    ("model", "shared_layer"): SHARED_KINDS,
+    ("finetune", "optimizer"): OPTIMIZERS,
     ("eval", "classifier"): ("svm", "logreg"),
     ("eval", "backend"): ("auto", "gram", "torch", "sklearn"),
     ("eval", "matching_similarity"): ("cosine", "euclidean"),
@@ -253,6 +253,14 @@ def _validate(cfg: Config, source: str) -> None:
             _lookup_dotted(Config(), key, f"{source}: ablation '{v.name}'")
 
 
+def config_record(cfg: Config) -> dict:
+    """The config as a results file records it: every value in effect, ``data.prep`` expanded to
+    all :class:`PrepConfig` fields (the TOMLs state only what differs from the defaults)."""
+    record = cfg.to_dict()
+    record["data"]["prep"] = prep_config(cfg).to_dict()
+    return record
+
+
 def prep_config(cfg: Config, source: str = "config"):
     """The :class:`data_prep.dataset.PrepConfig` that ``cfg.data.prep`` describes (keys checked)."""
     names = [f.name for f in dataclasses.fields(PrepConfig)]
@@ -272,7 +280,8 @@ def load_config(path, overrides: list[str] | None = None) -> Config:
     """
     path = Path(path)
     data = read_config_tables(path)
-    data.setdefault("experiment", {}).setdefault("name", path.stem)
+    if isinstance(data.setdefault("experiment", {}), dict):  # else _build names the bad table
+        data["experiment"].setdefault("name", path.stem)
     for ov in overrides or []:
         data = apply_override(data, ov, source=str(path))
     return config_from_dict(data, source=str(path))
@@ -296,7 +305,8 @@ def read_config_tables(path: Path, _chain: tuple = ()) -> dict:
     if not isinstance(base, str):
         raise ConfigError(f"{path}: base must be the path of another config file, got {base!r}")
     inherited = read_config_tables(path.parent / base, _chain + (path.resolve(),))
-    inherited.get("experiment", {}).pop("name", None)
+    if isinstance(inherited.get("experiment"), dict):
+        inherited["experiment"].pop("name", None)
     return _merge_tables(inherited, data)
 
 

@@ -360,9 +360,10 @@ def features_used(cfg: Config) -> set[str]:
 
 def fusion_rows(cfg: Config) -> dict[str, tuple[str, ...]]:
     """The fusion table's rows (:func:`experiments.registry.fusion_rows`); the video-only deep
-    autoencoder's rows only when cross-modality learning trains it."""
+    autoencoder's rows only when cross-modality learning runs (a fusion-only config does not train
+    that model for them)."""
     rows = registry.fusion_rows()
-    if "cross_modality" in cfg.experiment.settings and "video" in cfg.eval.cross_modality_modalities:
+    if "cross_modality" in cfg.experiment.settings:
         return rows
     return {k: v for k, v in rows.items() if not any(registry.feature(n).model == "video_dae" for n in v)}
 
@@ -445,7 +446,9 @@ def device_windows(ds, device) -> dict[str, torch.Tensor]:
 
 
 def _models_device(models: dict) -> torch.device:
-    return next(models["bimodal_dbn"].parameters()).device
+    if not models:
+        raise ConfigError("no models given: pass the device the windows should go to")
+    return next(next(iter(models.values())).parameters()).device
 
 
 def window_codes(models: dict, ds, which: list[str], device=None) -> dict[str, torch.Tensor]:

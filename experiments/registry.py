@@ -90,7 +90,7 @@ class Feature:
 
 def _features():
     out = []
-    for m in ("video", "audio"):
+    for m in ("audio", "video"):
         out += [
             Feature(f"raw.{m}", None, m, "input", f"whitened {m} windows", ("cross_modality",)),
             Feature(f"rbm.{m}", "bimodal_dbn", m, "hidden", f"{m} RBM (first layer of the {m} DBN)",
@@ -103,6 +103,7 @@ def _features():
                     f"bimodal deep autoencoder without augmentation, {m} in", ("cross_modality",)),
         ]
     out += [
+        Feature("raw.both", None, "both", "input", "whitened audio and video windows, concatenated"),
         Feature("video_shallow_ae.video", "video_shallow_ae", "video", "shared", "shallow video-only autoencoder",
                 ("section47",)),
         Feature("video_dae_no_audio.video", "video_dae_no_audio", "video", "shared",

@@ -19,11 +19,15 @@ from bimodal.io import atomic_write_json
 from bimodal.provenance import provenance
 
 from . import pipeline
-from .config import Config, with_overrides
+from .config import Config, config_record, with_overrides
 from .claims import flat_metrics
 from .settings import SETTINGS, FoldContext
 
 log = logging.getLogger(__name__)
+
+# Version of the per-run results layout: 2 = metrics named by the feature registry
+# (experiments/registry.py). A --resume never mixes runs of another layout into one summary.
+RESULTS_FORMAT = 2
 
 
 class StageTimer:
@@ -92,7 +96,8 @@ def run_experiment(cfg: Config, out_dir, device=None, resume: bool = False, prog
     results = {
         "experiment": cfg.experiment.name,
         "description": cfg.experiment.description,
-        "config": cfg.to_dict(),
+        "results_format": RESULTS_FORMAT,
+        "config": config_record(cfg),
         "provenance": provenance(device=device, seed=list(cfg.experiment.seeds), config=None),
         "n_utterances": len(utts),
         "read_skipped": read_skipped,
@@ -122,7 +127,14 @@ def _check_resumable(cfg: Config, out_dir: Path, resume: bool) -> None:
     import json
 
     path = out_dir / "config.json"
-    current = json.loads(json.dumps(cfg.to_dict()))  # the JSON view, as stored
+    current = json.loads(json.dumps(config_record(cfg)))  # the JSON view of every value in effect, as stored
+    if resume:
+        for done in sorted(out_dir.glob("checkpoints/*/results.json")):
+            made = json.loads(done.read_text()).get("results_format", 1)
+            if made != RESULTS_FORMAT:
+                raise ConfigError(f"{done}: --resume over runs of an older bimodal (results format {made}, this "
+                                  f"version writes {RESULTS_FORMAT}: rows are named by feature now, "
+                                  "experiments/registry.py); use a new --out folder")
     if resume and path.exists():
         stored = json.loads(path.read_text())
         changed = sorted(k for k in set(_flatten_all(stored)) | set(_flatten_all(current))
@@ -161,6 +173,7 @@ def run_fold(cfg: Config, utts, train_idx, test_idx, seed: int, fold_i: int, dev
     artifacts["histories"] = _histories(models)
     artifacts["mouth_from_audio"] = _mouth_from_audio(ctx)
     return {
+        "results_format": RESULTS_FORMAT,
         "seed": seed,
         "fold": fold_i,
         "train_speakers": sorted({utts[i].speaker for i in train_idx}),
@@ -231,7 +244,7 @@ def run_ablation(cfg: Config, out_dir, device=None, resume: bool = False, progre
         res = run_experiment(vcfg, out_dir / name, device=device, resume=resume, progress=progress,
                              write_report=False)
         table[name] = {"set": settings, "summary": res["summary"], "timings": res["timings"]}
-    ablation = {"experiment": cfg.experiment.name, "config": cfg.to_dict(),
+    ablation = {"experiment": cfg.experiment.name, "config": config_record(cfg),
                 "provenance": provenance(device=resolve_device(device), seed=list(cfg.experiment.seeds)),
                 "variants": table}
     atomic_write_json(out_dir / "ablation.json", ablation)

@@ -36,7 +36,7 @@ from bimodal.errors import ConfigError
 from bimodal.io import atomic_write_text
 
 from . import pipeline, registry
-from .config import Config, with_overrides
+from .config import Config, config_record, with_overrides
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +150,7 @@ def tune(cfg: Config, seed: int = 0, device=None, grids=(SPARSITY_GRID, FINETUNE
         return str(utts[i].repetition if cfg.experiment.split == "third_test" else utts[i].speaker)
 
     split_desc = [{"fit": sorted({group(i) for i in a}), "held_out": sorted({group(i) for i in b})} for a, b in splits]
-    return {"chosen": chosen, "stages": stages, "splits": split_desc, "seed": seed, "config": cfg.to_dict()}
+    return {"chosen": chosen, "stages": stages, "splits": split_desc, "seed": seed, "config": config_record(cfg)}
 
 
 def to_markdown(result: dict) -> str:

@@ -108,6 +108,9 @@ def test_a_config_starts_from_its_base(tmp_path):
     (tmp_path / "loop2.toml").write_text('base = "loop.toml"\n')
     with pytest.raises(ConfigError, match="'base' chain loops"):
         load_config(tmp_path / "loop.toml")
+    (tmp_path / "flat.toml").write_text('experiment = "x"\n')
+    with pytest.raises(ConfigError, match=r"\[experiment\] must be a table"):
+        load_config(tmp_path / "flat.toml")
     (tmp_path / "orphan.toml").write_text('base = "missing.toml"\n')
     with pytest.raises(ConfigError, match=r"missing\.toml: config file not found \(the base of"):
         load_config(tmp_path / "orphan.toml")

@@ -96,6 +96,7 @@ def test_resume_reuses_finished_folds(tiny_run, monkeypatch):
 
 
 def test_extract_features(tiny_run, tmp_path):
+    from bimodal.features import pool_slices
     from data_prep.dataset import Preprocessor
     from data_prep.readers import read_folder
     from experiments.extract import extract_features, load_model
@@ -115,17 +116,20 @@ def test_extract_features(tiny_run, tmp_path):
     with pytest.raises(DataError, match="video_dae.pt, not bimodal_dae.pt"):
         extract_features(out / "checkpoints" / "seed0_fold0" / "bimodal_dae.pt", cfg.data.root, tmp_path / "f3.npz",
                          feature="video_dae.video", progress=False, device="cpu")
-    # one name across the pipeline and extract: the run's checkpoint folder + a feature name give the
-    # pipeline's own utterance features of that feature
+    # a feature name and the run's checkpoint folder select the model, its inputs and its layer:
+    # compared with the models called directly on the whitened windows
     ckpt = out / "checkpoints" / "seed0_fold0"
-    models = {n: load_model(ckpt / f"{n}.pt", device="cpu") for n in ("bimodal_dbn", "video_dae")}
+    dbn, vdae = (load_model(ckpt / f"{n}.pt", device="cpu") for n in ("bimodal_dbn", "video_dae"))
     prep = Preprocessor.load(ckpt / "preprocessor.npz", device="cpu")
     ds = prep.transform(read_folder(cfg.data.root, progress=False), progress=False)
-    for name in ("rbm.video", "video_dae.video", "bimodal_dbn.video"):
+    direct = {"rbm.video": dbn.video.layers[0].transform(ds.video), "video_dae.video": vdae.encode(video=ds.video),
+              "bimodal_dbn.video": dbn.transform(audio=np.zeros_like(ds.audio), video=ds.video),
+              "raw.both": np.concatenate([ds.audio, ds.video], axis=1)}
+    for name, codes in direct.items():
         z = np.load(extract_features(ckpt, cfg.data.root, tmp_path / f"{name}.npz", feature=name, progress=False,
                                      device="cpu"))
-        ref = pipeline.utterance_features(pipeline.window_codes(models, ds, [name])[name], ds, (1, 3))
-        np.testing.assert_array_equal(z["features"], ref)
+        ref = pool_slices(codes, ds.utt, ds.n_utterances, (1, 3))
+        np.testing.assert_allclose(z["features"], ref, rtol=1e-5, atol=1e-6)
         assert str(z["feature"]) == name
 
 
@@ -263,6 +267,17 @@ def test_second_run_reuses_cached_frames(tiny_run, tmp_path, monkeypatch):
     again = run_experiment(c2, tmp_path, device="cpu", progress=False, write_report=False)
     for k in ("cross_modality/video/bimodal_dae.video", "fusion/0dB/bimodal_dae.both", "mcgurk/predictions/ga/ba/ga"):
         assert again["summary"][k] == results["summary"][k], k
+
+
+def test_resume_refuses_runs_of_an_older_results_format(tiny_run, tmp_path):
+    from experiments.runner import run_experiment
+
+    cfg, _, _ = tiny_run
+    old = tmp_path / "checkpoints" / "seed0_fold0" / "results.json"
+    old.parent.mkdir(parents=True)
+    old.write_text(json.dumps({"seed": 0, "fold": 0, "metrics": {"fusion": {"0dB": {"audio_rbm": 0.5}}}}))
+    with pytest.raises(ConfigError, match="older bimodal .results format 1"):
+        run_experiment(cfg, tmp_path, device="cpu", resume=True, progress=False, write_report=False)
 
 
 def test_resume_refuses_a_changed_config(tiny_run):
