@@ -78,6 +78,13 @@ class Feature:
     description: str
     tables: tuple[str, ...] = ()
 
+    def __post_init__(self):
+        if self.inputs not in INPUTS or self.layer not in LAYERS or (self.model is None) != (self.layer == "input"):
+            raise ConfigError(f"feature {self.name!r}: inputs must be one of {list(INPUTS)}, layer one of "
+                              f"{list(LAYERS)}, and only the 'input' layer has no model")
+        if self.model is not None and self.model not in MODELS:
+            raise ConfigError(f"feature {self.name!r} reads the model {self.model!r}, which MODELS does not define")
+
     @property
     def modalities(self) -> tuple[str, ...]:
         return INPUTS[self.inputs]

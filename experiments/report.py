@@ -14,7 +14,7 @@ import json
 import logging
 from pathlib import Path
 
-from bimodal.errors import DataError
+from bimodal.errors import ConfigError, DataError
 from bimodal.io import atomic_write_text
 from bimodal.noise import ACTIVE_THRESHOLD_DB, FLOOR_MARGIN_DB
 
@@ -110,10 +110,10 @@ def md_table(header: list[str], rows: list[list]) -> list[str]:
 
 def _what(row: str) -> str:
     """The registry's description of a row's feature(s) (``a+b``: both), or "" for an unknown name."""
-    names = row.split("+")
-    if not all(n in registry.FEATURES for n in names):
+    try:
+        return " + ".join(f.description for f in registry.row_features(row))
+    except ConfigError:  # results of a newer or older version may hold rows this registry lacks
         return ""
-    return " + ".join(registry.FEATURES[n].description for n in names)
 
 
 def _found(summary: dict, setting: str, pick: int, keep) -> list[str]:
