@@ -136,9 +136,8 @@ def _check_resumable(cfg: Config, out_dir: Path, resume: bool) -> None:
                                   f"version writes {RESULTS_FORMAT}: rows are named by feature now, "
                                   "experiments/registry.py); use a new --out folder")
     if resume and path.exists():
-        stored = json.loads(path.read_text())
-        changed = sorted(k for k in set(_flatten_all(stored)) | set(_flatten_all(current))
-                         if _flatten_all(stored).get(k) != _flatten_all(current).get(k))
+        stored, now = _flatten_all(json.loads(path.read_text())), _flatten_all(current)
+        changed = sorted(k for k in set(stored) | set(now) if stored.get(k) != now.get(k))
         if changed:
             raise ConfigError(f"{out_dir}: --resume with a config that differs from the one its checkpoints were "
                               f"made with (keys: {', '.join(changed)}); use a new --out folder")

@@ -79,7 +79,6 @@ def test_shipped_configs_are_valid(path):
 ])
 def test_bad_numbers_fail_when_the_config_is_loaded(override, message):
     """Before any preprocessing or training: the whole config is checked at load time."""
-    from experiments.config import load_config
     from bimodal.cli import CONFIG_DIR
 
     with pytest.raises(ConfigError, match=message):
