@@ -46,7 +46,10 @@ def cmd_tune(args) -> int:
     from experiments.tune import tune, write_results
 
     cfg = _load(args, args.config)
-    result = tune(cfg, seed=args.seed, device=args.device, progress=not args.quiet)
+    from experiments.tune import stage_grids
+
+    result = tune(cfg, seed=args.seed, device=args.device, progress=not args.quiet,
+                  grids=stage_grids(args.stages) if args.stages else None)
     print(write_results(result, args.out))
     return 0
 
@@ -93,9 +96,24 @@ def cmd_data_check(args) -> int:
     from data_prep.check import check_corpus
 
     report = check_corpus(args.root, source=args.source, montage=args.montage, frames_per_speaker=args.frames,
-                          clips_per_speaker=args.clips_per_speaker, progress=not args.quiet)
+                          clips_per_speaker=args.clips_per_speaker, progress=not args.quiet,
+                          reader_kwargs=_check_reader_kwargs(args))
     print(report.format())
     return 0 if report.ok else 1
+
+
+def _check_reader_kwargs(args) -> dict:
+    """``--vocabulary`` as the GRID reader takes it: a vocabulary name, else the list of words."""
+    if args.vocabulary is None:
+        return {}
+    if args.source != "grid":
+        from bimodal.errors import ConfigError
+
+        raise ConfigError(f"--vocabulary applies to --source grid only, not {args.source!r}")
+    from data_prep.grid import VOCABULARIES
+
+    words = args.vocabulary
+    return {"vocabulary": words[0] if len(words) == 1 and words[0] in VOCABULARIES else list(words)}
 
 
 def cmd_bench(args) -> int:
@@ -132,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="output folder (tuning.json, tuning.md)")
     t.add_argument("--device", default=None)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--stages", default=None, metavar="audio_rbm,rbm,dae",
+                   help="the stages to run, in this order (default: all that apply)")
     t.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
     t.set_defaults(func=cmd_tune)
 
@@ -156,8 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = data.add_parser("check", help="read a corpus as an experiment would and report what is usable "
                                       "(exit status 1 when nothing is)")
     c.add_argument("root", help="corpus folder")
-    c.add_argument("--source", default="folder", choices=["folder", "cuave", "avletters", "fsdd"],
+    c.add_argument("--source", default="folder", choices=["folder", "cuave", "avletters", "fsdd", "grid"],
                    help="reader (as data.source in a config)")
+    c.add_argument("--vocabulary", nargs="+", default=None, metavar="digits|letters|WORD",
+                   help="GRID only: the words cut as tokens (default: digits), a vocabulary name or a list of words")
     c.add_argument("--montage", default="data-check-montage.png",
                    help="PNG of tracked mouth crops, a few frames of one clip per speaker")
     c.add_argument("--frames", type=int, default=6, help="montage frames per clip")

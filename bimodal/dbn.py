@@ -140,6 +140,8 @@ class BimodalDBN(Persistable, nn.Module):
         First-layer visible type of each modality.
     rbm_params, first_layer_params : dict, optional
         As in :class:`DBN`, used for both modality DBNs.
+    audio_first_layer_params, video_first_layer_params : dict, optional
+        Overrides of ``first_layer_params`` for one modality's first RBM (e.g. its own sparsity).
     joint_params : dict, optional
         RBM keyword arguments of the joint RBM (default: ``rbm_params``).
     """
@@ -147,7 +149,8 @@ class BimodalDBN(Persistable, nn.Module):
     def __init__(self, audio_sizes, video_sizes, joint_hidden: int, audio_visible: str = "gaussian",
                  video_visible: str = "gaussian", rbm_params: dict | None = None,
                  first_layer_params: dict | None = None, joint_params: dict | None = None, device=None,
-                 seed: int | None = 0):
+                 seed: int | None = 0, audio_first_layer_params: dict | None = None,
+                 video_first_layer_params: dict | None = None):
         super().__init__()
         self.device, self.seed = resolve_device(device), seed
         self.audio_sizes, self.video_sizes = [int(s) for s in audio_sizes], [int(s) for s in video_sizes]
@@ -156,10 +159,14 @@ class BimodalDBN(Persistable, nn.Module):
         self.rbm_params = dict(rbm_params or {})
         self.first_layer_params = dict(first_layer_params or {})
         self.joint_params = dict(self.rbm_params if joint_params is None else joint_params)
+        self.audio_first_layer_params = dict(audio_first_layer_params or {})
+        self.video_first_layer_params = dict(video_first_layer_params or {})
         s = None if seed is None else int(seed)
-        self.audio = DBN(self.audio_sizes, audio_visible, self.rbm_params, self.first_layer_params, self.device,
+        self.audio = DBN(self.audio_sizes, audio_visible, self.rbm_params,
+                         {**self.first_layer_params, **self.audio_first_layer_params}, self.device,
                          None if s is None else s)
-        self.video = DBN(self.video_sizes, video_visible, self.rbm_params, self.first_layer_params, self.device,
+        self.video = DBN(self.video_sizes, video_visible, self.rbm_params,
+                         {**self.first_layer_params, **self.video_first_layer_params}, self.device,
                          None if s is None else s + 100)
         self.joint = RBM(self.audio_sizes[-1] + self.video_sizes[-1], self.joint_hidden, visible="bernoulli",
                          device=self.device, seed=None if s is None else s + 200, **self.joint_params)
@@ -174,7 +181,9 @@ class BimodalDBN(Persistable, nn.Module):
     def config(self) -> dict:
         return dict(audio_sizes=self.audio_sizes, video_sizes=self.video_sizes, joint_hidden=self.joint_hidden,
                     audio_visible=self.audio_visible, video_visible=self.video_visible, rbm_params=self.rbm_params,
-                    first_layer_params=self.first_layer_params, joint_params=self.joint_params, seed=self.seed)
+                    first_layer_params=self.first_layer_params, joint_params=self.joint_params, seed=self.seed,
+                    audio_first_layer_params=self.audio_first_layer_params,
+                    video_first_layer_params=self.video_first_layer_params)
 
     def fit(self, audio, video, epochs=None, joint_epochs: int | None = None, *, extra_audio=None,
             options: CDOptions | None = None, **training):

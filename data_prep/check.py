@@ -6,6 +6,9 @@ applies (audio/video duration agreement within ``PrepConfig.max_av_length_mismat
 one window of ``frames_per_window`` frames) and the mouth tracker of ``PrepConfig.mouth_roi``,
 which also says in which frames no face was found. A PNG montage of the mouth crops (a few frames
 of one clip per speaker) lets a person see at a glance that the tracker found the mouth.
+
+For GRID (``source="grid"``) the clips are the word tokens of the vocabulary, cut as an experiment
+cuts them, and the report adds the recordings' own (untrimmed) audio/video durations.
 """
 from __future__ import annotations
 
@@ -23,15 +26,17 @@ from bimodal.errors import ConfigError, DataError
 
 from . import readers as _readers
 from .dataset import PrepConfig
+from .grid import read_grid_recordings, views_of
 from .mouth_roi import mouth_frames_with_faces
 from .windows import trim_to_common_length
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("folder", "cuave", "avletters", "fsdd")
+SOURCES = ("folder", "cuave", "avletters", "fsdd", "grid")
 
 # _collect's warning: "<root>: skipped N unusable file(s):\n  <DataError>\n  <DataError>..."
-_SKIPPED_RE = re.compile(r"skipped \d+ unusable file\(s\):\n")
+# (the GRID reader lists the words it could not cut the same way, as "unusable token(s)")
+_SKIPPED_RE = re.compile(r"skipped \d+ unusable (?:file|token)\(s\):\n")
 _MORE_RE = re.compile(r"^\.\.\. and (\d+) more$")  # the reader lists 50 skips, then counts the rest
 
 
@@ -76,6 +81,7 @@ class CheckReport:
     reader_skips_unlisted: int = 0                         # further skips the reader only counted
     montage: Path | None = None
     montage_rows: list[str] = field(default_factory=list)  # the clip shown in each montage row
+    source_notes: list[str] = field(default_factory=list)  # what only this source can say (GRID: recordings)
 
     @property
     def usable(self) -> list[ClipCheck]:
@@ -109,6 +115,7 @@ class CheckReport:
         usable = self.usable
         lines = [f"data check: {self.root} (source: {self.source})",
                  f"clips found: {self.found}   usable: {len(usable)}   skipped: {self.n_skipped}"]
+        lines.extend(self.source_notes)
         spk, lab = self.per_speaker(), self.per_label()
         lines.append(f"speakers ({len(spk)}): " + _counts(spk))
         lines.append(f"labels ({len(lab)}): " + _counts(lab))
@@ -166,18 +173,35 @@ def _stats(xs, fmt: str = "{:.3f}") -> str:
     return "min {} / median {} / max {}".format(*(fmt.format(v) for v in (min(xs), statistics.median(xs), max(xs))))
 
 
-def _read(root, source: str, progress: bool) -> tuple[list, list[str], int, list[str]]:
+def _read_grid_tokens(root, progress: bool, **kwargs) -> tuple[list, list[str]]:
+    """GRID's tokens as :func:`data_prep.grid.read_grid` cuts them, and lines on the whole recordings."""
+    recs = read_grid_recordings(root, strict=False, progress=progress, views=("tokens",), **kwargs)
+    frames = Counter(r.n_frames for r in recs)
+    notes = [f"recordings: {len(recs)} usable, cut into {sum(len(r.tokens) for r in recs)} word token(s) "
+             "(the clips below)",
+             "recordings (untrimmed): |audio - video| " + _stats([r.mismatch_s for r in recs], "{:.3f}")
+             + " s; frames " + ", ".join(f"{n} x{k}" for n, k in sorted(frames.items()))]
+    return views_of(recs)[0], notes
+
+
+def _read(root, source: str, progress: bool, reader_kwargs: dict | None = None
+          ) -> tuple[list, list[str], int, list[str], list[str]]:
     """Run the experiment's reader with ``strict=False``; its skip warning becomes a list of reasons.
 
-    Returns (utterances, skip reasons, number of further skips the reader did not list, other warnings)."""
+    Returns (utterances, skip reasons, number of further skips the reader did not list, other
+    warnings, the source's own report lines)."""
     reader = _readers.READERS[source]
     notes: list[str] = []
     skips: list[str] = []
+    source_notes: list[str] = []
     unlisted = 0
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            utts = reader(root, strict=False, progress=progress)
+            if source == "grid":
+                utts, source_notes = _read_grid_tokens(root, progress, **(reader_kwargs or {}))
+            else:
+                utts = reader(root, strict=False, progress=progress, **(reader_kwargs or {}))
         except DataError as exc:  # nothing usable, or nothing recognisable at all
             utts = []
             if not caught:
@@ -194,7 +218,7 @@ def _read(root, source: str, progress: bool) -> tuple[list, list[str], int, list
                     skips.append(line)
         else:
             notes.append(msg)
-    return utts, skips, unlisted, notes
+    return utts, skips, unlisted, notes, source_notes
 
 
 def _check_clip(u, cfg: PrepConfig, n_montage: int) -> ClipCheck:
@@ -228,13 +252,13 @@ def _check_clip(u, cfg: PrepConfig, n_montage: int) -> ClipCheck:
 
 def check_corpus(root, source: str = "folder", cfg: PrepConfig | None = None, montage=None,
                  frames_per_speaker: int = 6, clips_per_speaker: int = 1, max_rows: int = 24, progress: bool = True,
-                 n_workers: int | None = None) -> CheckReport:
+                 n_workers: int | None = None, reader_kwargs: dict | None = None) -> CheckReport:
     """Read a corpus as an experiment would and report what is usable, before any training.
 
     Parameters
     ----------
     root : corpus folder.
-    source : reader name: "folder", "cuave", "avletters" or "fsdd".
+    source : reader name: "folder", "cuave", "avletters", "fsdd" or "grid" (clips = its word tokens).
     cfg : PrepConfig whose ``mouth_roi``, ``roi_size``, ``max_av_length_mismatch_s``,
         ``frames_per_window`` and ``audio_only_fps`` apply (None → defaults, the paper's).
     montage : PNG path for the mouth-crop montage (None → no montage).
@@ -243,6 +267,8 @@ def check_corpus(root, source: str = "folder", cfg: PrepConfig | None = None, mo
     max_rows : montage rows at most (speakers in sorted order).
     progress : tqdm bars.
     n_workers : threads for tracking (default: CPU count, at most 8).
+    reader_kwargs : further keyword arguments of the reader (GRID: ``{"vocabulary": "letters"}``,
+        ``margin_s``; an experiment passes its ``data.labels`` and ``data.grid_margin_s``).
 
     Returns
     -------
@@ -252,12 +278,12 @@ def check_corpus(root, source: str = "folder", cfg: PrepConfig | None = None, mo
         raise ConfigError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     cfg = cfg or PrepConfig()
     root = Path(root)
-    utts, skips, unlisted, notes = _read(root, source, progress)
+    utts, skips, unlisted, notes, source_notes = _read(root, source, progress, reader_kwargs)
     for n in notes:
         log.warning("%s", n)
     clips = _readers._map_files(lambda u: _check_clip(u, cfg, frames_per_speaker), utts, progress, "check",
                                 n_workers)
-    report = CheckReport(str(root), source, cfg, clips, skips, unlisted)
+    report = CheckReport(str(root), source, cfg, clips, skips, unlisted, source_notes=source_notes)
     if montage is not None:
         rows = _montage_rows(report.usable, clips_per_speaker, max_rows)
         if rows:

@@ -74,6 +74,7 @@ class PrepConfig:
     delta_width: int = 2                 # regression half-width in frames
     roi_size: tuple[int, int] = (60, 80) # mouth crop (H, W)
     mouth_roi: str = "auto"              # "auto" | "always" | "never"
+    track_every: int = 1                 # detect the mouth in every k-th frame, interpolate between
     frames_per_window: int = 4
     # Stride 1: AVLetters/CUAVE utterances are only ~20-60 frames long, so overlapping windows
     # multiply the training pairs; utterance features average over all windows anyway.
@@ -104,7 +105,7 @@ class PrepConfig:
             raise ConfigError(f"audio_window_frames must be >= 0 (0 = every frame), got {self.audio_window_frames}")
         if not (MIN_RATE <= self.sample_rate <= MAX_RATE):
             raise ConfigError(f"sample_rate {self.sample_rate} outside {MIN_RATE}..{MAX_RATE}")
-        for k in ("frames_per_window", "window_stride", "audio_pca", "video_pca"):
+        for k in ("frames_per_window", "window_stride", "audio_pca", "video_pca", "track_every"):
             if int(getattr(self, k)) < 1:
                 raise ConfigError(f"{k} must be >= 1, got {getattr(self, k)}")
 
@@ -308,7 +309,7 @@ class Preprocessor:
             n_audio, nv = trim_to_common_length(n_audio, unit_rate, len(u.video), fps, c.max_av_length_mismatch_s,
                                                 u.path)
             if video is None:
-                crops = mouth_frames(u.video[:nv], c.mouth_roi, c.roi_size, name=u.path)
+                crops = mouth_frames(u.video[:nv], c.mouth_roi, c.roi_size, name=u.path, track_every=c.track_every)
                 video = crops.reshape(nv, -1).astype(np.float32) / 255.0
         else:
             video, fps = None, float(c.audio_only_fps)

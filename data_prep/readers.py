@@ -2,7 +2,7 @@
 
 Supported layouts
 -----------------
-* Generic (``read_folder``): ``ROOT/<speaker>/<label>/<utt>.{mp4,avi,mpg,mpeg,mov}`` with the
+* Generic (``read_folder``): ``ROOT/<speaker>/<label>/<utt>.{mp4,avi,mpg,mpeg,mov,mkv}`` with the
   audio in ``<utt>.wav`` beside the video, or else the video's own sound track.
 * AVLetters (``read_avletters``), as distributed: ``<Letter><rep>_<Speaker>-lips.mat`` (variables
   ``vid`` (H*W, T) column-major frames and ``siz`` = [H W T]) anywhere under ROOT, 25 fps; audio
@@ -12,6 +12,9 @@ Supported layouts
   ``.wav`` of the same stem (else the video's own sound track), and a label file of the same stem
   (``.txt`` or ``.lab``) with one utterance per line: ``start_frame end_frame digit`` (1-based, inclusive).
 * FSDD (``read_fsdd``): ``{digit}_{speaker}_{index}.wav`` (audio only, ``video=None``).
+* GRID (``read_grid``, from :mod:`data_prep.grid`): ``ROOT/<speaker>/<id>.{mpg,mkv,...}`` with the
+  sound track inside and ``ROOT/alignments/<speaker>/<id>.align`` word timings; cut into word
+  tokens (``group`` = the recording) or trimmed sentences.
 
 Sound tracks inside video containers are decoded with PyAV (:mod:`data_prep.container`), mixed to
 mono at the stream's own rate; a WAV beside the video wins. A container without an audio stream,
@@ -24,63 +27,24 @@ Files that cannot be used are skipped with one ``warnings.warn`` listing them an
 from __future__ import annotations
 
 import logging
-import os
 import re
-import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from bimodal.errors import DataError
 
 from .audio import load_wav
 from .container import read_audio_for_video
+from .grid import read_grid
+# The record and the plumbing every reader shares live in .utterance (so data_prep.grid can use them
+# without importing this module back); they stay importable from here, as before.
+from .utterance import Utterance, _check_root, _collect, _map_files, default_workers  # noqa: F401
 from .video import VIDEO_EXTENSIONS, read_video
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Utterance:
-    """One spoken item. ``video`` is None for audio-only corpora (then ``fps`` is None).
-
-    Audio comes either as a waveform (``audio`` + ``sample_rate``) or, for corpora that ship
-    precomputed features (AVLetters' HTK MFCCs), as frames ``audio_features`` (T_a, F) float32 at
-    ``audio_frame_rate`` frames/s with ``audio`` None; frame ``j`` is taken to be centred at
-    ``j / audio_frame_rate`` s. ``repetition`` names the take of this (speaker, label) when the
-    corpus says (AVLetters: "1", "2", "3"), for the "third test" split; None otherwise.
-    """
-
-    audio: np.ndarray | None   # (n_samples,) float32 mono, or None when only features exist
-    sample_rate: int | None
-    video: np.ndarray | None   # (T, H, W) uint8 grayscale
-    fps: float | None
-    label: str
-    speaker: str
-    utterance_id: str
-    path: str
-    audio_features: np.ndarray | None = None  # (T_a, F) float32 precomputed audio frames
-    audio_frame_rate: float | None = None     # frames/s of audio_features
-    repetition: str | None = None
-    # consonant (first phoneme) onset in seconds from the start, when the corpus records timings
-    # (the synthetic corpus's manifest; see data_prep.onsets); None = unknown
-    onset_s: float | None = None
-
-    @property
-    def has_waveform(self) -> bool:
-        return self.audio is not None
-
-    @property
-    def duration_s(self) -> float:
-        if self.audio is not None:
-            return len(self.audio) / self.sample_rate
-        if self.audio_features is not None:
-            return len(self.audio_features) / self.audio_frame_rate
-        return len(self.video) / self.fps
 
 
 @dataclass
@@ -92,52 +56,6 @@ class Entry:
     utterance_id: str
     video_path: str | None
     audio_path: str            # == video_path when the sound track is inside the video container
-
-
-def default_workers() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
-
-
-def _map_files(fn: Callable, items: list, progress: bool, desc: str, n_workers: int | None = None) -> list:
-    """``[fn(x) for x in items]`` on a thread pool (OpenCV and libsndfile release the GIL);
-    results keep the input order. Exceptions are returned, not raised, so one bad file does
-    not hide the others."""
-    def safe(x):
-        try:
-            return fn(x)
-        except DataError as exc:
-            return exc
-
-    n_workers = n_workers or default_workers()
-    with ThreadPoolExecutor(max_workers=n_workers) as pool:
-        it = pool.map(safe, items)
-        return list(tqdm(it, total=len(items), desc=desc, disable=not progress, leave=False))
-
-
-def _collect(results: list, strict: bool, root) -> list:
-    """Keep the good results; warn once (or raise the first error when strict) for the rest."""
-    errors = [r for r in results if isinstance(r, DataError)]
-    if errors and strict:
-        raise errors[0]
-    if errors:
-        lines = "\n  ".join(str(e) for e in errors[:50])
-        more = f"\n  ... and {len(errors) - 50} more" if len(errors) > 50 else ""
-        warnings.warn(f"{root}: skipped {len(errors)} unusable file(s):\n  {lines}{more}", stacklevel=3)
-    good = []
-    for r in results:
-        if isinstance(r, DataError):
-            continue
-        good.extend(r if isinstance(r, list) else [r])
-    if not good:
-        raise DataError("no usable utterances found" + (f" ({len(errors)} skipped)" if errors else ""), path=root)
-    return good
-
-
-def _check_root(root) -> Path:
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError("dataset folder does not exist", path=root)
-    return root
 
 
 def _filter(entries, labels, speakers):
@@ -405,4 +323,4 @@ def read_fsdd(root, labels: Iterable | None = None, speakers: Iterable | None = 
 
 
 READERS: dict[str, Callable] = {"folder": read_folder, "avletters": read_avletters, "cuave": read_cuave,
-                                "fsdd": read_fsdd}
+                                "fsdd": read_fsdd, "grid": read_grid}

@@ -14,7 +14,7 @@ from bimodal.errors import DataError, require_file
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (".mp4", ".avi", ".mpg", ".mpeg", ".mov")
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mpg", ".mpeg", ".mov", ".mkv")
 MIN_FPS = 1.0
 MAX_FPS = 1000.0
 

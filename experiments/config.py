@@ -19,6 +19,7 @@ try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: the same parser as the `tomli` package
     import tomli as tomllib
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,9 +41,12 @@ class ExperimentConfig:
     settings: list[str] = field(default_factory=lambda: list(SETTINGS))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     n_folds: int = 3  # speaker folds; every speaker is tested once per seed
-    # "folds" (k speaker folds), "even_odd" (CUAVE protocol: even train, odd test) or "third_test"
+    # "folds" (k speaker folds), "even_odd" (CUAVE protocol: even train, odd test), "third_test"
     # (AVLetters protocol: every speaker's last repetition tests, the others train; C is then
-    # cross-validated over repetitions, not speakers)
+    # cross-validated over repetitions, not speakers) or "recordings" (corpora whose utterances are
+    # cut from longer recordings, GRID: with one speaker a fixed 1 / n_folds of the recordings tests,
+    # the same for every seed, and C is cross-validated over recordings; with several speakers,
+    # speaker folds as "folds"; pipeline.recording_split)
     split: str = "folds"
     device: str = "auto"
     # Also train and report the paper's section 4.7 comparisons in the video-only table: shallow
@@ -52,7 +56,7 @@ class ExperimentConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "synth"  # synth | folder | avletters | cuave
+    source: str = "synth"  # synth | folder | avletters | cuave | grid
     root: str = ""  # dataset folder; for synth, empty means the default cache folder
     labels: list[str] = field(default_factory=lambda: [str(d) for d in range(10)])  # classification vocabulary
     mcgurk_labels: list[str] = field(default_factory=lambda: ["ga", "ba", "da"])
@@ -65,6 +69,14 @@ class DataConfig:
     # added TIMIT (experiments.pipeline.load_extra_audio); a relative path is taken from the working directory
     extra_audio: str = ""
     cache_dir: str = ""
+    # GRID (data.source = "grid"): each word of data.labels is cut from its sentence by the .align
+    # timings, widened by this margin on each side (data_prep.grid.cut_span)
+    grid_margin_s: float = 0.04
+    # What the unsupervised stages (whitening, RBMs, bimodal DBN, autoencoder fine-tuning, CCA) learn
+    # from: "utterances" (the labelled training utterances) or "recordings" (every window of the
+    # training recordings the utterances were cut from, GRID sentences trimmed to their speech;
+    # never a test recording). The classifiers always see the labelled utterances only.
+    learn_from: str = "utterances"
     prep: dict = field(default_factory=dict)  # data_prep.dataset.PrepConfig fields (its defaults: the paper's)
 
 
@@ -94,6 +106,14 @@ class PretrainConfig:
     # bias step lr * cost was too small to matter: mean hidden activations stayed near 0.4.
     sparsity_target: float = 0.05  # 0 disables the sparsity penalty
     sparsity_cost: float = 10.0
+    # The first-layer RBM of one modality may take its own sparsity (None: the values above, which
+    # every deeper layer and the joint RBM use). The audio RBM's cost, 0.1, was chosen by `bimodal
+    # tune grid_digits` on GRID's training sentences, clean and noisy (docs/grid.md): the video
+    # value 10 applied to the audio RBM made its features fall below raw audio under noise.
+    audio_sparsity_target: float | None = None
+    audio_sparsity_cost: float | None = 0.1
+    video_sparsity_target: float | None = None
+    video_sparsity_cost: float | None = None
     cd_k: int = 1
     persistent: bool = False
 
@@ -150,9 +170,10 @@ class Config:
 
 
 _CHOICES = {
-    ("experiment", "split"): ("folds", "even_odd", "third_test"),
+    ("experiment", "split"): ("folds", "even_odd", "third_test", "recordings"),
+    ("data", "learn_from"): ("utterances", "recordings"),
     ("eval", "standardize"): ("global", "zscore"),
-    ("data", "source"): ("synth", "folder", "avletters", "cuave"),
+    ("data", "source"): ("synth", "folder", "avletters", "cuave", "grid"),
     ("model", "shared_layer"): SHARED_KINDS,
     ("finetune", "optimizer"): OPTIMIZERS,
     ("eval", "classifier"): ("svm", "logreg"),
@@ -163,6 +184,11 @@ _CHOICES = {
 
 def _check_type(value, tp, where: str):
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):  # "X | None": TOML has no null, but a dict view of a config does
+        if value is None:
+            return None
+        (tp,) = [a for a in typing.get_args(tp) if a is not type(None)]
+        origin = typing.get_origin(tp)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
@@ -248,6 +274,20 @@ def _validate(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: eval.slices must be positive integers, got {cfg.eval.slices}")
     if cfg.data.prep:
         prep_config(cfg, source)  # checks the keys against PrepConfig
+    if cfg.data.learn_from == "recordings" and cfg.data.source != "grid":
+        raise ConfigError(f"{source}: data.learn_from = 'recordings' needs a corpus of recordings cut into "
+                          f"utterances (data.source = 'grid'), got data.source = {cfg.data.source!r}")
+    if not 0 <= cfg.data.grid_margin_s < 1:
+        raise ConfigError(f"{source}: data.grid_margin_s must be in [0, 1) seconds, got {cfg.data.grid_margin_s}")
+    p = cfg.pretrain
+    for key in ("sparsity_target", "audio_sparsity_target", "video_sparsity_target"):
+        value = getattr(p, key)
+        if value is not None and not 0 <= value < 1:
+            raise ConfigError(f"{source}: pretrain.{key} must be in [0, 1) (0 disables the penalty), got {value}")
+    for key in ("sparsity_cost", "audio_sparsity_cost", "video_sparsity_cost"):
+        value = getattr(p, key)
+        if value is not None and not value >= 0:
+            raise ConfigError(f"{source}: pretrain.{key} must be a non-negative number, got {value}")
     for v in cfg.ablation:
         for key in v.set:
             _lookup_dotted(Config(), key, f"{source}: ablation '{v.name}'")

@@ -71,6 +71,8 @@ def _read_corpus(cfg: Config, progress: bool) -> list:
                                       max_av_length_mismatch_s=prep_config(cfg).max_av_length_mismatch_s)
     elif d.source == "cuave":
         utts = readers.read_cuave(_need_root(d))
+    elif d.source == "grid":
+        utts, _ = grid_views(cfg, progress)
     else:  # pragma: no cover - rejected by config validation
         raise ConfigError(f"data.source {d.source!r} unknown")
     if "mcgurk" in cfg.experiment.settings and any(u.audio is None for u in utts):
@@ -89,6 +91,48 @@ def _read_corpus(cfg: Config, progress: bool) -> list:
                         "--set 'experiment.settings=[\"cross_modality\", \"fusion\", \"shared_representation\", "
                         "\"matching\"]'", path=d.root or None, field="data.mcgurk_labels")
     return utts
+
+
+def grid_views(cfg: Config, progress: bool = True, warn: bool = True) -> tuple[list, list]:
+    """(word tokens of ``data.labels``, trimmed sentences) of the GRID corpus under ``data.root``,
+    decoded once per process for a given root, vocabulary and margin (the folds and the recordings
+    view share them). ``warn``: issue the reader's skip warnings again when the views are reused."""
+    import warnings
+
+    d = cfg.data
+    key = (str(_need_root(d).resolve()), tuple(d.labels), float(d.grid_margin_s),
+           float(prep_config(cfg).max_av_length_mismatch_s))
+    if _GRID_VIEWS.get("key") != key:
+        _GRID_VIEWS.clear()  # one corpus held at a time: its frames are large
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            views = _read_grid_views(*key, progress=progress)
+        _GRID_VIEWS.update(key=key, views=views, warnings=[(w.message, w.category) for w in caught])
+    if warn:
+        for message, category in _GRID_VIEWS["warnings"]:
+            warnings.warn(message, category, stacklevel=2)
+    return _GRID_VIEWS["views"]
+
+
+_GRID_VIEWS: dict = {}
+
+
+def _read_grid_views(root: str, labels: tuple, margin_s: float, mismatch_s: float, progress: bool) -> tuple:
+    from data_prep.grid import read_grid_views
+
+    tokens, sentences = read_grid_views(root, vocabulary=list(labels), margin_s=margin_s, progress=progress,
+                                        max_av_length_mismatch_s=mismatch_s)
+    log.info("GRID: %d tokens of %d words from %d sentences under %s", len(tokens), len(set(labels)),
+             len(sentences), root)
+    return tokens, sentences
+
+
+def learning_recordings(cfg: Config, train_utts: list) -> list:
+    """The recordings the unsupervised stages learn from with ``data.learn_from = "recordings"``:
+    those a training utterance was cut from (``Utterance.group``), so no test recording is among them."""
+    _, sentences = grid_views(cfg, progress=False, warn=False)
+    groups = {u.group for u in train_utts}
+    return [s for s in sentences if s.group in groups]
 
 
 def _need_root(d) -> Path:
@@ -152,13 +196,42 @@ def _extra_audio(folder: str) -> tuple:
     return tuple(utts)
 
 
+def recording_of(u) -> str:
+    """The recording an utterance was cut from (``Utterance.group``), else the utterance itself."""
+    return str(u.group if u.group is not None else u.utterance_id)
+
+
+def recording_split(utts: list, n_folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """One (train, test) pair by recording, the same for every seed: within each label, the
+    recordings (sorted by id) are dealt round-robin into ``n_folds`` parts and the last part tests,
+    so 1 / ``n_folds`` of every label's recordings test and no recording is on both sides. A
+    recording holding several tokens goes with the label of its first one."""
+    first_label: dict = {}
+    for u in utts:
+        first_label.setdefault(recording_of(u), u.label)
+    test = set()
+    for label in sorted(set(first_label.values())):
+        recs = sorted(r for r, lab in first_label.items() if lab == label)
+        test.update(r for i, r in enumerate(recs) if i % n_folds == n_folds - 1)
+    is_test = np.array([recording_of(u) in test for u in utts])
+    if is_test.all() or not is_test.any():
+        raise ConfigError(f"experiment.split = 'recordings' needs at least {n_folds} recordings of a label "
+                          f"(experiment.n_folds = {n_folds}); this corpus has {len(first_label)} recordings")
+    log.info("recording split: %d recordings train, %d test (one in %d of each label)",
+             len(first_label) - len(test), len(test), n_folds)
+    return [(np.flatnonzero(~is_test), np.flatnonzero(is_test))]
+
+
 def speaker_splits(utts: list, cfg: Config, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train, test) utterance indices per fold: no speaker on both sides, except with
-    ``experiment.split = "third_test"`` (:func:`repetition_split`), where no repetition is."""
+    ``experiment.split = "third_test"`` (:func:`repetition_split`), where no repetition is, and
+    with ``"recordings"`` on a one-speaker corpus (:func:`recording_split`), where no recording is."""
     from bimodal.folds import speaker_folds
 
     if cfg.experiment.split == "third_test":
         return repetition_split(utts)
+    if cfg.experiment.split == "recordings" and len({u.speaker for u in utts}) == 1:
+        return recording_split(utts, cfg.experiment.n_folds)
     speakers = np.array([u.speaker for u in utts])
     if cfg.experiment.split == "even_odd":
         return speaker_folds(speakers, n_folds=2, seed=seed, split="even_odd")
@@ -242,6 +315,14 @@ class FoldData:
     #: why no noisy test sets were made, when a setting wanted them but they cannot be (else None)
     noise_skipped: str | None = None
     extra_audio: np.ndarray | None = None  # (M, Da) windows of data.extra_audio, for audio pretraining
+    #: windows of the training recordings (``data.learn_from = "recordings"``), unlabelled
+    recordings: object | None = None
+
+    @property
+    def learning(self):
+        """The windows the unsupervised stages learn from: the training recordings when there are
+        any, else the labelled training utterances."""
+        return self.recordings if self.recordings is not None else self.train
 
 
 def prepare_fold(cfg: Config, utts, train_idx, test_idx, seed: int, device, progress=True,
@@ -267,13 +348,20 @@ def prepare_fold(cfg: Config, utts, train_idx, test_idx, seed: int, device, prog
         bad = {d["utterance_id"] for d in prep.skipped}
         return [u for u in utts_in if str(u.utterance_id) not in bad]
 
-    prep.fit(train_utts, progress=progress, strict=False)
+    recordings = learning_recordings(cfg, train_utts) if cfg.data.learn_from == "recordings" else None
+    prep.fit(recordings or train_utts, progress=progress, strict=False)
     skipped["fit"] = list(prep.skipped)
+    if recordings is not None:
+        rec = prep.transform(recordings, progress=progress, strict=False)
+        skipped["recordings"] = list(prep.skipped)
+        prep.label_names = sorted({u.label for u in train_utts})  # the classes, not "(sentence)"
+        log.info("feature learning on %d windows of %d training recordings", len(rec), rec.n_utterances)
     train = prep.transform(train_utts, progress=progress, strict=False)
     train_utts = used(train_utts, "train")
     test = prep.transform(test_utts, progress=progress, strict=False)
     test_utts = used(test_utts, "test")
-    fold = FoldData(prep, train, test, train_utts, test_utts, skipped={k: v for k, v in skipped.items() if v})
+    fold = FoldData(prep, train, test, train_utts, test_utts, skipped={k: v for k, v in skipped.items() if v},
+                    recordings=rec if recordings is not None else None)
     if cfg.data.extra_audio:
         # whitened by this fold's audio whitener (training speakers only) and windowed like any
         # audio-only utterance, so the rows match the audio RBM's input
@@ -319,7 +407,21 @@ def build_bimodal_dbn(cfg: Config, n_audio: int, n_video: int, seed: int, device
                       weight_decay=p.weight_decay, sparsity_target=p.sparsity_target or None,
                       sparsity_cost=p.sparsity_cost)
     return BimodalDBN([n_audio, *m.audio_hidden], [n_video, *m.video_hidden], m.shared, rbm_params=rbm_params,
-                      first_layer_params=dict(lr=p.lr_gaussian), device=device, seed=seed)
+                      first_layer_params=dict(lr=p.lr_gaussian), device=device, seed=seed,
+                      audio_first_layer_params=modality_sparsity(cfg, "audio"),
+                      video_first_layer_params=modality_sparsity(cfg, "video"))
+
+
+def modality_sparsity(cfg: Config, modality: str) -> dict:
+    """The sparsity settings a modality's first RBM takes apart from the shared ones
+    (``pretrain.<modality>_sparsity_target`` / ``_cost``); {} when it has none of its own."""
+    p, out = cfg.pretrain, {}
+    target, cost = getattr(p, f"{modality}_sparsity_target"), getattr(p, f"{modality}_sparsity_cost")
+    if target is not None:
+        out["sparsity_target"] = target or None
+    if cost is not None:
+        out["sparsity_cost"] = cost
+    return out
 
 
 def finetune_kwargs(cfg: Config, fractions=None) -> dict:
@@ -384,7 +486,7 @@ def train_feature_models(cfg: Config, fold: FoldData, seed: int, device, checkpo
     :func:`needed_models` lists). Each is saved under ``checkpoint_dir`` as ``<name>.pt`` after it
     is trained and loaded from there with ``resume``.
     """
-    Xa, Xv = fold.train.audio, fold.train.video
+    Xa, Xv = fold.learning.audio, fold.learning.video
     n_audio, n_video = Xa.shape[1], Xv.shape[1]
     p = cfg.pretrain
     models = {}

@@ -61,6 +61,8 @@ def fusion_grid(summary: dict) -> tuple[list[str], list[str]]:
         if len(parts) != 3 or parts[0] != "fusion":
             continue
         cond, row = parts[1], parts[2]
+        if cond == "shift":  # settings.SHIFT_KEY: the features' shift under noise, not a condition
+            continue
         if cond != "clean":
             try:
                 snr_of(cond)

@@ -24,7 +24,7 @@ from .plots import fusion_grid, make_plots, mcgurk_grid, mean_std
 log = logging.getLogger(__name__)
 
 REFERENCE_PATH = Path(__file__).resolve().with_name("paper_reference.json")
-DATASET_NAMES = {"cuave": "CUAVE", "avletters": "AVLetters"}
+DATASET_NAMES = {"cuave": "CUAVE", "avletters": "AVLetters", "grid": "GRID (Cooke et al. 2006)"}
 # row order of the tables: the registry's (rows the results have that are not listed come after, as found)
 CROSS_MODALITY_ORDER = tuple(registry.FEATURES)
 SHARED_ORDER = (*registry.CCA_BASELINES, "bimodal_dae")
@@ -163,6 +163,10 @@ def _header(results: dict) -> list[str]:
         lines += [f"> **Data.** These numbers come from **{name}** (`data.source = \"{source}\"`, root `{root}`), "
                   f"under the protocol below, which may differ from the paper's; each paper number is labelled "
                   f"with the dataset it was measured on.", ""]
+        if results.get("n_speakers") == 1:
+            lines += ["> **One speaker.** The test utterances are unseen recordings of a speaker the models were "
+                      "trained on, never an unseen speaker (the paper's CUAVE and AVLetters tests are): expect "
+                      "higher accuracies than across speakers.", ""]
     return lines
 
 
@@ -179,21 +183,39 @@ def _protocol(results: dict) -> list[str]:
         device += f" ({prov['cuda_device_name']})"
     versions = ", ".join(f"{k} {v}" for k, v in (prov.get("versions") or {}).items() if v)
     third = split == "third_test"
+    by_recording = split == "recordings" and results.get("n_speakers") == 1
     pt, ft = cfg.get("pretrain") or {}, cfg.get("finetune") or {}
+    if third:
+        split_text = "third test: every speaker's last repetition tests, the others train (one fold per seed)"
+        cv_unit = "training repetition"
+    elif by_recording:
+        split_text = (f"by recording (one speaker): within each label, one recording in {exp.get('n_folds', '?')} "
+                      "(every n-th, sorted by id) tests, the others train; the same split for every seed, no "
+                      "recording on both sides")
+        cv_unit = "group of training recordings"
+    else:
+        split_text = f"{folds} speaker folds per seed (split `{split}`; no speaker in both train and test)"
+        cv_unit = "group of training speakers"
+    learn = ("every window of the training recordings (trimmed to their speech), not only the labelled utterances"
+             if data.get("learn_from") == "recordings" else "the labelled training utterances")
+    sparsity = ", ".join(f"{m} RBM target {pt.get(f'{m}_sparsity_target')}, cost {pt.get(f'{m}_sparsity_cost')}"
+                         for m in ("audio", "video")
+                         if pt.get(f"{m}_sparsity_target") is not None or pt.get(f"{m}_sparsity_cost") is not None)
     rows = [
         ["seeds", seeds],
-        ["test split", "third test: every speaker's last repetition tests, the others train (one fold per seed)"
-         if third else f"{folds} speaker folds per seed (split `{split}`; no speaker in both train and test)"],
+        ["test split", split_text],
+        ["feature learning data", learn],
         ["runs summarised (seed × fold)", len(runs)],
         ["utterances / speakers", f"{results.get('n_utterances', '?')} / {results.get('n_speakers', '?')}"],
         ["classification vocabulary", ", ".join(map(str, data.get("labels", []))) or "?"],
         ["classifier", f"{ev.get('classifier', '?')} ({ev.get('backend', '?')} backend), C from "
                        f"{ev.get('Cs', '?')} by CV holding out one "
-                       f"{'training repetition' if third else 'group of training speakers'} at a time "
+                       f"{cv_unit} at a time "
                        f"({ev.get('cv_folds', '?')} folds); features centred and scaled "
                        f"{'per feature' if ev.get('standardize') == 'zscore' else 'by one global scale'}"],
         ["pretraining / fine-tuning", f"sparsity target {pt.get('sparsity_target', '?')}, cost "
-                                      f"{pt.get('sparsity_cost', '?')}, {pt.get('epochs', '?')} epochs; fine-tuning "
+                                      f"{pt.get('sparsity_cost', '?')}{' (' + sparsity + ')' if sparsity else ''}, "
+                                      f"{pt.get('epochs', '?')} epochs; fine-tuning "
                                       f"{ft.get('epochs', '?')} epochs at lr {ft.get('lr', '?')} (the config's values; "
                                       "docs/tuning.md tells how the defaults were chosen on AVLetters' training "
                                       "repetitions with `bimodal tune`)"],
@@ -255,7 +277,26 @@ def _fusion(summary: dict, ref: dict) -> list[str]:
              "Classifier trained on clean features of the training split, tested on the test split with clean "
              "audio and with white noise added to the audio at each SNR (video unchanged). " + SNR_RULE, ""]
             + md_table(header, rows)
-            + ([f"Paper: {section.get('note', '')}.", ""] if paper_conds else []))
+            + ([f"Paper: {section.get('note', '')}.", ""] if paper_conds else [])
+            + _feature_shift(summary, [c for c in conds if c != "clean"]))
+
+
+def _feature_shift(summary: dict, conds: list[str]) -> list[str]:
+    """The table of ``fusion/shift/<snr>/<feature>`` (experiments.settings.feature_shift), if present."""
+    feats = []
+    for key in summary:
+        parts = key.split("/", 3)
+        if len(parts) == 4 and parts[:2] == ["fusion", "shift"] and parts[3] not in feats:
+            feats.append(parts[3])
+    if not feats:
+        return []
+    rows = [[f"`{f}`"] + [f"{summary[k]['mean']:.2f}" if k in summary else "—"
+                          for k in (f"fusion/shift/{c}/{f}" for c in conds)] for f in feats]
+    return (["### How far audio noise moves the features", "",
+             "Mean distance between an utterance's noisy and clean pooled features, divided by the mean distance "
+             "of clean utterances from their mean (0: unchanged; 1: noise moves a feature as far as utterances "
+             "lie apart); test utterances, mean over runs.", ""]
+            + md_table(["feature"] + [c.replace("dB", " dB") for c in conds], rows))
 
 
 def _shared(summary: dict, ref: dict) -> list[str]:
@@ -419,6 +460,18 @@ def _plots(plots: dict, out_dir: Path) -> list[str]:
     return lines
 
 
+#: the paper's corpus whose numbers stand beside a corpus' own (a digits task beside CUAVE's)
+PAPER_CORPUS = {"cuave": "CUAVE", "grid": "CUAVE", "avletters": "AVLetters"}
+
+
+def _beside(reference: dict, source: str) -> dict:
+    """The reference with only the paper corpus that matches ``source``'s task, where one does."""
+    keep = PAPER_CORPUS.get(source)
+    if keep is None or keep not in reference.get("datasets", {}):
+        return reference
+    return {**reference, "datasets": {keep: reference["datasets"][keep]}}
+
+
 # --------------------------------------------------------------------------- entry points
 def render_report(results: dict, plots: dict | None = None, out_dir=".", reference: dict | None = None) -> str:
     """The text of ``report.md`` (``plots``: name → PNG path inside ``out_dir``, linked relatively)."""
@@ -426,6 +479,7 @@ def render_report(results: dict, plots: dict | None = None, out_dir=".", referen
         raise DataError("results have no 'summary' (expected experiments.runner.summarise_runs output)",
                         field="summary")
     reference = load_reference() if reference is None else reference
+    reference = _beside(reference, ((results.get("config") or {}).get("data") or {}).get("source", "synth"))
     s = results["summary"]
     lines = _header(results) + _protocol(results)
     lines += _cross_modality(s, reference) + _fusion(s, reference) + _shared(s, reference)

@@ -178,6 +178,7 @@ def run_fold(cfg: Config, utts, train_idx, test_idx, seed: int, fold_i: int, dev
         "train_speakers": sorted({utts[i].speaker for i in train_idx}),
         "test_speakers": sorted({utts[i].speaker for i in test_idx}),
         "n_train_windows": int(len(fold.train.audio)),
+        "n_learning_windows": int(len(fold.learning.audio)),  # what the unsupervised stages saw
         "n_test_windows": int(len(fold.test.audio)),
         # utterances left out (unusable clips: listed, never fatal) and why noise was not added
         "skipped": fold.skipped,

@@ -17,7 +17,8 @@ from bimodal.evaluation import cross_modal_matching, evaluate_features
 
 from . import registry
 from .config import Config
-from .pipeline import FoldData, fusion_rows, label_strings, mcgurk_utterance, utterance_features, window_codes
+from .pipeline import (FoldData, fusion_rows, label_strings, mcgurk_utterance, recording_of, utterance_features,
+                       window_codes)
 
 log = logging.getLogger(__name__)
 
@@ -54,15 +55,20 @@ class FoldContext:
     def speakers(self, split: str) -> np.ndarray:
         return np.asarray(self.dataset(split).speakers)
 
-    def cv_groups(self, split: str = "train") -> np.ndarray:
+    def cv_groups(self, split: str = "train", ds=None) -> np.ndarray:
         """Groups the cross-validation that picks C holds out, matching the test protocol: speakers,
-        or repetitions with ``experiment.split = "third_test"`` (whose test set is a repetition)."""
+        repetitions with ``experiment.split = "third_test"`` (whose test set is a repetition), or
+        recordings with ``"recordings"`` on one speaker (whose test set is other recordings).
+        One entry per utterance of ``ds`` (default: the ``split`` dataset)."""
+        ds = self.dataset(split) if ds is None else ds
         if self.cfg.experiment.split == "third_test":
-            reps = self.dataset(split).repetitions
-            if reps is None:
+            if ds.repetitions is None:
                 raise ConfigError("experiment.split = 'third_test' needs repetition ids; this dataset has none")
-            return np.asarray(reps)
-        return self.speakers(split)
+            return np.asarray(ds.repetitions)
+        if self.cfg.experiment.split == "recordings" and len(set(ds.speakers)) == 1:
+            lookup = {str(u.utterance_id): recording_of(u) for u in self.fold.train_utts + self.fold.test_utts}
+            return np.array([lookup.get(str(i), str(i)) for i in ds.utterance_ids], dtype=object)
+        return np.asarray(ds.speakers)
 
     def task_mask(self, split: str, labels=None) -> np.ndarray:
         return np.isin(self.labels(split), list(labels or self.cfg.data.labels))
@@ -141,7 +147,26 @@ def fusion(ctx: FoldContext):
         for label, snr in conditions[1:]:
             acc = float(np.mean(r["predict"](tests[label]) == yte))
             metrics.setdefault(label, {})[row] = acc
+    shift = {f"{snr:g}dB": {name: feature_shift(ctx.features(name, "test")[mte], ctx.features(name, "test", snr)[mte])
+                            for name in SHIFT_FEATURES}
+             for snr in ctx.cfg.eval.snr_db if float(snr) in ctx.fold.test_noisy}
+    if shift:
+        metrics[SHIFT_KEY] = shift
     return metrics, artifacts
+
+
+#: fusion's per-SNR feature shift (:func:`feature_shift`) is kept under this key, beside the conditions
+SHIFT_KEY = "shift"
+SHIFT_FEATURES = ("raw.audio", "rbm.audio", "bimodal_dae.audio", "bimodal_dae.both")
+
+
+def feature_shift(clean: np.ndarray, noisy: np.ndarray) -> float:
+    """How far audio noise moves pooled utterance features, relative to how far apart clean
+    utterances are: mean ||noisy - clean|| over utterances / mean ||clean - clean mean||. 0 = no
+    change; about 1 = noise moves a feature as far as one utterance is from the average one."""
+    clean, noisy = np.asarray(clean, np.float64), np.asarray(noisy, np.float64)
+    spread = np.linalg.norm(clean - clean.mean(axis=0), axis=1).mean()
+    return float(np.linalg.norm(noisy - clean, axis=1).mean() / max(spread, 1e-12))
 
 
 def shared_representation(ctx: FoldContext):
@@ -162,21 +187,23 @@ def shared_representation(ctx: FoldContext):
 
 
 def _cca_views(ctx: FoldContext, audio_feat: str, video_feat: str):
-    """Regularised CCA fitted on paired training *windows* (raw windows, or the RBMs' hidden
-    activations of them), its shrinkage chosen by CV over training speakers; every split's windows
-    are projected and then pooled over slices like every other feature.
+    """Regularised CCA fitted on the paired windows the other feature learning sees
+    (:attr:`FoldData.learning`: raw windows, or the RBMs' hidden activations of them), its shrinkage
+    chosen by CV over the groups C is chosen over (:meth:`FoldContext.cv_groups`); every split's
+    windows are projected and then pooled over slices like every other feature.
 
     Returns pooled ``(audio train, video train, audio test, video test)`` utterance features.
     """
     key = ("cca", audio_feat, video_feat)
     if key not in ctx._cache:
-        train, test = ctx.dataset("train"), ctx.dataset("test")
+        train, test, learning = ctx.dataset("train"), ctx.dataset("test"), ctx.fold.learning
         tr = window_codes(ctx.models, train, [audio_feat, video_feat])
         te = window_codes(ctx.models, test, [audio_feat, video_feat])
+        fit = tr if learning is train else window_codes(ctx.models, learning, [audio_feat, video_feat])
         n = min(ctx.cfg.eval.cca_components, tr[audio_feat].shape[1], tr[video_feat].shape[1])
-        groups = np.asarray(ctx.cv_groups("train"))[np.asarray(train.utt)]  # speakers, or repetitions
+        groups = np.asarray(ctx.cv_groups(ds=learning))[np.asarray(learning.utt)]  # one per window
         cca = RegularizedCCA(n_components=n, n_folds=ctx.cfg.eval.cv_folds, device=ctx.device).fit(
-            tr[audio_feat], tr[video_feat], groups=groups)
+            fit[audio_feat], fit[video_feat], groups=groups)
         log.info("%s/%s CCA: shrinkage %g, training correlations %s", audio_feat, video_feat, cca.shrinkage_,
                  np.round(cca.correlations_[:4], 3).tolist())
         slices = ctx.cfg.eval.slices

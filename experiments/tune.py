@@ -8,19 +8,28 @@ classifier are fitted on the rest and scored on the held-out group, as the exper
 its test split (the experiment picks C by an inner CV; here C is part of the maximised score, so
 the scores are a little optimistic, equally for every candidate). Two greedy stages, as the models are trained:
 
+0. when the config's fusion setting adds audio noise (``eval.snr_db``, a corpus with waveforms):
+   the audio RBM's own sparsity, ``pretrain.audio_sparsity_target`` over {0.01, 0.05} and
+   ``pretrain.audio_sparsity_cost`` over {0, 0.1, 1, 10}, scored on the audio RBM's features of the
+   held-out group, clean and with white noise at every SNR of ``eval.snr_db`` (the classifier
+   trained on clean features, as the fusion setting does): the mean over those conditions, since
+   clean spoken digits sit at the ceiling for every candidate;
 1. sparsity of the RBMs: ``pretrain.sparsity_target`` over the paper's {0.01, 0.03, 0.05, 0.07}
    and ``pretrain.sparsity_cost`` over {1, 3, 10}, scored on the video RBM's features;
 2. fine-tuning: ``finetune.epochs`` x ``finetune.lr``, scored on the video-only deep
-   autoencoder's features, with the stage-1 choice fixed.
+   autoencoder's features, with the earlier choices fixed.
 
 Each candidate is scored by its best mean held-out accuracy over the classifier's C grid and the
 two feature scalings (``eval.standardize``); the best scaling is reported per candidate, not set.
+The feature models learn from what the experiment's do (:attr:`pipeline.FoldData.learning`: with
+``data.learn_from = "recordings"`` every window of the fitting recordings, never a held-out one).
 
 Run: ``bimodal tune paper_avletters --set data.root='"DIR"' --out DIR [--device cuda]``.
 Writes ``DIR/tuning.json`` and ``DIR/tuning.md`` (atomically) with every candidate's score.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -40,6 +49,8 @@ from .config import Config, config_record, with_overrides
 
 log = logging.getLogger(__name__)
 
+AUDIO_SPARSITY_GRID = {"pretrain.audio_sparsity_target": [0.01, 0.05],
+                       "pretrain.audio_sparsity_cost": [0.0, 0.1, 1.0, 10.0]}
 SPARSITY_GRID = {"pretrain.sparsity_target": [0.01, 0.03, 0.05, 0.07], "pretrain.sparsity_cost": [1.0, 3.0, 10.0]}
 FINETUNE_GRID = {"finetune.epochs": [30, 100], "finetune.lr": [1e-3, 3e-4]}
 STANDARDIZE = ("global", "zscore")
@@ -55,48 +66,74 @@ def inner_splits(cfg: Config, utts: list, seed: int) -> list[tuple[np.ndarray, n
     """
     from bimodal.folds import speaker_folds
 
-    split = check_tunable(cfg)
+    split = check_tunable(cfg, utts)
     train_idx, _ = pipeline.speaker_splits(utts, cfg, seed)[0]
     if split == "third_test":
         groups = np.array([str(utts[i].repetition) for i in train_idx])
         return [(train_idx[groups != g], train_idx[groups == g]) for g in sorted(set(groups))]
-    speakers = np.array([str(utts[i].speaker) for i in train_idx])
-    folds = speaker_folds(speakers, n_folds=min(max(2, cfg.eval.cv_folds), len(set(speakers))), seed=seed)
+    groups = np.array([held_out_unit(cfg, utts[i]) for i in train_idx])
+    folds = speaker_folds(groups, n_folds=min(max(2, cfg.eval.cv_folds), len(set(groups))), seed=seed)
     return [(train_idx[a], train_idx[b]) for a, b in folds]
 
 
-def check_tunable(cfg: Config) -> str:
-    """The config's split if it has one train/test pair, else a ConfigError."""
+def held_out_unit(cfg: Config, u) -> str:
+    """What one inner fold holds out: a repetition, a recording (``split = "recordings"``) or a speaker."""
+    if cfg.experiment.split == "third_test":
+        return str(u.repetition)
+    if cfg.experiment.split == "recordings":
+        return pipeline.recording_of(u)
+    return str(u.speaker)
+
+
+def check_tunable(cfg: Config, utts: list | None = None) -> str:
+    """The config's split if it has one train/test pair, else a ConfigError (``utts``: the corpus,
+    to tell a one-speaker ``recordings`` split from a speaker-fold one)."""
     split = cfg.experiment.split
-    if split not in ("third_test", "even_odd"):
-        raise ConfigError(f"bimodal tune needs a split with one train/test pair (experiment.split = 'third_test' "
-                          f"or 'even_odd'), got {split!r}: with speaker folds every speaker is tested in some "
-                          "fold, so no training set is free of test speakers")
+    one_pair = split in ("third_test", "even_odd") or (
+        split == "recordings" and (utts is None or len({u.speaker for u in utts}) == 1))
+    if not one_pair:
+        raise ConfigError(f"bimodal tune needs a split with one train/test pair (experiment.split = 'third_test', "
+                          f"'even_odd', or 'recordings' on one speaker), got {split!r}: with speaker folds every "
+                          "speaker is tested in some fold, so no training set is free of test speakers")
     return split
 
 
 def held_out_scores(cfg: Config, feats: tuple, labels: tuple, seed: int, device) -> dict:
-    """Held-out accuracy for every (standardize, C): ``{"global|C=0.01": acc, ...}``."""
+    """Held-out accuracy for every (standardize, C): ``{"global|C=0.01": acc, ...}``.
+
+    ``feats`` = (training features, held-out features), or (training, [held-out features under
+    each condition]): one classifier per (standardize, C) fitted on the first, scored by its mean
+    accuracy over the conditions."""
     (Ftr, Fva), (ytr, yva) = feats, labels
+    conditions = Fva if isinstance(Fva, list) else [Fva]
     names = {n: i for i, n in enumerate(sorted(set(ytr) | set(yva)))}
     ytr, yva = (np.array([names[v] for v in y], np.int64) for y in (ytr, yva))
     out = {}
     for mode in STANDARDIZE:
         for C in cfg.eval.Cs:
             clf = StandardizedClassifier(cfg.eval.classifier, cfg.eval.backend, C, device=device, seed=seed,
-                                         standardize=mode)
-            out[f"{mode}|C={C:g}"] = clf.fit(Ftr, ytr).score(Fva, yva)
+                                         standardize=mode).fit(Ftr, ytr)
+            out[f"{mode}|C={C:g}"] = float(np.mean([clf.score(F, yva) for F in conditions]))
     return out
 
 
 def candidate_score(cfg: Config, folds: list, stage: str, seed: int, device) -> dict:
-    """Mean held-out accuracies of one candidate config (``stage``: "rbm" or "dae") over the
-    prepared inner ``folds`` (their whitening does not depend on the tuned values)."""
+    """Mean held-out accuracies of one candidate config (``stage``: "audio_rbm", "rbm" or "dae")
+    over the prepared inner ``folds`` (their whitening does not depend on the tuned values)."""
     per_split = []
     for fold in folds:
-        Xa, Xv = fold.train.audio, fold.train.video
+        Xa, Xv = fold.learning.audio, fold.learning.video
         dbn = pipeline.build_bimodal_dbn(cfg, Xa.shape[1], Xv.shape[1], seed, device)
         p = cfg.pretrain
+        if stage == "audio_rbm":
+            registry.first_rbm(dbn, "audio").fit(Xa, epochs=p.epochs, batch_size=p.batch_size)
+            models = {"bimodal_dbn": dbn}
+            held_out = [fold.test] + [fold.test_noisy[float(snr)] for snr in cfg.eval.snr_db]
+            pool = functools.partial(_pooled, models, "rbm.audio", cfg.eval.slices)
+            per_split.append(held_out_scores(cfg, (pool(fold.train), [pool(ds) for ds in held_out]),
+                                             (pipeline.label_strings(fold.train), pipeline.label_strings(fold.test)),
+                                             seed, device))
+            continue
         if stage == "rbm":
             registry.first_rbm(dbn, "video").fit(Xv, epochs=p.epochs, batch_size=p.batch_size)
             models, feature = {"bimodal_dbn": dbn}, "rbm.video"
@@ -106,11 +143,19 @@ def candidate_score(cfg: Config, folds: list, stage: str, seed: int, device) -> 
                                        registry.MODELS["video_dae"].inputs).fit(
                 audio=Xa, video=Xv, seed=seed, **pipeline.finetune_kwargs(cfg))
             models, feature = {"bimodal_dbn": dbn, "video_dae": dae}, "video_dae.video"
-        feats = tuple(pipeline.utterance_features(pipeline.window_codes(models, ds, [feature])[feature], ds,
-                                                  cfg.eval.slices) for ds in (fold.train, fold.test))
+        feats = tuple(_pooled(models, feature, cfg.eval.slices, ds) for ds in (fold.train, fold.test))
         labels = tuple(pipeline.label_strings(ds) for ds in (fold.train, fold.test))
         per_split.append(held_out_scores(cfg, feats, labels, seed, device))
     return {k: float(np.mean([s[k] for s in per_split])) for k in per_split[0]}
+
+
+def _pooled(models: dict, feature: str, slices, ds) -> np.ndarray:
+    return pipeline.utterance_features(pipeline.window_codes(models, ds, [feature])[feature], ds, slices)
+
+
+def tunes_audio_noise(cfg: Config, utts: list) -> bool:
+    """Whether stage 0 runs: the fusion setting adds noise, and the corpus has waveforms to add it to."""
+    return "fusion" in cfg.experiment.settings and bool(cfg.eval.snr_db) and all(u.audio is not None for u in utts)
 
 
 def grid_stage(cfg: Config, folds: list, grid: dict, stage: str, seed, device, progress) -> tuple:
@@ -129,33 +174,58 @@ def grid_stage(cfg: Config, folds: list, grid: dict, stage: str, seed, device, p
     return top["overrides"], rows
 
 
-def tune(cfg: Config, seed: int = 0, device=None, grids=(SPARSITY_GRID, FINETUNE_GRID), progress: bool = True) -> dict:
-    """Run both stages; returns ``{"chosen": {...}, "stages": [...], "splits": [...]}``."""
+STAGES = {"audio_rbm": AUDIO_SPARSITY_GRID, "rbm": SPARSITY_GRID, "dae": FINETUNE_GRID}
+
+
+def stage_grids(names: str) -> dict:
+    """``"audio_rbm,rbm"`` → those stages' grids, in that order (a ConfigError names unknown ones)."""
+    chosen = [n.strip() for n in names.split(",") if n.strip()]
+    bad = [n for n in chosen if n not in STAGES]
+    if bad or not chosen:
+        raise ConfigError(f"--stages {names!r}: expected a comma-separated list of {', '.join(STAGES)}")
+    return {n: STAGES[n] for n in chosen}
+
+
+def tune(cfg: Config, seed: int = 0, device=None, grids: dict | None = None, progress: bool = True) -> dict:
+    """Run the stages (``grids``: stage name → grid, default stage 0 when :func:`tunes_audio_noise`,
+    then stages 1 and 2); returns ``{"chosen": {...}, "stages": [...], "splits": [...]}``."""
     check_tunable(cfg)  # before any work
     device = resolve_device(device)
     utts = pipeline.load_utterances(cfg, progress=progress)
+    if grids is None:
+        grids = {**({"audio_rbm": AUDIO_SPARSITY_GRID} if tunes_audio_noise(cfg, utts) else {}),
+                 "rbm": SPARSITY_GRID, "dae": FINETUNE_GRID}
     splits = inner_splits(cfg, utts, seed)
-    # The tuned values do not touch the preprocessing: whiten and window each inner fold once.
-    frame_cache: dict = {}
+    # The tuned values do not touch the preprocessing: whiten and window each inner fold once, from
+    # the experiment's own frame cache (so a later `bimodal reproduce` of the config reuses it).
+    cache_path = pipeline.frame_cache_path(cfg, utts)
+    frame_cache = pipeline.load_frame_cache(cache_path)
+    n_cached = len(frame_cache)
     folds = [pipeline.prepare_fold(cfg, utts, fit_idx, va_idx, seed, device, progress=False, frame_cache=frame_cache)
              for fit_idx, va_idx in splits]
+    if len(frame_cache) > n_cached:
+        pipeline.save_frame_cache(frame_cache, cache_path)
     chosen, stages = {}, []
-    for grid, stage in zip(grids, ("rbm", "dae")):
+    for stage, grid in grids.items():
         best, rows = grid_stage(with_overrides(cfg, chosen, "tune") if chosen else cfg, folds, grid, stage, seed,
                                 device, progress)
         chosen.update(best)
         stages.append({"stage": stage, "grid": grid, "rows": rows, "chosen": best})
 
     def group(i):
-        return str(utts[i].repetition if cfg.experiment.split == "third_test" else utts[i].speaker)
+        return held_out_unit(cfg, utts[i])
 
     split_desc = [{"fit": sorted({group(i) for i in a}), "held_out": sorted({group(i) for i in b})} for a, b in splits]
     return {"chosen": chosen, "stages": stages, "splits": split_desc, "seed": seed, "config": config_record(cfg)}
 
 
 def to_markdown(result: dict) -> str:
+    def brief(groups):
+        return groups if len(groups) <= 8 else f"{len(groups)} ({', '.join(groups[:3])}, ...)"
+
+    splits = [{k: brief(v) for k, v in s.items()} for s in result["splits"]]
     lines = ["# Hyperparameters chosen by cross-validation on the training split", "",
-             f"Held-out groups: {result['splits']} (the experiment's test split is never used). Each score is "
+             f"Held-out groups: {splits} (the experiment's test split is never used). Each score is "
              "the mean held-out accuracy at the best (feature scaling, C).", ""]
     for st in result["stages"]:
         lines += [f"## Stage: {st['stage']}", "", "| candidate | held-out accuracy (%) | best scaling, C |", "|---|---|---|"]

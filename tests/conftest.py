@@ -13,6 +13,7 @@ torch.set_num_threads(1)
 SHARED_DATA = Path(os.environ.get("BIMODAL_SHARED_DATA", Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
 FSDD = SHARED_DATA / "fsdd"
 AVLETTERS = SHARED_DATA / "avletters"
+GRID_S1 = SHARED_DATA / "grid-s1"
 
 
 @pytest.fixture
@@ -45,3 +46,11 @@ def avletters_root():
     if not (AVLETTERS / "Lips").is_dir():
         pytest.skip(f"{AVLETTERS}/Lips is absent (only developers' machines have ../shared/data/avletters)")
     return AVLETTERS
+
+
+@pytest.fixture
+def grid_s1_root():
+    """The shared GRID speaker s1 as distributed (s1/*.mkv + alignments/s1/*.align, 700 sentences); skip when absent."""
+    if not (GRID_S1 / "s1").is_dir() or not (GRID_S1 / "alignments" / "s1").is_dir():
+        pytest.skip(f"{GRID_S1} has no s1/ and alignments/s1/ (only developers' machines have ../shared/data/grid-s1)")
+    return GRID_S1

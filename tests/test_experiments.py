@@ -453,7 +453,7 @@ def test_tune_never_touches_the_test_split(tiny_run, monkeypatch):
         return prepare(c, u, fit_idx, va_idx, *a, **k)
 
     monkeypatch.setattr(pipeline, "prepare_fold", recording)
-    grids = ({"pretrain.sparsity_target": [0.01, 0.2]}, {"finetune.epochs": [1, 2]})
+    grids = {"rbm": {"pretrain.sparsity_target": [0.01, 0.2]}, "dae": {"finetune.epochs": [1, 2]}}
     result = tune_mod.tune(cfg, seed=0, device="cpu", grids=grids, progress=False)
     assert set(result["chosen"]) == {"pretrain.sparsity_target", "finetune.epochs"}
     # each inner fold is whitened once, whatever the number of candidates
