@@ -236,7 +236,8 @@ def _check_clip(u, cfg: PrepConfig, n_montage: int) -> ClipCheck:
             if has_wave:
                 _, n = trim_to_common_length(len(u.audio), u.sample_rate, len(u.video), c.fps,
                                              cfg.max_av_length_mismatch_s, u.path)
-            crops, faces = mouth_frames_with_faces(u.video[:n], cfg.mouth_roi, cfg.roi_size, name=u.path)
+            crops, faces = mouth_frames_with_faces(u.video[:n], cfg.mouth_roi, cfg.roi_size, name=u.path,
+                                                   track_every=cfg.track_every)
             c.tracked = faces is not None
             c.no_face_frames = 0 if faces is None else int((~faces).sum())
             idx = np.unique(np.linspace(0, len(crops) - 1, min(n_montage, len(crops))).round().astype(int))
@@ -268,7 +269,7 @@ def check_corpus(root, source: str = "folder", cfg: PrepConfig | None = None, mo
     progress : tqdm bars.
     n_workers : threads for tracking (default: CPU count, at most 8).
     reader_kwargs : further keyword arguments of the reader (GRID: ``{"vocabulary": "letters"}``,
-        ``margin_s``; an experiment passes its ``data.labels`` and ``data.grid_margin_s``).
+        ``margin_s``; an experiment reads with its ``data.labels`` and ``data.grid_margin_s``).
 
     Returns
     -------
@@ -278,6 +279,8 @@ def check_corpus(root, source: str = "folder", cfg: PrepConfig | None = None, mo
         raise ConfigError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
     cfg = cfg or PrepConfig()
     root = Path(root)
+    if source == "grid":  # the experiment's reader applies the preprocessing's A/V tolerance
+        reader_kwargs = {"max_av_length_mismatch_s": cfg.max_av_length_mismatch_s, **(reader_kwargs or {})}
     utts, skips, unlisted, notes, source_notes = _read(root, source, progress, reader_kwargs)
     for n in notes:
         log.warning("%s", n)

@@ -277,6 +277,11 @@ def _validate(cfg: Config, source: str) -> None:
     if cfg.data.learn_from == "recordings" and cfg.data.source != "grid":
         raise ConfigError(f"{source}: data.learn_from = 'recordings' needs a corpus of recordings cut into "
                           f"utterances (data.source = 'grid'), got data.source = {cfg.data.source!r}")
+    if cfg.data.source == "grid":
+        odd = [w for w in cfg.data.labels if w in ("digits", "letters") or w != w.lower()]
+        if odd:
+            raise ConfigError(f"{source}: data.labels are the GRID words to classify, lower case (e.g. \"zero\" .. "
+                              f"\"nine\", \"a\" .. \"z\" without \"w\"); got {odd}")
     if not 0 <= cfg.data.grid_margin_s < 1:
         raise ConfigError(f"{source}: data.grid_margin_s must be in [0, 1) seconds, got {cfg.data.grid_margin_s}")
     p = cfg.pretrain

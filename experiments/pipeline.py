@@ -101,7 +101,7 @@ def grid_views(cfg: Config, progress: bool = True, warn: bool = True) -> tuple[l
 
     d = cfg.data
     key = (str(_need_root(d).resolve()), tuple(d.labels), float(d.grid_margin_s),
-           float(prep_config(cfg).max_av_length_mismatch_s))
+           float(prep_config(cfg).max_av_length_mismatch_s), d.learn_from == "recordings")
     if _GRID_VIEWS.get("key") != key:
         _GRID_VIEWS.clear()  # one corpus held at a time: its frames are large
         with warnings.catch_warnings(record=True) as caught:
@@ -117,11 +117,15 @@ def grid_views(cfg: Config, progress: bool = True, warn: bool = True) -> tuple[l
 _GRID_VIEWS: dict = {}
 
 
-def _read_grid_views(root: str, labels: tuple, margin_s: float, mismatch_s: float, progress: bool) -> tuple:
-    from data_prep.grid import read_grid_views
+def _read_grid_views(root: str, labels: tuple, margin_s: float, mismatch_s: float, sentences: bool,
+                     progress: bool) -> tuple:
+    """Tokens and (only when ``sentences``: they are ~4x the tokens' memory) the trimmed sentences."""
+    from data_prep.grid import read_grid_recordings, views_of
 
-    tokens, sentences = read_grid_views(root, vocabulary=list(labels), margin_s=margin_s, progress=progress,
-                                        max_av_length_mismatch_s=mismatch_s)
+    recordings = read_grid_recordings(root, vocabulary=list(labels), margin_s=margin_s, progress=progress,
+                                      max_av_length_mismatch_s=mismatch_s,
+                                      views=("tokens", "sentences") if sentences else ("tokens",))
+    tokens, sentences = views_of(recordings)
     log.info("GRID: %d tokens of %d words from %d sentences under %s", len(tokens), len(set(labels)),
              len(sentences), root)
     return tokens, sentences
@@ -201,6 +205,12 @@ def recording_of(u) -> str:
     return str(u.group if u.group is not None else u.utterance_id)
 
 
+def splits_by_recording(cfg: Config, speakers) -> bool:
+    """Whether ``experiment.split = "recordings"`` splits by recording here: only with one speaker
+    among ``speakers`` (with several it is speaker folds, as ``"folds"``)."""
+    return cfg.experiment.split == "recordings" and len(set(speakers)) == 1
+
+
 def recording_split(utts: list, n_folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """One (train, test) pair by recording, the same for every seed: within each label, the
     recordings (sorted by id) are dealt round-robin into ``n_folds`` parts and the last part tests,
@@ -230,7 +240,7 @@ def speaker_splits(utts: list, cfg: Config, seed: int) -> list[tuple[np.ndarray,
 
     if cfg.experiment.split == "third_test":
         return repetition_split(utts)
-    if cfg.experiment.split == "recordings" and len({u.speaker for u in utts}) == 1:
+    if splits_by_recording(cfg, [u.speaker for u in utts]):
         return recording_split(utts, cfg.experiment.n_folds)
     speakers = np.array([u.speaker for u in utts])
     if cfg.experiment.split == "even_odd":
@@ -254,8 +264,10 @@ def frame_cache_path(cfg: Config, utts) -> Path:
     for u in utts:
         st = os.stat(u.path) if u.path and os.path.exists(u.path) else None
         files.append((str(u.path), str(u.utterance_id), st.st_size if st else None, st.st_mtime_ns if st else None))
-    key = json.dumps({"prep": prep_config(cfg).to_dict(), "files": files, "version": FRAMES_VERSION}, sort_keys=True,
-                     default=str)
+    record = {"prep": prep_config(cfg).to_dict(), "files": files, "version": FRAMES_VERSION}
+    if cfg.data.source == "grid":  # the same token ids hold other frames under another margin
+        record["grid_margin_s"] = float(cfg.data.grid_margin_s)
+    key = json.dumps(record, sort_keys=True, default=str)
     root = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir()
     return root / f"frames-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pkl"
 

@@ -198,7 +198,11 @@ def _protocol(results: dict) -> list[str]:
         cv_unit = "group of training speakers"
     learn = ("every window of the training recordings (trimmed to their speech), not only the labelled utterances"
              if data.get("learn_from") == "recordings" else "the labelled training utterances")
-    sparsity = ", ".join(f"{m} RBM target {pt.get(f'{m}_sparsity_target')}, cost {pt.get(f'{m}_sparsity_cost')}"
+    def own(m, what):  # a modality's own value, else the shared one
+        v = pt.get(f"{m}_sparsity_{what}")
+        return pt.get(f"sparsity_{what}", "?") if v is None else v
+
+    sparsity = ", ".join(f"{m} RBM target {own(m, 'target')}, cost {own(m, 'cost')}"
                          for m in ("audio", "video")
                          if pt.get(f"{m}_sparsity_target") is not None or pt.get(f"{m}_sparsity_cost") is not None)
     rows = [
@@ -217,8 +221,10 @@ def _protocol(results: dict) -> list[str]:
                                       f"{pt.get('sparsity_cost', '?')}{' (' + sparsity + ')' if sparsity else ''}, "
                                       f"{pt.get('epochs', '?')} epochs; fine-tuning "
                                       f"{ft.get('epochs', '?')} epochs at lr {ft.get('lr', '?')} (the config's values; "
-                                      "docs/tuning.md tells how the defaults were chosen on AVLetters' training "
-                                      "repetitions with `bimodal tune`)"],
+                                      + ("docs/grid.md tells which were chosen by `bimodal tune` on GRID's training "
+                                         "sentences" if data.get("source") == "grid" else
+                                         "docs/tuning.md tells how the defaults were chosen on AVLetters' training "
+                                         "repetitions with `bimodal tune`") + ")"],
         ["temporal slices pooled", ev.get("slices", "?")],
         *([["test SNRs (dB, white noise on audio)", ev.get("snr_db", "?")]]
           if "fusion" in (exp.get("settings") or []) else []),

@@ -17,8 +17,8 @@ from bimodal.evaluation import cross_modal_matching, evaluate_features
 
 from . import registry
 from .config import Config
-from .pipeline import (FoldData, fusion_rows, label_strings, mcgurk_utterance, recording_of, utterance_features,
-                       window_codes)
+from .pipeline import (FoldData, fusion_rows, label_strings, mcgurk_utterance, recording_of, splits_by_recording,
+                       utterance_features, window_codes)
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,9 @@ class FoldContext:
             if ds.repetitions is None:
                 raise ConfigError("experiment.split = 'third_test' needs repetition ids; this dataset has none")
             return np.asarray(ds.repetitions)
-        if self.cfg.experiment.split == "recordings" and len(set(ds.speakers)) == 1:
+        if splits_by_recording(self.cfg, ds.speakers):
             lookup = {str(u.utterance_id): recording_of(u) for u in self.fold.train_utts + self.fold.test_utts}
+            # the training recordings' own windows (FoldData.recordings): a recording's id is its group
             return np.array([lookup.get(str(i), str(i)) for i in ds.utterance_ids], dtype=object)
         return np.asarray(ds.speakers)
 

@@ -6,7 +6,8 @@ one of them). Inside the training split one group (a repetition under ``third_te
 speakers under ``even_odd``) is held out at a time; the whitening, the feature models and the
 classifier are fitted on the rest and scored on the held-out group, as the experiment does for
 its test split (the experiment picks C by an inner CV; here C is part of the maximised score, so
-the scores are a little optimistic, equally for every candidate). Two greedy stages, as the models are trained:
+the scores are a little optimistic, equally for every candidate). Greedy stages, as the models are
+trained (``bimodal tune --stages`` picks and orders them):
 
 0. when the config's fusion setting adds audio noise (``eval.snr_db``, a corpus with waveforms):
    the audio RBM's own sparsity, ``pretrain.audio_sparsity_target`` over {0.01, 0.05} and
@@ -90,7 +91,7 @@ def check_tunable(cfg: Config, utts: list | None = None) -> str:
     to tell a one-speaker ``recordings`` split from a speaker-fold one)."""
     split = cfg.experiment.split
     one_pair = split in ("third_test", "even_odd") or (
-        split == "recordings" and (utts is None or len({u.speaker for u in utts}) == 1))
+        split == "recordings" and (utts is None or pipeline.splits_by_recording(cfg, [u.speaker for u in utts])))
     if not one_pair:
         raise ConfigError(f"bimodal tune needs a split with one train/test pair (experiment.split = 'third_test', "
                           f"'even_odd', or 'recordings' on one speaker), got {split!r}: with speaker folds every "
@@ -195,6 +196,9 @@ def tune(cfg: Config, seed: int = 0, device=None, grids: dict | None = None, pro
     if grids is None:
         grids = {**({"audio_rbm": AUDIO_SPARSITY_GRID} if tunes_audio_noise(cfg, utts) else {}),
                  "rbm": SPARSITY_GRID, "dae": FINETUNE_GRID}
+    if "audio_rbm" in grids and not tunes_audio_noise(cfg, utts):
+        raise ConfigError("tune stage 'audio_rbm' scores audio features under the fusion setting's noise: it needs "
+                          "'fusion' in experiment.settings, a non-empty eval.snr_db and a corpus with waveforms")
     splits = inner_splits(cfg, utts, seed)
     # The tuned values do not touch the preprocessing: whiten and window each inner fold once, from
     # the experiment's own frame cache (so a later `bimodal reproduce` of the config reuses it).

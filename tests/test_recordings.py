@@ -197,3 +197,20 @@ def test_grid_digits_runs_end_to_end_and_learns_from_training_recordings_only(ti
     report = (tmp_path / "run" / "report.md").read_text()
     assert "One speaker" in report and "paper, CUAVE" in report and "paper, AVLetters" not in report
     assert "How far audio noise moves the features" in report
+
+
+def test_grid_config_guards(tiny_grid, tmp_path):
+    """GRID labels are words; the frame cache tells margins apart; the noisy tune stage needs noise."""
+    from experiments.config import load_config
+
+    path = Path(__file__).resolve().parent.parent / "experiments" / "configs" / "grid_digits.toml"
+    base = [f'data.root="{tiny_grid}"', 'data.labels=["one", "two", "three"]', f'data.cache_dir="{tmp_path}"']
+    with pytest.raises(ConfigError, match="data.labels are the GRID words"):
+        load_config(path, [f'data.root="{tiny_grid}"', 'data.labels=["digits"]'])
+    cfg = load_config(path, base)
+    utts = pipeline.load_utterances(cfg, progress=False)
+    wider = load_config(path, base + ["data.grid_margin_s=0.08"])
+    assert pipeline.frame_cache_path(cfg, utts) != pipeline.frame_cache_path(wider, utts)
+    no_fusion = load_config(path, base + ['experiment.settings=["cross_modality"]'])
+    with pytest.raises(ConfigError, match="audio_rbm"):
+        tune.tune(no_fusion, device="cpu", grids=tune.stage_grids("audio_rbm"), progress=False)
