@@ -15,7 +15,7 @@ from .errors import DataError
 from .io import atomic_torch_save
 
 _REGISTRY: dict[str, type] = {}  # class name -> Persistable subclass
-_MODEL_MODULES = (".rbm", ".dbn", ".autoencoder")
+_MODEL_MODULES = (".rbm", ".dbn", ".autoencoder", ".conv_frontend")
 
 
 class Persistable:

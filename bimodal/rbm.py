@@ -76,9 +76,14 @@ class RBM(Persistable, nn.Module):
         Target mean activation of every hidden unit (Lee et al. 2008), e.g. 0.05; ``None`` (the
         library default) = off. The experiments turn it on (target 0.05, cost 10, tuned per corpus).
     sparsity_cost : float
-        Weight λ of the sparsity term: each batch the hidden biases move by
-        ``lr * λ * (target - q)``, where ``q`` is a running estimate (decay ``sparsity_decay``)
-        of each hidden unit's mean probability.
+        Weight λ of the sparsity term: each batch ``lr * λ * (target - q)`` is added to the hidden
+        biases' velocity, where ``q`` is a running estimate (decay ``sparsity_decay``) of each hidden
+        unit's mean probability. The term rides on the momentum as Hinton's practical guide (2010,
+        §11) adds it "to the gradient"; Lee, Ekanadham & Ng (2008) instead take a separate step on
+        the regulariser after each CD update. A pull that persists for many batches therefore moves
+        the biases by ``lr * λ / (1 - momentum) * (target - q)`` per batch: λ here weighs as
+        ``λ / (1 - m)`` in Lee et al.'s form, 2λ under the first ``momentum_epochs`` epochs'
+        momentum of 0.5 and 10λ under the final 0.9 (:func:`effective_sparsity_cost`).
     sample_visible : bool
         Sample the visible units in the negative phase of CD instead of using their means
         (Hinton's guide recommends means; Gaussian samples add unit-variance noise). PCD chains
@@ -514,6 +519,15 @@ class RBM(Persistable, nn.Module):
 
 
 _CHUNK_ELEMENTS = 1 << 24
+
+
+def effective_sparsity_cost(sparsity_cost: float, momentum: float) -> float:
+    """The weight of :class:`RBM`'s sparsity term in Lee et al.'s (2008) separate-step form:
+    added to the velocity, a steady pull is amplified by the momentum's geometric series,
+    ``sparsity_cost / (1 - momentum)``."""
+    if not 0 <= momentum < 1:
+        raise ConfigError(f"momentum must be in [0, 1), got {momentum}")
+    return float(sparsity_cost) / (1.0 - float(momentum))
 
 
 def _squared_error(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -39,8 +39,9 @@ from typing import Callable, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from bimodal.conv_frontend import ConvFrameAutoencoder
 from bimodal.device import resolve_device
-from bimodal.errors import ConfigError, DataError
+from bimodal.errors import ConfigError, DataError, ShapeError
 from bimodal.io import atomic_savez
 
 from . import readers as _readers
@@ -57,6 +58,9 @@ log = logging.getLogger(__name__)
 #: every cache key, so bump it whenever either changes (2: precomputed audio features, frames
 #: trimmed to the video span, repetition ids, derivative scales).
 FRAMES_VERSION = 2
+
+
+VIDEO_FRONTENDS = ("pca", "conv")
 
 
 @dataclass
@@ -93,6 +97,15 @@ class PrepConfig:
     scale_deltas: bool = True
     max_av_length_mismatch_s: float = 0.2
     audio_only_fps: float = 25.0         # frame grid for audio-only utterances (e.g. FSDD)
+    # Video front end (beyond the paper): "pca" whitens the pixels; "conv" trains a
+    # bimodal.conv_frontend.ConvFrameAutoencoder on the training frames and whitens its per-frame
+    # codes instead (video_pca of the conv_code_dim dims), then the same derivatives and windows.
+    video_frontend: str = "pca"
+    conv_code_dim: int = 64
+    conv_channels: int = 64              # feature maps of every 3x3 convolution (cost grows with its square)
+    conv_epochs: int = 10
+    conv_batch_size: int = 128
+    conv_lr: float = 1e-3
 
     def __post_init__(self):
         self.roi_size = tuple(int(v) for v in self.roi_size)
@@ -108,6 +121,20 @@ class PrepConfig:
         for k in ("frames_per_window", "window_stride", "audio_pca", "video_pca", "track_every"):
             if int(getattr(self, k)) < 1:
                 raise ConfigError(f"{k} must be >= 1, got {getattr(self, k)}")
+        self._check_video_frontend()
+
+    def _check_video_frontend(self) -> None:
+        if self.video_frontend not in VIDEO_FRONTENDS:
+            raise ConfigError(f"video_frontend must be one of {VIDEO_FRONTENDS}, got {self.video_frontend!r}")
+        for k in ("conv_code_dim", "conv_channels", "conv_epochs", "conv_batch_size"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < (0 if k == "conv_epochs" else 1):
+                raise ConfigError(f"{k} must be an integer >= {0 if k == 'conv_epochs' else 1}, got {v!r}")
+        if not (isinstance(self.conv_lr, (int, float)) and np.isfinite(self.conv_lr) and self.conv_lr > 0):
+            raise ConfigError(f"conv_lr must be a finite number > 0, got {self.conv_lr!r}")
+        if self.video_frontend == "conv" and int(self.video_pca) > int(self.conv_code_dim):
+            raise ConfigError(f"video_frontend='conv' whitens the conv codes: video_pca ({self.video_pca}) must be "
+                              f"<= conv_code_dim ({self.conv_code_dim})")
 
     @property
     def audio_frame_rate(self) -> float:
@@ -170,6 +197,37 @@ class AVDataset:
                          new[self.utt[keep]], self.labels[idx], self.speakers[idx], self.utterance_ids[idx],
                          list(self.label_names), None if self.repetitions is None else self.repetitions[idx])
 
+    def sample_windows(self, n: int, seed: int) -> "AVDataset":
+        """``n`` windows drawn at random without replacement (all of them when ``n`` >= their
+        number), kept in their order; the per-utterance arrays stay as they are."""
+        if n >= len(self):
+            return self
+        idx = np.sort(np.random.default_rng(seed).choice(len(self), size=max(int(n), 0), replace=False))
+        return dataclasses.replace(self, audio=self.audio[idx], video=None if self.video is None else self.video[idx],
+                                   utt=self.utt[idx])
+
+    def concat(self, other: "AVDataset") -> "AVDataset":
+        """This dataset's windows followed by ``other``'s (same window sizes); ``other``'s labels are
+        appended to ``label_names`` where new, its utterance indices shifted after these."""
+        if self.audio.shape[1] != other.audio.shape[1] or (self.video is None) != (other.video is None) or (
+                self.video is not None and self.video.shape[1] != other.video.shape[1]):
+            raise ShapeError(f"cannot join windows of sizes audio {self.audio.shape[1]} / video "
+                             f"{None if self.video is None else self.video.shape[1]} and audio {other.audio.shape[1]} / "
+                             f"video {None if other.video is None else other.video.shape[1]}", field="windows")
+        names = list(self.label_names) + [n for n in other.label_names if n not in self.label_names]
+        index = {n: i for i, n in enumerate(names)}
+        other_labels = np.array([index[other.label_names[k]] for k in other.labels], np.int64)
+        reps = None
+        if self.repetitions is not None or other.repetitions is not None:
+            reps = np.concatenate([r if r is not None else np.full(d.n_utterances, "", dtype=object)
+                                   for d, r in ((self, self.repetitions), (other, other.repetitions))])
+        return AVDataset(np.concatenate([self.audio, other.audio]),
+                         None if self.video is None else np.concatenate([self.video, other.video]),
+                         np.concatenate([self.utt, other.utt + self.n_utterances]),
+                         np.concatenate([self.labels, other_labels]),
+                         np.concatenate([self.speakers, other.speakers]),
+                         np.concatenate([self.utterance_ids, other.utterance_ids]), names, reps)
+
     def save(self, path) -> Path:
         arrays = dict(audio=self.audio, utt=self.utt, labels=self.labels,
                       speakers=self.speakers.astype(str), utterance_ids=self.utterance_ids.astype(str),
@@ -214,11 +272,16 @@ class Preprocessor:
         experiments that refit the whitening for every speaker fold pass one dict to all their
         preprocessors so spectrograms and mouth crops are computed once per utterance (and once per
         audio transform that has a ``cache_key`` attribute; transforms without one are not cached).
+    seed : seeds the conv video front end (``video_frontend="conv"``): initial weights and
+        minibatch order. Unused by the default PCA front end.
     """
 
     def __init__(self, cfg: PrepConfig | None = None, device=None, n_workers: int | None = None,
-                 frame_cache: dict | None = None):
+                 frame_cache: dict | None = None, seed: int = 0):
         self.cfg = cfg or PrepConfig()
+        self.seed = seed
+        #: The fitted ConvFrameAutoencoder of ``video_frontend="conv"`` (None for "pca").
+        self.video_model: ConvFrameAutoencoder | None = None
         self.frame_cache = frame_cache
         self.device = resolve_device(device)
         self.n_workers = n_workers or default_workers()
@@ -366,9 +429,19 @@ class Preprocessor:
             a = self._after_whitening(a, self._audio_delta_order(u), self.audio_delta_scale)
         return np.asarray(a, dtype=np.float32)
 
+    def video_features(self, vid: np.ndarray) -> np.ndarray:
+        """What the video whitener sees per frame: the pixels (T, H*W) unchanged for
+        ``video_frontend="pca"``, the conv autoencoder's codes (T, conv_code_dim) float32 for "conv"."""
+        if self.cfg.video_frontend == "pca":
+            return vid
+        if self.video_model is None:
+            raise DataError("video_frontend='conv' but no conv front end is fitted; call fit() or load() first",
+                            field="video_model")
+        return np.asarray(self.video_model.transform(np.asarray(vid, dtype=np.float32)), dtype=np.float32)
+
     def video_frames(self, vid: np.ndarray) -> np.ndarray:
         """Whitened per-frame video features (with scaled derivatives) of one utterance."""
-        v = self.video_whitener.transform(vid)
+        v = self.video_whitener.transform(self.video_features(vid))
         return self._after_whitening(v, self.cfg.deltas, self.video_delta_scale)
 
     def _windows(self, u: Utterance, spec, vid, fps):
@@ -426,12 +499,15 @@ class Preprocessor:
         return [k[0] for k in kept], [k[1] for k in kept]
 
     # ------------------------------------------------------------------ fit / transform
-    def fit(self, train_utterances: Sequence[Utterance], progress: bool = True, strict: bool = True) -> "Preprocessor":
+    def fit(self, train_utterances: Sequence[Utterance], progress: bool = True, strict: bool = True,
+            extra_video: np.ndarray | None = None) -> "Preprocessor":
         """Fit the audio whitener on all and the video whitener on the audio-visual training utterances,
         then the standard deviations of the derivatives appended after whitening (``scale_deltas``).
 
         ``strict=False`` skips unusable utterances with a warning (listed in ``self.skipped``)
-        instead of raising."""
+        instead of raising. ``extra_video`` (M, H * W) in [0, 1]: further mouth frames (unlabelled
+        corpora) that the conv video front end learns from besides the training utterances'; the
+        whiteners never see them."""
         c = self.cfg
         train_utterances, frames = self._all_frames(list(train_utterances), None, progress, "fit: features", strict)
         inputs = [self.audio_input(f[0], u) for u, f in zip(train_utterances, frames)]
@@ -449,6 +525,14 @@ class Preprocessor:
             n_audio = A.shape[1]
         self.audio_whitener = PCAWhitener(n_audio, c.pca_eps).fit(A)
         vids = [f[1] for f in frames if f[1] is not None]
+        self.video_model = None
+        if vids and c.video_frontend == "conv":
+            self.video_model = ConvFrameAutoencoder(c.roi_size, c.conv_code_dim, c.conv_channels,
+                                                    device=self.device, seed=self.seed)
+            learn = vids if extra_video is None else vids + [np.asarray(extra_video, np.float32).reshape(len(extra_video), -1)]
+            self.video_model.fit(np.concatenate(learn), epochs=c.conv_epochs, batch_size=c.conv_batch_size,
+                                 lr=c.conv_lr, progress=progress)
+        vids = [self.video_features(v) for v in vids]  # what the video whitener sees: pixels or codes
         self.video_whitener = PCAWhitener(c.video_pca, c.pca_eps).fit(np.concatenate(vids)) if vids else None
         self.audio_delta_scale = self.video_delta_scale = None
         if c.scale_deltas:
@@ -524,6 +608,10 @@ class Preprocessor:
         Takes each frame's whitened PCA coefficients (the derivatives that follow them are
         ignored) back through the whitening; used to show frames a model reconstructs.
         """
+        if self.cfg.video_frontend != "pca":
+            raise DataError(f"video_window_to_frames needs the linear PCA front end; video_frontend="
+                            f"{self.cfg.video_frontend!r} whitens conv codes, which have no linear inverse to pixels",
+                            field="video_frontend")
         if self.video_whitener is None:
             raise DataError("preprocessor has no video whitener", field="video_whitener")
         c = self.cfg
@@ -561,6 +649,8 @@ class Preprocessor:
         for key, scale in (("scale_audio_deltas", self.audio_delta_scale), ("scale_video_deltas", self.video_delta_scale)):
             if scale is not None:
                 arrays[key] = scale
+        if self.video_model is not None:  # the conv front end goes into the same file
+            arrays.update({"conv_" + k: v for k, v in self.video_model.to_arrays().items()})
         return atomic_savez(path, **arrays)
 
     @classmethod
@@ -582,6 +672,15 @@ class Preprocessor:
                         setattr(p, attr, PCAWhitener.from_state_dict(state))
                     except DataError as exc:  # name the file the broken whitener came from
                         raise DataError(str(exc), path=path, field=attr) from exc
+            conv = {k[len("conv_"):]: z[k] for k in z.files if k.startswith("conv_")}
+            if conv:
+                try:
+                    p.video_model = ConvFrameAutoencoder.from_arrays(conv, device=p.device)
+                except DataError as exc:
+                    raise DataError(str(exc), path=path, field="video_model") from exc
+            elif p.cfg.video_frontend == "conv" and p.video_whitener is not None:
+                raise DataError("video_frontend='conv' but the file holds no conv front end", path=path,
+                                field="video_model")
         return p
 
 

@@ -68,6 +68,19 @@ class DataConfig:
     # whitened by each fold's audio whitener and added to the audio DBN's pretraining, as the paper
     # added TIMIT (experiments.pipeline.load_extra_audio); a relative path is taken from the working directory
     extra_audio: str = ""
+    # Unlabelled audio-visual corpora (GRID trees or ROOT/<speaker>/<label>/<utt>.<video> folders) whose
+    # recordings join every unsupervised stage (first-layer RBMs, bimodal DBN, autoencoder fine-tuning),
+    # never the classifiers; their mouth crops and audio are put into this corpus' front end first
+    # (data_prep.extra_av: box scale chosen by mean-image distance to the training crops, intensities
+    # matched, HTK MFCCs for a corpus that ships them); the whitening stays fitted on this corpus alone
+    extra_av: list[str] = field(default_factory=list)
+    extra_av_scale: float = 0.0  # mouth box scale for the extra corpora; 0 = chosen (data_prep.extra_av)
+    # How many extra windows join the learning data: ratio x the corpus' own learning windows, drawn at
+    # random (seeded by the run's seed) from every extra recording; 0 = all of them. A ratio keeps the
+    # epochs' meaning (passes over this corpus' windows) and with it the momentum schedule and the
+    # weight the sparsity term gets, and bounds the cost: an epoch costs (1 + ratio) x as much.
+    extra_av_ratio: float = 0.0
+    extra_av_track_every: int = 2  # detect the mouth in every k-th frame of the extra videos
     cache_dir: str = ""
     # GRID (data.source = "grid"): each word of data.labels is cut from its sentence by the .align
     # timings, widened by this margin on each side (data_prep.grid.cut_span)
@@ -284,6 +297,17 @@ def _validate(cfg: Config, source: str) -> None:
                               f"\"nine\", \"a\" .. \"z\" without \"w\"); got {odd}")
     if not 0 <= cfg.data.grid_margin_s < 1:
         raise ConfigError(f"{source}: data.grid_margin_s must be in [0, 1) seconds, got {cfg.data.grid_margin_s}")
+    if any(not str(r).strip() for r in cfg.data.extra_av):
+        raise ConfigError(f"{source}: data.extra_av must list corpus folders, got {cfg.data.extra_av}")
+    if not 0 <= cfg.data.extra_av_scale <= 3:
+        raise ConfigError(f"{source}: data.extra_av_scale must be a box scale in (0, 3] or 0 (chosen), "
+                          f"got {cfg.data.extra_av_scale}")
+    if not 0 <= cfg.data.extra_av_ratio <= 1000:
+        raise ConfigError(f"{source}: data.extra_av_ratio must be a non-negative number (0 = every extra window), "
+                          f"got {cfg.data.extra_av_ratio}")
+    if cfg.data.extra_av_track_every < 1:
+        raise ConfigError(f"{source}: data.extra_av_track_every must be a positive integer, "
+                          f"got {cfg.data.extra_av_track_every}")
     p = cfg.pretrain
     for key in ("sparsity_target", "audio_sparsity_target", "video_sparsity_target"):
         value = getattr(p, key)

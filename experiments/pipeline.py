@@ -329,12 +329,22 @@ class FoldData:
     extra_audio: np.ndarray | None = None  # (M, Da) windows of data.extra_audio, for audio pretraining
     #: windows of the training recordings (``data.learn_from = "recordings"``), unlabelled
     recordings: object | None = None
+    #: windows of the extra audio-visual corpora (``data.extra_av``) in this fold's front end, unlabelled
+    extra_av: object | None = None
+    #: how the extra corpora were adapted (:class:`data_prep.extra_av.Adaptation` dicts, one per corpus)
+    extra_av_info: list = field(default_factory=list)
+    _learning: object | None = field(default=None, init=False, repr=False)  # learning windows, once joined
 
     @property
     def learning(self):
         """The windows the unsupervised stages learn from: the training recordings when there are
-        any, else the labelled training utterances."""
-        return self.recordings if self.recordings is not None else self.train
+        any, else the labelled training utterances; followed by the extra audio-visual windows."""
+        own = self.recordings if self.recordings is not None else self.train
+        if self.extra_av is None:
+            return own
+        if self._learning is None:
+            self._learning = own.concat(self.extra_av)
+        return self._learning
 
 
 def prepare_fold(cfg: Config, utts, train_idx, test_idx, seed: int, device, progress=True,
@@ -352,7 +362,7 @@ def prepare_fold(cfg: Config, utts, train_idx, test_idx, seed: int, device, prog
 
     train_utts = [utts[i] for i in train_idx]
     test_utts = [utts[i] for i in test_idx]
-    prep = Preprocessor(prep_config(cfg), device=device, frame_cache=frame_cache)
+    prep = Preprocessor(prep_config(cfg), device=device, frame_cache=frame_cache, seed=seed)
     skipped = {}
 
     def used(utts_in, key):
@@ -361,7 +371,12 @@ def prepare_fold(cfg: Config, utts, train_idx, test_idx, seed: int, device, prog
         return [u for u in utts_in if str(u.utterance_id) not in bad]
 
     recordings = learning_recordings(cfg, train_utts) if cfg.data.learn_from == "recordings" else None
-    prep.fit(recordings or train_utts, progress=progress, strict=False)
+    fit_utts = recordings or train_utts
+    # extra corpora are fitted to the training crops (which need no whitening), before the fit:
+    # a conv video front end learns from their frames too
+    extra_utts, extra_info = extra_av_corpora(cfg, prep, fit_utts, progress) if cfg.data.extra_av else ([], [])
+    prep.fit(fit_utts, progress=progress, strict=False,
+             extra_video=extra_frames(cfg, prep, extra_utts, fit_utts, seed) if extra_utts else None)
     skipped["fit"] = list(prep.skipped)
     if recordings is not None:
         rec = prep.transform(recordings, progress=progress, strict=False)
@@ -374,6 +389,12 @@ def prepare_fold(cfg: Config, utts, train_idx, test_idx, seed: int, device, prog
     test_utts = used(test_utts, "test")
     fold = FoldData(prep, train, test, train_utts, test_utts, skipped={k: v for k, v in skipped.items() if v},
                     recordings=rec if recordings is not None else None)
+    if extra_utts:
+        extra = extra_av_dataset(prep, extra_utts, progress)
+        if cfg.data.extra_av_ratio:
+            n_own = len(fold.learning.audio)  # the corpus' own learning windows (no extra yet)
+            extra = extra.sample_windows(int(round(cfg.data.extra_av_ratio * n_own)), seed)
+        fold.extra_av, fold.extra_av_info = extra, extra_info
     if cfg.data.extra_audio:
         # whitened by this fold's audio whitener (training speakers only) and windowed like any
         # audio-only utterance, so the rows match the audio RBM's input
@@ -395,6 +416,85 @@ def prepare_fold(cfg: Config, utts, train_idx, test_idx, seed: int, device, prog
                 fold.test_noisy[float(snr)] = prep.transform(test_utts, audio_transform=noise_transform(snr, seed),
                                                              progress=progress)
     return fold
+
+
+def extra_av_corpora(cfg: Config, prep, fit_utts: list, progress: bool = True) -> tuple[list, list[dict]]:
+    """The recordings of every ``data.extra_av`` corpus adapted to the crops of ``fit_utts``
+    (:func:`extra_av_utterances`), and each corpus' :class:`data_prep.extra_av.Adaptation` as a dict."""
+    utts, infos = [], []
+    for root in cfg.data.extra_av:
+        u, info = extra_av_utterances(cfg, prep, fit_utts, root, progress)
+        utts += u
+        infos.append({"root": str(root), **info.to_dict()})
+    return utts, infos
+
+
+def extra_frames(cfg: Config, prep, extra_utts: list, fit_utts: list, seed: int) -> np.ndarray | None:
+    """Mouth frames of the extra recordings for a conv video front end to learn from besides the
+    training utterances' ((M, H * W) in [0, 1]; ``data.extra_av_ratio`` x as many as the training
+    utterances have, drawn with the run's seed); None for the PCA front end, which they never fit."""
+    if prep.cfg.video_frontend != "conv":
+        return None
+    frames = np.concatenate([u.video.reshape(len(u.video), -1) for u in extra_utts])
+    if cfg.data.extra_av_ratio:
+        n = int(round(cfg.data.extra_av_ratio * sum(len(f[1]) for f in map(functools.partial(_frames_or_none, prep),
+                                                                                        fit_utts) if f is not None)))
+        if n < len(frames):
+            frames = frames[np.sort(np.random.default_rng(seed).choice(len(frames), n, replace=False))]
+    return frames.astype(np.float32) / 255.0
+
+
+def extra_av_dataset(prep, extra_utts: list, progress: bool = True):
+    """Windows of the adapted extra recordings, whitened by the fold's whiteners (fitted on the
+    corpus alone), as one unlabelled dataset."""
+    # their crops depend on the adaptation, so they never enter the experiment's frame cache
+    cache, prep.frame_cache = prep.frame_cache, None
+    try:
+        ds = prep.transform(extra_utts, progress=progress, strict=False)
+    finally:
+        prep.frame_cache = cache
+    log.info("extra audio-visual data: %d windows of %d recordings", len(ds), ds.n_utterances)
+    return ds
+
+
+def extra_av_utterances(cfg: Config, prep, fit_utts: list, root, progress: bool = True) -> tuple[list, object]:
+    """One extra corpus adapted to the crops of ``fit_utts`` (:func:`data_prep.extra_av.adapt_to_target`);
+    kept per process for the same corpus, settings and fitting utterances (the seeds share it)."""
+    import hashlib
+
+    c = prep.cfg
+    rates = {u.audio_frame_rate for u in fit_utts if u.audio is None}
+    if len(rates) > 1:
+        raise DataError(f"the corpus' audio feature frames come at several rates {sorted(rates)}", field="audio_frame_rate")
+    rate = rates.pop() if rates else None
+    ids = hashlib.sha256("\n".join(sorted(str(u.utterance_id) for u in fit_utts)).encode()).hexdigest()
+    key = (str(Path(root).resolve()), float(cfg.data.extra_av_scale), int(cfg.data.extra_av_track_every),
+           tuple(c.roi_size), rate, ids)
+    if _EXTRA_AV.get("key") != key:
+        from data_prep.extra_av import adapt_to_target, read_extra_recordings
+
+        _EXTRA_AV.clear()  # one corpus held at a time
+        recordings = read_extra_recordings(root, c.roi_size, cfg.data.extra_av_track_every, cfg.data.cache_dir or None,
+                                           progress)
+        frames = [f for f in map(functools.partial(_frames_or_none, prep), fit_utts) if f is not None]
+        if not frames or any(f[1] is None for f in frames):
+            raise ConfigError("data.extra_av adds audio-visual recordings to an audio-visual corpus; this corpus' "
+                              "training utterances have no usable video (use data.extra_audio for audio alone)")
+        target = np.concatenate([f[1] for f in frames]) * 255.0
+        _EXTRA_AV.update(key=key, value=adapt_to_target(recordings, target, c.roi_size, rate, cfg.data.extra_av_scale,
+                                                        progress, [f[0] for f in frames] if rate else None))
+    return _EXTRA_AV["value"]
+
+
+_EXTRA_AV: dict = {}
+
+
+def _frames_or_none(prep, u):
+    """``prep.frames(u)``, or None for an utterance the fit will skip as unusable."""
+    try:
+        return prep.frames(u)
+    except DataError:
+        return None
 
 
 def noise_transform(snr_db: float, seed: int):

@@ -198,6 +198,15 @@ def _protocol(results: dict) -> list[str]:
         cv_unit = "group of training speakers"
     learn = ("every window of the training recordings (trimmed to their speech), not only the labelled utterances"
              if data.get("learn_from") == "recordings" else "the labelled training utterances")
+    if data.get("extra_av"):
+        info = [i for i in (runs[0].get("extra_av") if runs else None) or []]
+        fitted = "; ".join(f"`{i.get('root')}`: {i.get('n_recordings')} recordings, mouth box scale {i.get('scale')}"
+                           for i in info)
+        learn += (f", plus the unlabelled audio-visual recordings of {', '.join(f'`{r}`' for r in data['extra_av'])}"
+                  f" ({runs[0].get('n_extra_av_windows', '?') if runs else '?'} windows"
+                  + (f"; {fitted}" if fitted else "") + ") put into this corpus' front end (data_prep/extra_av.py) "
+                  "for every unsupervised stage, never the classifiers; whitening fitted on this corpus alone")
+
     def own(m, what):  # a modality's own value, else the shared one
         v = pt.get(f"{m}_sparsity_{what}")
         return pt.get(f"sparsity_{what}", "?") if v is None else v
@@ -219,6 +228,9 @@ def _protocol(results: dict) -> list[str]:
                        f"{'per feature' if ev.get('standardize') == 'zscore' else 'by one global scale'}"],
         ["pretraining / fine-tuning", f"sparsity target {pt.get('sparsity_target', '?')}, cost "
                                       f"{pt.get('sparsity_cost', '?')}{' (' + sparsity + ')' if sparsity else ''}, "
+                                      "; the sparsity term is added to the hidden biases' velocity, so with "
+                                      "momentum m it weighs cost / (1 - m) in Lee et al.'s separate-step form "
+                                      "(2x cost in the first 5 epochs, 10x after); "
                                       f"{pt.get('epochs', '?')} epochs; fine-tuning "
                                       f"{ft.get('epochs', '?')} epochs at lr {ft.get('lr', '?')} (the config's values; "
                                       + ("docs/grid.md tells which were chosen by `bimodal tune` on GRID's training "

@@ -179,6 +179,8 @@ def run_fold(cfg: Config, utts, train_idx, test_idx, seed: int, fold_i: int, dev
         "test_speakers": sorted({utts[i].speaker for i in test_idx}),
         "n_train_windows": int(len(fold.train.audio)),
         "n_learning_windows": int(len(fold.learning.audio)),  # what the unsupervised stages saw
+        "n_extra_av_windows": 0 if fold.extra_av is None else int(len(fold.extra_av.audio)),
+        "extra_av": fold.extra_av_info,  # how each extra corpus was fitted to this one (scale, intensities)
         "n_test_windows": int(len(fold.test.audio)),
         # utterances left out (unusable clips: listed, never fatal) and why noise was not added
         "skipped": fold.skipped,
@@ -211,8 +213,8 @@ def _mouth_from_audio(ctx: FoldContext, n: int = 6) -> dict | None:
     """A few test windows: true mouth frame beside the frame the bimodal autoencoder reconstructs
     from the audio alone (video input zeroed), mapped back to pixels through the whitening."""
     prep = ctx.fold.prep
-    if not hasattr(prep, "video_window_to_frames"):
-        return None
+    if not hasattr(prep, "video_window_to_frames") or prep.cfg.video_frontend != "pca":
+        return None  # only the PCA front end maps windows back to pixels
     ds = ctx.fold.test
     idx = np.linspace(0, len(ds.video) - 1, n).astype(int)
     with torch.no_grad():

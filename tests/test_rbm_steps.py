@@ -14,7 +14,7 @@ import torch
 
 from bimodal.errors import ConfigError
 from bimodal.options import CDOptions
-from bimodal.rbm import RBM
+from bimodal.rbm import RBM, effective_sparsity_cost
 from helpers import binary_prototypes, gaussian
 
 
@@ -121,3 +121,31 @@ def test_bad_training_options_raise_config_error(kwargs, match):
 
 def test_autocast_dtype_given_by_name_is_normalised():
     assert CDOptions(autocast_dtype="bf16").autocast_dtype is torch.bfloat16
+
+
+@pytest.mark.parametrize("update", ["reference", "fused"])
+def test_sparsity_term_weighs_as_cost_over_one_minus_momentum(update, monkeypatch):
+    """The sparsity pull rides on the momentum: held steady, it moves the hidden biases by
+    lr * cost / (1 - m) * (target - q) per step, Lee et al.'s separate step with that weight."""
+    lr, cost, m, target = 0.05, 0.5, 0.9, 0.1
+    # decay 1: q stays where it starts, so the pull is constant
+    rbm = RBM(24, 16, visible="bernoulli", lr=lr, weight_decay=0.0, sparsity_target=target, sparsity_cost=cost,
+              sparsity_decay=1.0, device="cpu", seed=3)
+    rbm.hidden_mean.fill_(0.3)
+    # Both phases equal: the CD terms cancel exactly and only the sparsity term moves anything.
+    monkeypatch.setattr(rbm, "gibbs_phases", lambda v0, g, noise=None: (
+        torch.zeros(len(v0), 16), v0, v0, torch.zeros(len(v0), 16)))
+    step = rbm.reference_step if update == "reference" else rbm.contrastive_divergence
+    v0 = torch.as_tensor(binary_prototypes(20))
+    g = torch.Generator().manual_seed(0)
+    W0 = rbm.W.clone()
+    for _ in range(150):
+        before = rbm.b_h.clone()
+        step(v0, lr, m, g)
+    per_step = rbm.b_h - before
+    expected = lr * effective_sparsity_cost(cost, m) * (target - 0.3)
+    torch.testing.assert_close(per_step, torch.full_like(per_step, expected), rtol=1e-4, atol=0)
+    torch.testing.assert_close(rbm.W, W0)  # nothing else moved
+    assert effective_sparsity_cost(10.0, 0.5) == pytest.approx(20.0)
+    with pytest.raises(ConfigError, match="momentum"):
+        effective_sparsity_cost(1.0, 1.0)

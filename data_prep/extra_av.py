@@ -1,0 +1,300 @@
+"""Unlabelled audio-visual speech from other corpora, put into a target corpus' front end.
+
+Ngiam et al. (2011) learned their AVLetters features from more than AVLetters: CUAVE, AVLetters2
+and 23 speakers of their own. Another corpus' faces and voices only help if they reach the models
+in the target's own input space, so each extra recording is adapted to the target:
+
+* **Mouth crops.** The mouth is tracked in the full-face video (:mod:`data_prep.mouth_roi`) and the
+  tracked box is scaled by one factor per corpus, chosen among :data:`CROP_SCALES` to bring the mean
+  of the per-image standardised crops closest (RMS over pixels) to that of the target's training
+  crops: a label-free criterion on training data only, which matches how much of the face a crop
+  holds (AVLetters' pre-cropped lips fill more of the frame than the tracker's default box).
+  Then every crop's intensities are mapped affinely to the target's average per-image mean and
+  standard deviation, so lighting and camera gain do not separate the corpora.
+* **Audio.** When the target ships HTK MFCC_E_D frames and no waveforms (AVLetters), the extra
+  waveform is turned into the same features (:func:`data_prep.mfcc.htk_mfcc`, at the target's frame
+  rate), and each coefficient is then scaled so that its standard deviation over the extra corpus,
+  after the per-utterance mean normalisation the front end applies, equals the target's: the same
+  analysis of another microphone, room and level gives cepstra of another spread (GRID's are about
+  twice AVLetters'), which the target's whitening would pass on as several times its unit variance.
+  When the target has waveforms, the extra waveform is used as it is.
+* **Whitening** stays fitted on the target's training utterances only: the classifiers see the
+  target alone, so the PCA basis describes the target's variation; extra data is expressed in it
+  (:func:`closeness` reports how well it fits there).
+
+Only the unsupervised stages see these recordings (``experiments.pipeline``): never the
+classifiers, whose labels come from the target alone.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from bimodal.errors import DataError
+from bimodal.io import atomic_savez
+
+from .mouth_roi import crop_boxes, track_mouth_boxes
+from .utterance import Utterance, default_workers
+
+log = logging.getLogger(__name__)
+
+#: Scales of the tracked mouth box tried by :func:`choose_crop_scale`.
+CROP_SCALES = (0.6, 0.7, 0.8, 0.9, 1.0, 1.2)
+#: Recordings (the first ones, in corpus order) that decide the crop scale.
+SCALE_RECORDINGS = 40
+#: Version of the tracked-box cache; part of its key.
+BOXES_VERSION = 1
+UNLABELLED = "(unlabelled)"
+#: Frames no larger than this factor times the ROI are taken as crops already (``mouth_frames``' "auto").
+AUTO_FACTOR = 1.5
+
+
+@dataclass
+class ExtraRecording:
+    """One extra recording: the utterance as read (full-face ``video``) and its tracked mouth boxes
+    ``(T, 4)`` ``[cx, cy, w, h]`` per frame (:func:`data_prep.mouth_roi.track_mouth_boxes`)."""
+
+    utterance: Utterance
+    boxes: np.ndarray
+
+
+def read_extra_recordings(root, roi_size=(60, 80), track_every: int = 2, cache_dir=None,
+                          progress: bool = True) -> list[ExtraRecording]:
+    """Every recording under ``root`` with its tracked mouth boxes.
+
+    ``root`` is a GRID tree (``ROOT/alignments/`` beside the speaker folders: each sentence,
+    trimmed to its speech) or the generic folder layout (``ROOT/<speaker>/<label>/<utt>.<video>``,
+    labels ignored). Boxes are cached under ``cache_dir`` (keyed by the files' paths, sizes and
+    modification times and the tracking settings), since tracking costs ~11 ms a frame.
+
+    Raises
+    ------
+    DataError naming ``data.extra_av`` when the folder is missing or holds no audio-visual recording.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError("an extra audio-visual corpus must be a folder (GRID or ROOT/<speaker>/<label>/<utt>.<video>)",
+                        path=root, field="data.extra_av")
+    utts = _read_corpus(root, progress)
+    utts = [u for u in utts if u.video is not None and u.audio is not None]
+    if not utts:
+        raise DataError("no recording with both video and a sound track", path=root, field="data.extra_av")
+    cache = _boxes_cache_path(root, utts, roi_size, track_every, cache_dir)
+    boxes = _load_boxes(cache, utts)
+    if boxes is None:
+        def track(u):
+            T, H, W = np.asarray(u.video).shape
+            if H <= AUTO_FACTOR * roi_size[0] and W <= AUTO_FACTOR * roi_size[1]:
+                # already about a mouth crop (as PrepConfig.mouth_roi = "auto" judges): the whole frame
+                return np.tile([W / 2, H / 2, W, H], (T, 1)).astype(np.float64)
+            return track_mouth_boxes(np.asarray(u.video), tuple(roi_size), name=u.path, every=track_every)[0]
+
+        with ThreadPoolExecutor(max_workers=default_workers()) as pool:
+            boxes = list(tqdm(pool.map(track, utts), total=len(utts), desc="extra AV: mouth tracking",
+                              disable=not progress, leave=False))
+        atomic_savez(cache, ids=np.array([str(u.utterance_id) for u in utts]), lengths=np.array([len(b) for b in boxes]),
+                     boxes=np.concatenate(boxes))
+        log.info("extra AV: tracked %d recordings, boxes cached in %s", len(utts), cache)
+    return [ExtraRecording(u, b) for u, b in zip(utts, boxes)]
+
+
+def _read_corpus(root: Path, progress: bool) -> list[Utterance]:
+    if (root / "alignments").is_dir():
+        from .grid import read_grid
+
+        sentences = read_grid(root, view="sentences", progress=progress)
+        return [replace(u, label=UNLABELLED) for u in sentences]
+    from .readers import read_folder
+
+    return read_folder(root, progress=progress)
+
+
+def _boxes_cache_path(root: Path, utts, roi_size, track_every: int, cache_dir) -> Path:
+    from .dataset import default_cache_dir
+
+    files = []
+    for u in utts:
+        st = os.stat(u.path) if u.path and os.path.exists(u.path) else None
+        files.append((str(u.path), str(u.utterance_id), len(u.video), st and st.st_size, st and st.st_mtime_ns))
+    key = json.dumps({"root": str(root.resolve()), "files": files, "roi": list(roi_size), "every": int(track_every),
+                      "version": BOXES_VERSION}, sort_keys=True, default=str)
+    folder = Path(cache_dir) if cache_dir else default_cache_dir()
+    return folder / f"extra-av-boxes-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+
+
+def _load_boxes(path: Path, utts) -> list[np.ndarray] | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            ids, lengths, flat = z["ids"].tolist(), z["lengths"], z["boxes"]
+    except Exception as e:  # noqa: BLE001 - a broken cache is re-tracked, never fatal
+        log.warning("ignoring unreadable box cache %s (%s)", path, e)
+        return None
+    if ids != [str(u.utterance_id) for u in utts] or list(lengths) != [len(u.video) for u in utts]:
+        return None
+    return np.split(flat, np.cumsum(lengths)[:-1])
+
+
+def standardised_mean(frames: np.ndarray) -> np.ndarray:
+    """Mean over frames of each frame standardised to zero mean and unit variance, ``(H * W,)``."""
+    X = np.asarray(frames, dtype=np.float64).reshape(len(frames), -1)
+    X = (X - X.mean(1, keepdims=True)) / (X.std(1, keepdims=True) + 1e-6)
+    return X.mean(0)
+
+
+def choose_crop_scale(target_frames: np.ndarray, recordings: list[ExtraRecording], roi_size=(60, 80),
+                      scales=CROP_SCALES) -> tuple[float, dict[float, float]]:
+    """The box scale whose crops' standardised mean image is nearest (RMS) the target's.
+
+    ``target_frames`` (N, H, W) or (N, H * W): the target's training crops. Returns the chosen scale
+    and every candidate's distance."""
+    ref = standardised_mean(target_frames)
+    distances = {}
+    for s in scales:
+        crops = np.concatenate([crop_boxes(r.utterance.video, _scaled(r.boxes, s), tuple(roi_size)) for r in recordings])
+        distances[float(s)] = float(np.sqrt(((standardised_mean(crops) - ref) ** 2).mean()))
+    best = min(distances, key=distances.get)
+    return best, distances
+
+
+def _scaled(boxes: np.ndarray, scale: float) -> np.ndarray:
+    out = np.array(boxes, dtype=np.float64)
+    out[:, 2:] *= scale
+    return out
+
+
+def intensity_statistics(frames: np.ndarray) -> tuple[float, float]:
+    """Average per-image mean and standard deviation of ``frames`` (pixel units)."""
+    X = np.asarray(frames, dtype=np.float64).reshape(len(frames), -1)
+    return float(X.mean(1).mean()), float(X.std(1).mean())
+
+
+def match_intensity(crops: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """Each crop's pixels mapped affinely to the given per-image mean and standard deviation (uint8)."""
+    X = np.asarray(crops, dtype=np.float32)
+    axes = tuple(range(1, X.ndim))
+    m, s = X.mean(axis=axes, keepdims=True), X.std(axis=axes, keepdims=True)
+    return np.clip(np.rint((X - m) / np.maximum(s, 1e-3) * std + mean), 0, 255).astype(np.uint8)
+
+
+@dataclass
+class Adaptation:
+    """What :func:`adapt_to_target` did: the chosen box scale with every candidate's distance, the
+    target intensity statistics the crops were mapped to and the audio coefficients' scale factors."""
+
+    scale: float
+    scale_distances: dict
+    target_mean: float
+    target_std: float
+    n_recordings: int
+    audio_scale: list | None = None  # per audio coefficient, the factor the extra features were scaled by
+
+    def to_dict(self) -> dict:
+        return {"scale": self.scale, "scale_distances": {str(k): v for k, v in self.scale_distances.items()},
+                "target_mean": self.target_mean, "target_std": self.target_std, "n_recordings": self.n_recordings,
+                "audio_scale": self.audio_scale}
+
+
+def centred_std(features: list[np.ndarray]) -> np.ndarray:
+    """Per-dimension standard deviation of frames after each utterance's mean is subtracted, ``(F,)``."""
+    X = np.concatenate([np.asarray(f, np.float64) - np.asarray(f, np.float64).mean(0) for f in features])
+    return X.std(0)
+
+
+def adapt_to_target(recordings: list[ExtraRecording], target_frames: np.ndarray, roi_size=(60, 80),
+                    audio_features_rate: float | None = None, scale: float = 0.0, progress: bool = True,
+                    target_audio_features: list[np.ndarray] | None = None) -> tuple[list[Utterance], Adaptation]:
+    """Extra recordings as utterances of the target's front end (see the module docstring).
+
+    Parameters
+    ----------
+    recordings : from :func:`read_extra_recordings` (one corpus).
+    target_frames : (N, H, W) or (N, H * W) the target's training mouth crops, pixel values 0..255.
+    roi_size : (H, W) of the target's crops.
+    audio_features_rate : the target's precomputed audio frames per second (AVLetters' HTK MFCC_E_D:
+        50); the extra waveforms become HTK MFCC_E_D frames at that rate (:func:`data_prep.mfcc.htk_mfcc`).
+        None when the target has waveforms (the extra waveform is kept).
+    scale : box scale; 0 chooses it by :func:`choose_crop_scale` on the first
+        :data:`SCALE_RECORDINGS` recordings.
+    target_audio_features : the target's training utterances' audio feature frames, (T, F) each;
+        with ``audio_features_rate``, the extra features are scaled per coefficient to their spread
+        (:func:`centred_std`).
+
+    Returns
+    -------
+    utterances : label ``"(unlabelled)"``, speaker ``"extra:<speaker>"``, id ``"extra/<id>"``;
+        ``video`` (T, H, W) uint8 crops already of the target's ROI size.
+    adaptation : :class:`Adaptation`.
+    """
+    if not recordings:
+        raise DataError("no extra recordings to adapt", field="data.extra_av")
+    target = np.asarray(target_frames)
+    target = target.reshape(len(target), *roi_size) if target.ndim == 2 else target
+    distances = {}
+    if not scale:
+        scale, distances = choose_crop_scale(target, recordings[:SCALE_RECORDINGS], roi_size)
+    mean, std = intensity_statistics(target)
+    if audio_features_rate is not None:
+        from .mfcc import HTKMFCCOptions, htk_mfcc
+
+        # the target's frame period; every other HCopy setting as measured on AVLetters' files
+        mfcc_options = replace(HTKMFCCOptions(), target_rate_100ns=int(round(1e7 / audio_features_rate)))
+
+    def one(r: ExtraRecording) -> Utterance:
+        u = r.utterance
+        crops = match_intensity(crop_boxes(np.asarray(u.video), _scaled(r.boxes, scale), tuple(roi_size)), mean, std)
+        out = replace(u, video=crops, label=UNLABELLED, speaker=f"extra:{u.speaker}",
+                      utterance_id=f"extra/{u.utterance_id}", repetition=None)
+        if audio_features_rate is not None:
+            feats = htk_mfcc(np.asarray(u.audio, dtype=np.float32), int(u.sample_rate), mfcc_options)
+            out = replace(out, audio=None, sample_rate=None, audio_features=feats,
+                          audio_frame_rate=float(audio_features_rate))
+        return out
+
+    with ThreadPoolExecutor(max_workers=default_workers()) as pool:
+        utts = list(tqdm(pool.map(one, recordings), total=len(recordings), desc="extra AV: crops and audio",
+                         disable=not progress, leave=False))
+    audio_scale = None
+    if audio_features_rate is not None and target_audio_features:
+        audio_scale = centred_std(target_audio_features) / np.maximum(centred_std([u.audio_features for u in utts]),
+                                                                      1e-9)
+        utts = [replace(u, audio_features=(u.audio_features * audio_scale).astype(np.float32)) for u in utts]
+    info = Adaptation(float(scale), distances, mean, std, len(utts),
+                      None if audio_scale is None else audio_scale.tolist())
+    log.info("extra AV: %d recordings, box scale %.2f (distances %s), intensities mapped to mean %.1f / std %.1f",
+             len(utts), scale, {k: round(v, 3) for k, v in distances.items()}, mean, std)
+    return utts, info
+
+
+def closeness(target_frames: np.ndarray, extra_frames: np.ndarray, whitener) -> dict:
+    """How close extra mouth crops are to the target's, in the target's own whitened space.
+
+    ``target_frames``, ``extra_frames``: (N, H * W) pixels in [0, 1] as the whitener sees them;
+    ``whitener``: the target's fitted :class:`~data_prep.whitening.PCAWhitener`.
+
+    Returns the RMS distance of the two standardised mean images, and per whitened component the
+    variance of each corpus (the target's is ~1 by construction) and the fraction of each corpus'
+    pixel variance the target's components keep.
+    """
+    T = np.asarray(target_frames, dtype=np.float64)
+    E = np.asarray(extra_frames, dtype=np.float64)
+    wt, we = np.asarray(whitener.transform(T)), np.asarray(whitener.transform(E))
+    back_t, back_e = np.asarray(whitener.inverse_transform(wt)), np.asarray(whitener.inverse_transform(we))
+
+    def kept(X, back):
+        centred = X - X.mean(0)
+        return float(1.0 - ((X - back) ** 2).sum() / max((centred ** 2).sum(), 1e-12))
+
+    return {"mean_image_rms": float(np.sqrt(((standardised_mean(T) - standardised_mean(E)) ** 2).mean())),
+            "target_component_var": wt.var(0).tolist(), "extra_component_var": we.var(0).tolist(),
+            "extra_component_mean": we.mean(0).tolist(),
+            "target_variance_kept": kept(T, back_t), "extra_variance_kept": kept(E, back_e)}

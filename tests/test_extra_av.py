@@ -1,0 +1,175 @@
+"""Extra unlabelled audio-visual corpora (``data.extra_av``): fitted to the target's front end, seen by
+every unsupervised stage and never by a classifier."""
+import dataclasses
+
+import numpy as np
+import pytest
+
+from bimodal.errors import ConfigError, DataError, ShapeError
+from data_prep.dataset import AVDataset
+from data_prep.extra_av import (ExtraRecording, adapt_to_target, choose_crop_scale, intensity_statistics,
+                                match_intensity, read_extra_recordings, standardised_mean)
+from data_prep.mouth_roi import crop_boxes
+from data_prep.utterance import Utterance
+from experiments import pipeline
+from media import write_av
+from test_experiments import tiny_config
+
+
+def _faces(T=6, H=120, W=160, seed=0):
+    """Frames with a dark ellipse (a 'mouth') at the centre that opens and closes, on a gradient."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    out = np.empty((T, H, W), np.uint8)
+    base = np.tile(np.linspace(90, 170, W), (H, 1))
+    for t in range(T):
+        f = base.copy()
+        cv2.ellipse(f, (W // 2, H // 2), (W // 6, 4 + 3 * (t % 3)), 0, 0, 360, 30, -1)
+        out[t] = np.clip(f + rng.normal(0, 3, f.shape), 0, 255).astype(np.uint8)
+    return out
+
+
+def _recording(frames, uid="s/a"):
+    T, H, W = frames.shape
+    u = Utterance(np.zeros(16000 * T // 25, np.float32), 16000, frames, 25.0, "(unlabelled)", "s", uid, uid)
+    return ExtraRecording(u, np.tile([W / 2, H / 2, W / 2, W / 2 * 0.75], (T, 1)).astype(np.float64))
+
+
+def test_match_intensity_sets_every_crop_to_the_target_statistics():
+    crops = np.random.default_rng(0).integers(0, 120, (5, 12, 16)).astype(np.uint8)
+    out = match_intensity(crops, mean=140.0, std=20.0)
+    assert out.dtype == np.uint8 and out.shape == crops.shape
+    m, s = intensity_statistics(out)
+    assert m == pytest.approx(140.0, abs=0.6) and s == pytest.approx(20.0, abs=0.6)
+    # each crop, not only the average
+    assert np.allclose(out.reshape(5, -1).mean(1), 140.0, atol=0.6)
+
+
+def test_crop_scale_is_the_one_that_made_the_target():
+    frames = _faces()
+    rec = _recording(frames)
+    boxes = rec.boxes.copy()
+    boxes[:, 2:] *= 0.8
+    target = crop_boxes(frames, boxes, (30, 40))
+    scale, distances = choose_crop_scale(target, [rec], (30, 40))
+    assert scale == 0.8
+    assert distances[0.8] < 0.05 < min(d for s, d in distances.items() if s != 0.8)
+
+
+def test_adapted_crops_have_the_target_size_and_intensities_and_keep_the_waveform():
+    frames = _faces()
+    target = (crop_boxes(frames, _recording(frames).boxes, (30, 40)) * 0.5 + 40).astype(np.uint8)
+    utts, info = adapt_to_target([_recording(frames)], target, (30, 40), audio_features_rate=None, progress=False)
+    (u,) = utts
+    assert u.video.shape == (6, 30, 40) and u.video.dtype == np.uint8
+    assert u.audio is not None and u.audio_features is None  # the target has waveforms: kept
+    assert u.utterance_id == "extra/s/a" and u.label == "(unlabelled)" and u.speaker == "extra:s"
+    assert info.scale == 1.0 and info.n_recordings == 1
+    assert intensity_statistics(u.video)[0] == pytest.approx(intensity_statistics(target)[0], abs=1.0)
+    # the target's mean image is matched closely once scale and intensity agree
+    assert np.sqrt(((standardised_mean(u.video) - standardised_mean(target)) ** 2).mean()) < 0.05
+
+
+def test_windows_join_and_refuse_other_sizes():
+    a = AVDataset(np.ones((3, 4), np.float32), np.ones((3, 2), np.float32), np.array([0, 0, 1]), np.array([0, 1]),
+                  np.array(["s1", "s2"], dtype=object), np.array(["u1", "u2"], dtype=object), ["x", "y"])
+    b = AVDataset(np.zeros((2, 4), np.float32), np.zeros((2, 2), np.float32), np.array([0, 0]), np.array([0]),
+                  np.array(["e"], dtype=object), np.array(["extra/e"], dtype=object), ["(unlabelled)"])
+    ab = a.concat(b)
+    assert ab.audio.shape == (5, 4) and ab.video.shape == (5, 2) and ab.n_utterances == 3
+    assert ab.utt.tolist() == [0, 0, 1, 2, 2]
+    assert ab.label_names == ["x", "y", "(unlabelled)"] and ab.labels.tolist() == [0, 1, 2]
+    with pytest.raises(ShapeError, match="join"):
+        a.concat(dataclasses.replace(b, audio=np.zeros((2, 5), np.float32)))
+
+
+def test_extra_av_config_is_checked():
+    for bad in ({"extra_av_scale": -1.0}, {"extra_av_scale": float("nan")}, {"extra_av_track_every": 0},
+                {"extra_av": [""]}):
+        with pytest.raises(ConfigError, match="extra_av"):
+            tiny_config("/nonexistent", data=bad)
+
+
+def test_missing_extra_av_folder_names_the_key(tmp_path):
+    with pytest.raises(DataError, match="data.extra_av"):
+        read_extra_recordings(tmp_path / "nope", progress=False)
+
+
+@pytest.fixture(scope="module")
+def extra_corpus(tmp_path_factory):
+    """Three full-frame 'talking' clips with a sound track, in the folder layout."""
+    root = tmp_path_factory.mktemp("extra")
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        folder = root / "x" / "any"
+        folder.mkdir(parents=True, exist_ok=True)
+        t = np.arange(16000) / 16000
+        audio = (0.3 * np.sin(2 * np.pi * (300 + 100 * i) * t) + 0.01 * rng.normal(size=t.size))[None]
+        write_av(folder / f"c{i}.mp4", _faces(T=25, seed=i), audio=audio)
+    return root
+
+
+def test_extra_recordings_reach_every_unsupervised_stage_and_no_classifier(tmp_path, extra_corpus, monkeypatch):
+    """A planted marker: the extra recordings' windows are in what the RBMs and the autoencoders
+    are fitted on, and in nothing a classifier is fitted or scored on."""
+    from bimodal.autoencoder import BimodalAutoencoder
+    from bimodal.rbm import RBM
+    from experiments.settings import FoldContext, SETTINGS
+
+    cfg = tiny_config(tmp_path / "corpus", data={"extra_av": [str(extra_corpus)], "extra_av_scale": 0.0},
+                      experiment={"settings": ["cross_modality"]})
+    utts = pipeline.load_utterances(cfg, progress=False)
+    tr, te = pipeline.speaker_splits(utts, cfg, 0)[0]
+    fold = pipeline.prepare_fold(cfg, utts, tr, te, 0, "cpu", progress=False)
+    n_train, n_extra = len(fold.train.audio), len(fold.extra_av.audio)
+    assert n_extra == 3 * (25 - 4 + 1)  # every window of the three 1 s clips
+    assert fold.extra_av.video.shape[1] == fold.train.video.shape[1]
+    assert all(str(i).startswith("extra/") for i in fold.extra_av.utterance_ids)
+    assert not any(str(i).startswith("extra/") for ds in (fold.train, fold.test) for i in ds.utterance_ids)
+    (info,) = fold.extra_av_info
+    assert info["root"] == str(extra_corpus) and info["n_recordings"] == 3 and info["scale"] > 0
+
+    seen = {"rbm": [], "ae": [], "clf": []}
+    rbm_fit, ae_fit = RBM.fit, BimodalAutoencoder.fit
+
+    def rbm_recording(self, X, *a, **k):
+        seen["rbm"].append(int(X.shape[0]))
+        return rbm_fit(self, X, *a, **k)
+
+    def ae_recording(self, *a, audio=None, video=None, **k):
+        seen["ae"].append(int(video.shape[0]))
+        return ae_fit(self, *a, audio=audio, video=video, **k)
+
+    monkeypatch.setattr(RBM, "fit", rbm_recording)
+    monkeypatch.setattr(BimodalAutoencoder, "fit", ae_recording)
+    models = pipeline.train_feature_models(cfg, fold, 0, "cpu", progress=False)
+    # first layers of both modalities and the joint RBM; every autoencoder
+    assert seen["rbm"] and all(n == n_train + n_extra for n in seen["rbm"])
+    assert seen["ae"] and all(n == n_train + n_extra for n in seen["ae"])
+
+    classify = FoldContext.classify
+
+    def clf_recording(self, Xtr, ytr, groups, Xte, yte):
+        seen["clf"].append((len(Xtr), len(Xte), set(map(str, ytr)) | set(map(str, yte))))
+        return classify(self, Xtr, ytr, groups, Xte, yte)
+
+    monkeypatch.setattr(FoldContext, "classify", clf_recording)
+    SETTINGS["cross_modality"](FoldContext(cfg, fold, models, 0, "cpu", False))
+    assert seen["clf"]
+    for n_tr, n_te, labels in seen["clf"]:
+        assert (n_tr, n_te) == (fold.train.n_utterances, fold.test.n_utterances)
+        assert "(unlabelled)" not in labels and labels <= set(cfg.data.labels)
+
+
+def test_extra_av_ratio_draws_that_many_windows_per_own_window(tmp_path, extra_corpus):
+    cfg = tiny_config(tmp_path / "corpus", data={"extra_av": [str(extra_corpus)], "extra_av_ratio": 0.1},
+                      experiment={"settings": ["cross_modality"]})
+    utts = pipeline.load_utterances(cfg, progress=False)
+    tr, te = pipeline.speaker_splits(utts, cfg, 0)[0]
+    folds = [pipeline.prepare_fold(cfg, utts, tr, te, s, "cpu", progress=False) for s in (0, 0, 1)]
+    n_train = len(folds[0].train.audio)
+    assert len(folds[0].extra_av.audio) == round(0.1 * n_train) < 3 * 22
+    assert len(folds[0].learning.audio) == n_train + round(0.1 * n_train)
+    np.testing.assert_array_equal(folds[0].extra_av.video, folds[1].extra_av.video)  # seeded by the run's seed
+    assert not np.array_equal(folds[0].extra_av.video, folds[2].extra_av.video)
