@@ -38,7 +38,9 @@ def measure(cfg, device="cpu") -> dict:
     fold = pipeline.prepare_fold(cfg, utts, tr, te, cfg.experiment.seeds[0], device, progress=True)
     prep = fold.prep
     fit_utts = fold.train_utts
-    extra_utts, info = pipeline.extra_av_utterances(cfg, prep, fit_utts, cfg.data.extra_av[0], progress=False)
+    fit_frames = [prep.frames(u) for u in fit_utts]
+    extra_utts, info = pipeline.extra_av_utterances(cfg, prep, fit_utts, fit_frames, cfg.data.extra_av[0],
+                                                    progress=False)
     target_frames = np.concatenate([prep.frames(u)[1] for u in fit_utts])
     extra_frames = np.concatenate([u.video.reshape(len(u.video), -1) for u in extra_utts]).astype(np.float32) / 255.0
     video = closeness(target_frames, extra_frames, prep.video_whitener)
@@ -53,7 +55,11 @@ def measure(cfg, device="cpu") -> dict:
         prep.frame_cache = prep_cache
     a_target = audio_inputs(fit_utts)
     wa_t, wa_e = prep.audio_whitener.transform(a_target), prep.audio_whitener.transform(a_extra)
-    return {"info": info, "video": video, "target_frames": target_frames, "extra_frames": extra_frames,
+    # the same extra audio before its per-coefficient scaling (a linear map of each input dimension)
+    scale = np.asarray(info.audio_scale) if info.audio_scale is not None else None
+    unscaled = a_extra / scale if scale is not None and scale.shape == a_extra.shape[1:] else None
+    return {"audio_std_extra_unscaled": None if unscaled is None else unscaled.std(0),
+            "audio_var_extra_unscaled": None if unscaled is None else np.asarray(prep.audio_whitener.transform(unscaled)).var(0),"info": info, "video": video, "target_frames": target_frames, "extra_frames": extra_frames,
             "audio_std_target": a_target.std(0), "audio_std_extra": a_extra.std(0),
             "audio_var_target": np.asarray(wa_t).var(0), "audio_var_extra": np.asarray(wa_e).var(0),
             "n_target_windows": len(fold.train.audio), "n_extra_windows": len(fold.extra_av.audio),
@@ -102,6 +108,13 @@ def report(m: dict, out: Path) -> None:
 
     tv, ev = np.asarray(v["target_component_var"]), np.asarray(v["extra_component_var"])
     ratio = m["audio_std_extra"] / np.maximum(m["audio_std_target"], 1e-9)
+    unscaled = []
+    if m["audio_std_extra_unscaled"] is not None:
+        r0, v0 = m["audio_std_extra_unscaled"] / np.maximum(m["audio_std_target"], 1e-9), m["audio_var_extra_unscaled"]
+        unscaled = [f"| audio coefficients before the per-coefficient scaling: s.d. ratio extra / target, median "
+                    f"(min–max) | {np.median(r0):.2f} ({r0.min():.2f}–{r0.max():.2f}) |",
+                    f"| audio whitened components before the scaling: extra variance median (min–max) | "
+                    f"{np.median(v0):.2f} ({v0.min():.2f}–{v0.max():.2f}) |"]
     lines = ["# Extra audio-visual data in the target's front end", "",
              f"{info.n_recordings} extra recordings, {m['n_extra_windows']} windows beside the target's "
              f"{m['n_target_windows']} training windows.", "",
@@ -120,7 +133,7 @@ def report(m: dict, out: Path) -> None:
              f"| audio whitened components, variance: target median / extra median (min–max) | "
              f"{np.median(m['audio_var_target']):.2f} / {np.median(m['audio_var_extra']):.2f} "
              f"({m['audio_var_extra'].min():.2f}–{m['audio_var_extra'].max():.2f}) |",
-             "", "![closeness](closeness.png)", ""]
+             *unscaled, "", "![closeness](closeness.png)", ""]
     atomic_write_text(out / "closeness.md", "\n".join(lines))
 
 

@@ -61,8 +61,9 @@ def measure(cfg, utts, train_idx, test_idx, seed, device, frame_cache, fixed_C: 
     """Accuracies, feature shifts and hidden activations of one variant (see the module docstring)."""
     fold = pipeline.prepare_fold(cfg, utts, train_idx, test_idx, seed, device, progress=False,
                                  frame_cache=frame_cache)
-    Xa = fold.learning.audio
-    dbn = pipeline.build_bimodal_dbn(cfg, Xa.shape[1], fold.learning.video.shape[1], seed, device)
+    learning = fold.learning
+    Xa = learning.audio
+    dbn = pipeline.build_bimodal_dbn(cfg, Xa.shape[1], learning.video.shape[1], seed, device)
     rbm = registry.first_rbm(dbn, "audio")
     rbm.fit(Xa, epochs=cfg.pretrain.epochs, batch_size=cfg.pretrain.batch_size, progress=False)
     ctx = FoldContext(cfg, fold, {"bimodal_dbn": dbn}, seed, device, progress=False)

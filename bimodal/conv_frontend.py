@@ -267,7 +267,11 @@ class ConvFrameAutoencoder(Persistable, nn.Module):
         """Rebuild a model from :meth:`to_arrays`' output on ``device`` (default: CUDA if available)."""
         if "config_json" not in arrays:
             raise DataError("not a ConvFrameAutoencoder state (no config_json)", field="config_json")
-        model = cls._from_config(json.loads(str(arrays["config_json"])), device=device)
+        try:
+            config = json.loads(str(arrays["config_json"]))
+            model = cls._from_config(dict(config), device=device)
+        except (ValueError, TypeError) as exc:  # not JSON, not a dict, unknown or bad settings
+            raise DataError(f"ConvFrameAutoencoder config is not readable: {exc}", field="config_json") from None
         state = {k[len("state."):]: torch.from_numpy(np.array(v)) for k, v in arrays.items() if k.startswith("state.")}
         try:
             model.load_state_dict(state)

@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import os
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -41,7 +42,7 @@ from tqdm.auto import tqdm
 from bimodal.errors import DataError
 from bimodal.io import atomic_savez
 
-from .mouth_roi import crop_boxes, track_mouth_boxes
+from .mouth_roi import crop_boxes, is_mouth_sized, track_mouth_boxes
 from .utterance import Utterance, default_workers
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,6 @@ SCALE_RECORDINGS = 40
 #: Version of the tracked-box cache; part of its key.
 BOXES_VERSION = 1
 UNLABELLED = "(unlabelled)"
-#: Frames no larger than this factor times the ROI are taken as crops already (``mouth_frames``' "auto").
-AUTO_FACTOR = 1.5
 
 
 @dataclass
@@ -92,8 +91,7 @@ def read_extra_recordings(root, roi_size=(60, 80), track_every: int = 2, cache_d
     if boxes is None:
         def track(u):
             T, H, W = np.asarray(u.video).shape
-            if H <= AUTO_FACTOR * roi_size[0] and W <= AUTO_FACTOR * roi_size[1]:
-                # already about a mouth crop (as PrepConfig.mouth_roi = "auto" judges): the whole frame
+            if is_mouth_sized((H, W), tuple(roi_size)):  # already a mouth crop ("auto"): the whole frame
                 return np.tile([W / 2, H / 2, W, H], (T, 1)).astype(np.float64)
             return track_mouth_boxes(np.asarray(u.video), tuple(roi_size), name=u.path, every=track_every)[0]
 
@@ -255,14 +253,27 @@ def adapt_to_target(recordings: list[ExtraRecording], target_frames: np.ndarray,
         out = replace(u, video=crops, label=UNLABELLED, speaker=f"extra:{u.speaker}",
                       utterance_id=f"extra/{u.utterance_id}", repetition=None)
         if audio_features_rate is not None:
-            feats = htk_mfcc(np.asarray(u.audio, dtype=np.float32), int(u.sample_rate), mfcc_options)
+            try:
+                feats = htk_mfcc(np.asarray(u.audio, dtype=np.float32), int(u.sample_rate), mfcc_options)
+            except DataError as exc:  # name the recording: the analysis knows only samples
+                message = str(exc).removeprefix(f"field '{exc.field}': ")
+                return DataError(f"{message} (HTK MFCC of the sound track, for the corpus' MFCC front end)",
+                                 path=u.path, field=exc.field)
             out = replace(out, audio=None, sample_rate=None, audio_features=feats,
                           audio_frame_rate=float(audio_features_rate))
         return out
 
     with ThreadPoolExecutor(max_workers=default_workers()) as pool:
-        utts = list(tqdm(pool.map(one, recordings), total=len(recordings), desc="extra AV: crops and audio",
-                         disable=not progress, leave=False))
+        results = list(tqdm(pool.map(one, recordings), total=len(recordings), desc="extra AV: crops and audio",
+                            disable=not progress, leave=False))
+    bad = [r for r in results if isinstance(r, DataError)]
+    if bad:
+        warnings.warn(f"extra AV: skipped {len(bad)} of {len(results)} recordings:\n  "
+                      + "\n  ".join(str(e) for e in bad[:50]), stacklevel=2)
+    utts = [r for r in results if not isinstance(r, DataError)]
+    if not utts:
+        raise DataError(f"none of the {len(results)} extra recordings is usable (listed in the warning)",
+                        field="data.extra_av")
     audio_scale = None
     if audio_features_rate is not None and target_audio_features:
         audio_scale = centred_std(target_audio_features) / np.maximum(centred_std([u.audio_features for u in utts]),

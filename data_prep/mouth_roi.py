@@ -296,6 +296,13 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int] = (60, 80)) -> np.nd
     return np.stack([cv2.resize(f, (size[1], size[0]), interpolation=cv2.INTER_AREA) for f in frames])
 
 
+def is_mouth_sized(frame_shape, size: tuple[int, int] = (60, 80), auto_factor: float = 1.5) -> bool:
+    """Whether frames of ``frame_shape`` (H, W) are already about a mouth crop of ``size``: each side
+    within ``auto_factor`` of it (what ``mouth_roi="auto"`` resizes instead of tracking)."""
+    H, W = frame_shape
+    return H <= auto_factor * size[0] and W <= auto_factor * size[1]
+
+
 def mouth_frames(frames: np.ndarray, mode: str = "auto", size: tuple[int, int] = (60, 80),
                  name: str | None = None, auto_factor: float = 1.5, track_every: int = 1) -> np.ndarray:
     """Apply ``PrepConfig.mouth_roi``: "always" track, "never" only resize, "auto" track unless the
@@ -320,9 +327,7 @@ def mouth_frames_with_faces(frames: np.ndarray, mode: str = "auto", size: tuple[
     """
     if mode not in ("auto", "always", "never"):
         raise DataError(f"mouth_roi must be 'auto', 'always' or 'never', got {mode!r}", field="mouth_roi")
-    H, W = np.asarray(frames).shape[1:]
-    small = H <= auto_factor * size[0] and W <= auto_factor * size[1]
-    if mode == "never" or (mode == "auto" and small):
+    if mode == "never" or (mode == "auto" and is_mouth_sized(np.asarray(frames).shape[1:], size, auto_factor)):
         return resize_frames(frames, size), None
     boxes, face_found = track_mouth_boxes(frames, size, name=name, every=track_every)
     return crop_boxes(np.asarray(frames), boxes, size), face_found

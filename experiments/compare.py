@@ -63,7 +63,9 @@ def markdown(rows: list[dict], scale: float = 100.0) -> str:
     for r in rows:
         p = r["paired"]
         ci = "—" if p["ci"] is None else f"[{scale * p['ci'][0]:+.1f}, {scale * p['ci'][1]:+.1f}]"
-        verdict = {"HELD": "higher", "NOT HELD": "not higher"}.get(p["verdict"], "inconclusive")
+        verdict = {"HELD": "higher", "NOT HELD": "lower"}.get(p["verdict"], "inconclusive")
+        if p["n"] and not (p["n_positive"] or p["n_negative"]):
+            verdict = "identical"
         lines.append(f"| `{r['name']}` | {scale * r['before']['mean']:.1f} ± {2 * scale * r['before']['sd']:.1f} | "
                      f"{scale * r['after']['mean']:.1f} ± {2 * scale * r['after']['sd']:.1f} | "
                      f"{scale * p['mean']:+.1f} | {ci} | {verdict} (n = {p['n']}) |")

@@ -299,6 +299,10 @@ def _validate(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: data.grid_margin_s must be in [0, 1) seconds, got {cfg.data.grid_margin_s}")
     if any(not str(r).strip() for r in cfg.data.extra_av):
         raise ConfigError(f"{source}: data.extra_av must list corpus folders, got {cfg.data.extra_av}")
+    if cfg.data.extra_av and prep_config(cfg, source).mouth_roi != "auto":
+        raise ConfigError(f"{source}: data.extra_av tracks the mouth in full-face recordings and uses mouth-sized ones "
+                          f"as they are, as data.prep.mouth_roi = 'auto' does; got "
+                          f"mouth_roi = {prep_config(cfg, source).mouth_roi!r}")
     if not 0 <= cfg.data.extra_av_scale <= 3:
         raise ConfigError(f"{source}: data.extra_av_scale must be a box scale in (0, 3] or 0 (chosen), "
                           f"got {cfg.data.extra_av_scale}")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -252,8 +254,6 @@ def frame_cache_path(cfg: Config, utts) -> Path:
     """Where the per-utterance frames of this dataset and preprocessing config are kept on disk:
     ``<cache>/frames-<hash>.pkl``, the hash over the :class:`PrepConfig` and every input file's path,
     size and modification time, so a changed file or setting never reuses stale frames."""
-    import hashlib
-    import json
     import os
 
     from data_prep.dataset import FRAMES_VERSION, default_cache_dir
@@ -333,18 +333,18 @@ class FoldData:
     extra_av: object | None = None
     #: how the extra corpora were adapted (:class:`data_prep.extra_av.Adaptation` dicts, one per corpus)
     extra_av_info: list = field(default_factory=list)
-    _learning: object | None = field(default=None, init=False, repr=False)  # learning windows, once joined
+
+    @property
+    def own_learning(self):
+        """This corpus' windows the unsupervised stages learn from: the training recordings when
+        there are any, else the labelled training utterances."""
+        return self.recordings if self.recordings is not None else self.train
 
     @property
     def learning(self):
-        """The windows the unsupervised stages learn from: the training recordings when there are
-        any, else the labelled training utterances; followed by the extra audio-visual windows."""
-        own = self.recordings if self.recordings is not None else self.train
-        if self.extra_av is None:
-            return own
-        if self._learning is None:
-            self._learning = own.concat(self.extra_av)
-        return self._learning
+        """The windows the models' unsupervised training sees: :attr:`own_learning` followed by the
+        extra audio-visual windows (``data.extra_av``), joined on each access."""
+        return self.own_learning if self.extra_av is None else self.own_learning.concat(self.extra_av)
 
 
 def prepare_fold(cfg: Config, utts, train_idx, test_idx, seed: int, device, progress=True,
@@ -374,9 +374,10 @@ def prepare_fold(cfg: Config, utts, train_idx, test_idx, seed: int, device, prog
     fit_utts = recordings or train_utts
     # extra corpora are fitted to the training crops (which need no whitening), before the fit:
     # a conv video front end learns from their frames too
-    extra_utts, extra_info = extra_av_corpora(cfg, prep, fit_utts, progress) if cfg.data.extra_av else ([], [])
+    extra_utts, extra_info, fit_frames = (extra_av_corpora(cfg, prep, fit_utts, progress) if cfg.data.extra_av
+                                          else ([], [], []))
     prep.fit(fit_utts, progress=progress, strict=False,
-             extra_video=extra_frames(cfg, prep, extra_utts, fit_utts, seed) if extra_utts else None)
+             extra_video=extra_frames(cfg, prep, extra_utts, fit_frames, seed) if extra_utts else None)
     skipped["fit"] = list(prep.skipped)
     if recordings is not None:
         rec = prep.transform(recordings, progress=progress, strict=False)
@@ -391,8 +392,10 @@ def prepare_fold(cfg: Config, utts, train_idx, test_idx, seed: int, device, prog
                     recordings=rec if recordings is not None else None)
     if extra_utts:
         extra = extra_av_dataset(prep, extra_utts, progress)
+        if prep.skipped:
+            fold.skipped["extra_av"] = list(prep.skipped)
         if cfg.data.extra_av_ratio:
-            n_own = len(fold.learning.audio)  # the corpus' own learning windows (no extra yet)
+            n_own = len(fold.own_learning.audio)
             extra = extra.sample_windows(int(round(cfg.data.extra_av_ratio * n_own)), seed)
         fold.extra_av, fold.extra_av_info = extra, extra_info
     if cfg.data.extra_audio:
@@ -418,18 +421,23 @@ def prepare_fold(cfg: Config, utts, train_idx, test_idx, seed: int, device, prog
     return fold
 
 
-def extra_av_corpora(cfg: Config, prep, fit_utts: list, progress: bool = True) -> tuple[list, list[dict]]:
+def extra_av_corpora(cfg: Config, prep, fit_utts: list, progress: bool = True) -> tuple[list, list[dict], list]:
     """The recordings of every ``data.extra_av`` corpus adapted to the crops of ``fit_utts``
-    (:func:`extra_av_utterances`), and each corpus' :class:`data_prep.extra_av.Adaptation` as a dict."""
+    (:func:`extra_av_utterances`), each corpus' :class:`data_prep.extra_av.Adaptation` as a dict, and
+    the frames of the usable ``fit_utts`` (``prep.frames``: audio, crops, fps), computed once here."""
+    fit_frames = [f for f in map(functools.partial(_frames_or_none, prep), fit_utts) if f is not None]
+    if not fit_frames or any(f[1] is None for f in fit_frames):
+        raise ConfigError("data.extra_av adds audio-visual recordings to an audio-visual corpus; this corpus' "
+                          "training utterances have no usable video (use data.extra_audio for audio alone)")
     utts, infos = [], []
     for root in cfg.data.extra_av:
-        u, info = extra_av_utterances(cfg, prep, fit_utts, root, progress)
+        u, info = extra_av_utterances(cfg, prep, fit_utts, fit_frames, root, progress)
         utts += u
         infos.append({"root": str(root), **info.to_dict()})
-    return utts, infos
+    return utts, infos, fit_frames
 
 
-def extra_frames(cfg: Config, prep, extra_utts: list, fit_utts: list, seed: int) -> np.ndarray | None:
+def extra_frames(cfg: Config, prep, extra_utts: list, fit_frames: list, seed: int) -> np.ndarray | None:
     """Mouth frames of the extra recordings for a conv video front end to learn from besides the
     training utterances' ((M, H * W) in [0, 1]; ``data.extra_av_ratio`` x as many as the training
     utterances have, drawn with the run's seed); None for the PCA front end, which they never fit."""
@@ -437,8 +445,7 @@ def extra_frames(cfg: Config, prep, extra_utts: list, fit_utts: list, seed: int)
         return None
     frames = np.concatenate([u.video.reshape(len(u.video), -1) for u in extra_utts])
     if cfg.data.extra_av_ratio:
-        n = int(round(cfg.data.extra_av_ratio * sum(len(f[1]) for f in map(functools.partial(_frames_or_none, prep),
-                                                                                        fit_utts) if f is not None)))
+        n = int(round(cfg.data.extra_av_ratio * sum(len(f[1]) for f in fit_frames)))
         if n < len(frames):
             frames = frames[np.sort(np.random.default_rng(seed).choice(len(frames), n, replace=False))]
     return frames.astype(np.float32) / 255.0
@@ -446,7 +453,7 @@ def extra_frames(cfg: Config, prep, extra_utts: list, fit_utts: list, seed: int)
 
 def extra_av_dataset(prep, extra_utts: list, progress: bool = True):
     """Windows of the adapted extra recordings, whitened by the fold's whiteners (fitted on the
-    corpus alone), as one unlabelled dataset."""
+    corpus alone), as one unlabelled dataset; ``prep.skipped`` lists the unusable ones."""
     # their crops depend on the adaptation, so they never enter the experiment's frame cache
     cache, prep.frame_cache = prep.frame_cache, None
     try:
@@ -457,36 +464,34 @@ def extra_av_dataset(prep, extra_utts: list, progress: bool = True):
     return ds
 
 
-def extra_av_utterances(cfg: Config, prep, fit_utts: list, root, progress: bool = True) -> tuple[list, object]:
-    """One extra corpus adapted to the crops of ``fit_utts`` (:func:`data_prep.extra_av.adapt_to_target`);
-    kept per process for the same corpus, settings and fitting utterances (the seeds share it)."""
-    import hashlib
-
+def extra_av_utterances(cfg: Config, prep, fit_utts: list, fit_frames: list, root, progress: bool = True
+                        ) -> tuple[list, object]:
+    """One extra corpus adapted to ``fit_frames``, the frames of ``fit_utts``
+    (:func:`data_prep.extra_av.adapt_to_target`); kept per process and corpus for the same
+    preprocessing, corpus and fitting utterances (the seeds of a split share it)."""
     c = prep.cfg
     rates = {u.audio_frame_rate for u in fit_utts if u.audio is None}
     if len(rates) > 1:
-        raise DataError(f"the corpus' audio feature frames come at several rates {sorted(rates)}", field="audio_frame_rate")
+        raise DataError(f"the corpus' audio feature frames come at several rates {sorted(map(str, rates))}",
+                        field="audio_frame_rate")
     rate = rates.pop() if rates else None
     ids = hashlib.sha256("\n".join(sorted(str(u.utterance_id) for u in fit_utts)).encode()).hexdigest()
-    key = (str(Path(root).resolve()), float(cfg.data.extra_av_scale), int(cfg.data.extra_av_track_every),
-           tuple(c.roi_size), rate, ids)
-    if _EXTRA_AV.get("key") != key:
+    key = json.dumps([str(Path(cfg.data.root).resolve()) if cfg.data.root else "", c.to_dict(), cfg.data.extra_av_scale,
+                      cfg.data.extra_av_track_every, rate, ids], sort_keys=True, default=str)
+    root_key = str(Path(root).resolve())
+    if _EXTRA_AV.get(root_key, (None,))[0] != key:
         from data_prep.extra_av import adapt_to_target, read_extra_recordings
 
-        _EXTRA_AV.clear()  # one corpus held at a time
+        _EXTRA_AV.pop(root_key, None)  # its full-face videos are large: let the old ones go first
         recordings = read_extra_recordings(root, c.roi_size, cfg.data.extra_av_track_every, cfg.data.cache_dir or None,
                                            progress)
-        frames = [f for f in map(functools.partial(_frames_or_none, prep), fit_utts) if f is not None]
-        if not frames or any(f[1] is None for f in frames):
-            raise ConfigError("data.extra_av adds audio-visual recordings to an audio-visual corpus; this corpus' "
-                              "training utterances have no usable video (use data.extra_audio for audio alone)")
-        target = np.concatenate([f[1] for f in frames]) * 255.0
-        _EXTRA_AV.update(key=key, value=adapt_to_target(recordings, target, c.roi_size, rate, cfg.data.extra_av_scale,
-                                                        progress, [f[0] for f in frames] if rate else None))
-    return _EXTRA_AV["value"]
+        target = np.concatenate([f[1] for f in fit_frames]) * 255.0
+        _EXTRA_AV[root_key] = (key, adapt_to_target(recordings, target, c.roi_size, rate, cfg.data.extra_av_scale,
+                                                    progress, [f[0] for f in fit_frames] if rate else None))
+    return _EXTRA_AV[root_key][1]
 
 
-_EXTRA_AV: dict = {}
+_EXTRA_AV: dict = {}  # resolved corpus root -> (key of the target and settings, its adaptation)
 
 
 def _frames_or_none(prep, u):
@@ -598,7 +603,8 @@ def train_feature_models(cfg: Config, fold: FoldData, seed: int, device, checkpo
     :func:`needed_models` lists). Each is saved under ``checkpoint_dir`` as ``<name>.pt`` after it
     is trained and loaded from there with ``resume``.
     """
-    Xa, Xv = fold.learning.audio, fold.learning.video
+    learning = fold.learning
+    Xa, Xv = learning.audio, learning.video
     n_audio, n_video = Xa.shape[1], Xv.shape[1]
     p = cfg.pretrain
     models = {}

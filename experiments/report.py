@@ -227,10 +227,8 @@ def _protocol(results: dict) -> list[str]:
                        f"({ev.get('cv_folds', '?')} folds); features centred and scaled "
                        f"{'per feature' if ev.get('standardize') == 'zscore' else 'by one global scale'}"],
         ["pretraining / fine-tuning", f"sparsity target {pt.get('sparsity_target', '?')}, cost "
-                                      f"{pt.get('sparsity_cost', '?')}{' (' + sparsity + ')' if sparsity else ''}, "
-                                      "; the sparsity term is added to the hidden biases' velocity, so with "
-                                      "momentum m it weighs cost / (1 - m) in Lee et al.'s separate-step form "
-                                      "(2x cost in the first 5 epochs, 10x after); "
+                                      f"{pt.get('sparsity_cost', '?')}{' (' + sparsity + ')' if sparsity else ''}"
+                                      f"{_sparsity_weight(pt)}, "
                                       f"{pt.get('epochs', '?')} epochs; fine-tuning "
                                       f"{ft.get('epochs', '?')} epochs at lr {ft.get('lr', '?')} (the config's values; "
                                       + ("docs/grid.md tells which were chosen by `bimodal tune` on GRID's training "
@@ -248,6 +246,18 @@ def _protocol(results: dict) -> list[str]:
     return ["## Protocol", "",
             "Every number is the mean ± 2 standard deviations (ddof 0) over the runs, in %, the same "
             "spread as the paper's ± (2 s.d.); *n* is the number of runs.", ""] + md_table(["item", "value"], rows)
+
+
+def _sparsity_weight(pt: dict) -> str:
+    """How much a sparsity cost weighs in Lee et al.'s separate-step form, given the momentum schedule."""
+    from bimodal.rbm import DEFAULT_MOMENTUM, DEFAULT_MOMENTUM_EPOCHS, effective_sparsity_cost
+
+    final = pt.get("momentum")
+    if not pt.get("sparsity_target") or not isinstance(final, (int, float)) or not 0 <= final < 1:
+        return ""
+    return (f" (added to the hidden biases' velocity: in Lee et al.'s separate-step form a cost weighs "
+            f"{effective_sparsity_cost(1.0, DEFAULT_MOMENTUM):g}x itself for the first {DEFAULT_MOMENTUM_EPOCHS} "
+            f"epochs, {effective_sparsity_cost(1.0, final):g}x after)")
 
 
 def _cross_modality(summary: dict, ref: dict) -> list[str]:

@@ -178,8 +178,9 @@ def run_fold(cfg: Config, utts, train_idx, test_idx, seed: int, fold_i: int, dev
         "train_speakers": sorted({utts[i].speaker for i in train_idx}),
         "test_speakers": sorted({utts[i].speaker for i in test_idx}),
         "n_train_windows": int(len(fold.train.audio)),
-        "n_learning_windows": int(len(fold.learning.audio)),  # what the unsupervised stages saw
+        # what the unsupervised stages saw: the corpus' own windows and the extra corpora's
         "n_extra_av_windows": 0 if fold.extra_av is None else int(len(fold.extra_av.audio)),
+        "n_learning_windows": int(len(fold.own_learning.audio)) + (0 if fold.extra_av is None else len(fold.extra_av.audio)),
         "extra_av": fold.extra_av_info,  # how each extra corpus was fitted to this one (scale, intensities)
         "n_test_windows": int(len(fold.test.audio)),
         # utterances left out (unusable clips: listed, never fatal) and why noise was not added

@@ -188,8 +188,8 @@ def shared_representation(ctx: FoldContext):
 
 
 def _cca_views(ctx: FoldContext, audio_feat: str, video_feat: str):
-    """Regularised CCA fitted on the paired windows the other feature learning sees
-    (:attr:`FoldData.learning`: raw windows, or the RBMs' hidden activations of them), its shrinkage
+    """Regularised CCA fitted on the corpus' own paired windows the other feature learning sees
+    (:attr:`FoldData.own_learning`, no extra corpus: raw windows, or the RBMs' hidden activations of them), its shrinkage
     chosen by CV over the groups C is chosen over (:meth:`FoldContext.cv_groups`); every split's
     windows are projected and then pooled over slices like every other feature.
 
@@ -197,7 +197,7 @@ def _cca_views(ctx: FoldContext, audio_feat: str, video_feat: str):
     """
     key = ("cca", audio_feat, video_feat)
     if key not in ctx._cache:
-        train, test, learning = ctx.dataset("train"), ctx.dataset("test"), ctx.fold.learning
+        train, test, learning = ctx.dataset("train"), ctx.dataset("test"), ctx.fold.own_learning
         tr = window_codes(ctx.models, train, [audio_feat, video_feat])
         te = window_codes(ctx.models, test, [audio_feat, video_feat])
         fit = tr if learning is train else window_codes(ctx.models, learning, [audio_feat, video_feat])

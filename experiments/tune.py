@@ -123,7 +123,8 @@ def candidate_score(cfg: Config, folds: list, stage: str, seed: int, device) -> 
     over the prepared inner ``folds`` (their whitening does not depend on the tuned values)."""
     per_split = []
     for fold in folds:
-        Xa, Xv = fold.learning.audio, fold.learning.video
+        learning = fold.learning
+        Xa, Xv = learning.audio, learning.video
         dbn = pipeline.build_bimodal_dbn(cfg, Xa.shape[1], Xv.shape[1], seed, device)
         p = cfg.pretrain
         if stage == "audio_rbm":

@@ -23,13 +23,13 @@ def _results(values: dict) -> dict:
 
 
 def test_rows_are_paired_by_seed_and_fold():
-    before = _results({(0, 0): {"cross_modality/video/a": 0.50, "cross_modality/video/b": 0.40},
-                       (1, 0): {"cross_modality/video/a": 0.60, "cross_modality/video/b": 0.40},
-                       (2, 0): {"cross_modality/video/a": 0.40, "cross_modality/video/b": 0.40}})
+    before = _results({(0, 0): {"cross_modality/video/a": 0.50, "cross_modality/video/b": 0.40, "cross_modality/c": 0.3},
+                       (1, 0): {"cross_modality/video/a": 0.60, "cross_modality/video/b": 0.40, "cross_modality/c": 0.4},
+                       (2, 0): {"cross_modality/video/a": 0.40, "cross_modality/video/b": 0.40, "cross_modality/c": 0.5}})
     # after: +0.05 on every run of a (a large spread across runs, none across the pairs); b lower
-    after = _results({(2, 0): {"cross_modality/video/a": 0.45, "cross_modality/video/b": 0.30},
-                      (0, 0): {"cross_modality/video/a": 0.55, "cross_modality/video/b": 0.31},
-                      (1, 0): {"cross_modality/video/a": 0.65, "cross_modality/video/b": 0.29}})
+    after = _results({(2, 0): {"cross_modality/video/a": 0.45, "cross_modality/video/b": 0.30, "cross_modality/c": 0.5},
+                      (0, 0): {"cross_modality/video/a": 0.55, "cross_modality/video/b": 0.31, "cross_modality/c": 0.3},
+                      (1, 0): {"cross_modality/video/a": 0.65, "cross_modality/video/b": 0.29, "cross_modality/c": 0.4}})
     rows = {r["name"]: r for r in compare(before, after, "cross_modality/")}
     a = rows["cross_modality/video/a"]
     assert a["paired"]["mean"] == pytest.approx(0.05) and a["paired"]["verdict"] == "HELD"
@@ -37,6 +37,8 @@ def test_rows_are_paired_by_seed_and_fold():
     assert rows["cross_modality/video/b"]["paired"]["verdict"] == "NOT HELD"
     text = markdown(list(rows.values()))
     assert "| `cross_modality/video/a` | 50.0 ± 20.0 | 55.0 ± 20.0 | +5.0 |" in text and "higher (n = 3)" in text
+    assert "`cross_modality/video/b` | 40.0 ± 0.0 | 30.0 ± 2.0 | -10.0 |" in text and "lower (n = 3)" in text
+    assert "`cross_modality/c` | 40.0 ± 20.0 | 40.0 ± 20.0 | +0.0 | [+0.0, +0.0] | identical (n = 3) |" in text
 
 
 def test_runs_without_common_seeds_or_bad_files_are_clear_errors(tmp_path):

@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 from bimodal.errors import ConfigError, DataError, ShapeError
-from data_prep.dataset import AVDataset
+from data_prep.dataset import AVDataset, Preprocessor
 from data_prep.extra_av import (ExtraRecording, adapt_to_target, choose_crop_scale, intensity_statistics,
                                 match_intensity, read_extra_recordings, standardised_mean)
 from data_prep.mouth_roi import crop_boxes
 from data_prep.utterance import Utterance
 from experiments import pipeline
+from experiments.config import prep_config
 from media import write_av
 from test_experiments import tiny_config
 
@@ -129,6 +130,11 @@ def test_extra_recordings_reach_every_unsupervised_stage_and_no_classifier(tmp_p
     assert not any(str(i).startswith("extra/") for ds in (fold.train, fold.test) for i in ds.utterance_ids)
     (info,) = fold.extra_av_info
     assert info["root"] == str(extra_corpus) and info["n_recordings"] == 3 and info["scale"] > 0
+    # the whitening is the corpus' own: the same as fitted without any extra corpus
+    own = Preprocessor(prep_config(cfg), device="cpu").fit(fold.train_utts, progress=False)
+    for mine, theirs in ((fold.prep.audio_whitener, own.audio_whitener), (fold.prep.video_whitener, own.video_whitener)):
+        for k, v in theirs.state_dict().items():
+            np.testing.assert_allclose(mine.state_dict()[k], v, rtol=1e-6, atol=1e-6)
 
     seen = {"rbm": [], "ae": [], "clf": []}
     rbm_fit, ae_fit = RBM.fit, BimodalAutoencoder.fit
@@ -160,6 +166,21 @@ def test_extra_recordings_reach_every_unsupervised_stage_and_no_classifier(tmp_p
     for n_tr, n_te, labels in seen["clf"]:
         assert (n_tr, n_te) == (fold.train.n_utterances, fold.test.n_utterances)
         assert "(unlabelled)" not in labels and labels <= set(cfg.data.labels)
+
+
+def test_adaptations_are_not_reused_across_preprocessing_settings(tmp_path, extra_corpus, monkeypatch):
+    import data_prep.extra_av as extra_av
+
+    calls = []
+    adapt = extra_av.adapt_to_target
+    monkeypatch.setattr(extra_av, "adapt_to_target", lambda *a, **k: calls.append(1) or adapt(*a, **k))
+    cfg = tiny_config(tmp_path / "corpus", data={"extra_av": [str(extra_corpus)]})
+    utts = pipeline.load_utterances(cfg, progress=False)
+    tr, te = pipeline.speaker_splits(utts, cfg, 0)[0]
+    small_roi = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, prep={**cfg.data.prep, "roi_size": [30, 40]}))
+    for c in (cfg, cfg, small_roi):
+        pipeline.extra_av_corpora(c, Preprocessor(prep_config(c), device="cpu"), [utts[i] for i in tr], progress=False)
+    assert len(calls) == 2  # the same settings reuse it; another ROI size adapts again
 
 
 def test_extra_av_ratio_draws_that_many_windows_per_own_window(tmp_path, extra_corpus):
