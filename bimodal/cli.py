@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -28,7 +29,9 @@ def _load(args, name_or_path: str):
     from experiments.config import load_config
 
     overrides = list(args.set or [])
-    if getattr(args, "seeds", None):
+    if getattr(args, "seeds", None) is not None:
+        if args.seeds < 1:
+            raise BimodalError(f"--seeds {args.seeds}: runs seeds 0..N-1, so N must be at least 1")
         overrides.append(f"experiment.seeds=[{', '.join(str(s) for s in range(args.seeds))}]")
     return load_config(_config_path(name_or_path), overrides)
 
@@ -46,7 +49,13 @@ def cmd_tune(args) -> int:
     from experiments.tune import tune, write_results
 
     cfg = _load(args, args.config)
+    from experiments.runner import prepare_out_dir
     from experiments.tune import stage_grids
+
+    from bimodal.device import resolve_device
+
+    prepare_out_dir(args.out)
+    resolve_device(args.device or (None if cfg.experiment.device == "auto" else cfg.experiment.device))
 
     result = tune(cfg, seed=args.seed, device=args.device, progress=not args.quiet,
                   grids=stage_grids(args.stages) if args.stages else None)
@@ -95,11 +104,38 @@ def cmd_data_synth(args) -> int:
 def cmd_data_check(args) -> int:
     from data_prep.check import check_corpus
 
-    report = check_corpus(args.root, source=args.source, montage=args.montage, frames_per_speaker=args.frames,
-                          clips_per_speaker=args.clips_per_speaker, progress=not args.quiet,
-                          reader_kwargs=_check_reader_kwargs(args))
+    if args.config is None:
+        report = check_corpus(args.root, source=args.source, montage=args.montage, frames_per_speaker=args.frames,
+                              clips_per_speaker=args.clips_per_speaker, progress=not args.quiet,
+                              reader_kwargs=_check_reader_kwargs(args))
+        print(report.format())
+        return 0 if report.ok else 1
+    return _check_with_config(args, check_corpus)
+
+
+def _check_with_config(args, check_corpus) -> int:
+    """``data check ROOT --config NAME``: the corpus read with the config's reader and preprocessing,
+    and whether every fold the config would make can run on it (experiments.plan)."""
+    from experiments.config import prep_config
+    from experiments.pipeline import load_utterances, reader_options
+    from experiments.plan import plan_problems
+
+    args.set = [f"data.root={json.dumps(str(args.root))}"] + list(args.set or [])
+    cfg = _load(args, args.config)
+    if cfg.data.source == "synth":
+        raise BimodalError(f"--config {args.config}: data.source is 'synth', the generated corpus; data check reads "
+                           "a corpus folder (set data.source with --set, or use a config of a real corpus)")
+    report = check_corpus(args.root, source=cfg.data.source, cfg=prep_config(cfg), montage=args.montage,
+                          frames_per_speaker=args.frames, clips_per_speaker=args.clips_per_speaker,
+                          progress=not args.quiet, reader_kwargs=reader_options(cfg))
     print(report.format())
-    return 0 if report.ok else 1
+    problems = plan_problems(cfg, load_utterances(cfg, progress=not args.quiet)) if report.ok else []
+    if problems:
+        print(f"\nconfig {cfg.experiment.name!r} CANNOT run on this corpus:\n  " + "\n  ".join(problems))
+    elif report.ok:
+        print(f"\nconfig {cfg.experiment.name!r} can run on this corpus: every fold of seeds "
+              f"{cfg.experiment.seeds} has at least 2 cross-validation groups and every label in training")
+    return 0 if report.ok and not problems else 1
 
 
 def _check_reader_kwargs(args) -> dict:
@@ -162,7 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which feature, by its name in the results and the report (SOURCE.INPUTS, e.g. "
                         "bimodal_dae.video, rbm.audio, raw.both; experiments/registry.py lists them)")
     e.add_argument("--data", required=True, help="a dataset folder in the generic layout ROOT/speaker/label/utt.*")
-    e.add_argument("--out", required=True, help="feats.npz (or .parquet when pandas and pyarrow are installed)")
+    e.add_argument("--out", required=True,
+                   help="feats.npz (or .parquet when pandas and pyarrow are installed); clips that cannot be used "
+                        "are skipped with a warning and listed in the file (see experiments/extract.py)")
     e.add_argument("--slices", type=int, nargs="+", default=[1, 3])
     e.add_argument("--preprocessor", default=None,
                    help="preprocessor file (default: preprocessor.npz in the checkpoint folder)")
@@ -176,7 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = data.add_parser("check", help="read a corpus as an experiment would and report what is usable "
                                       "(exit status 1 when nothing is)")
     c.add_argument("root", help="corpus folder")
-    c.add_argument("--source", default="folder", choices=["folder", "cuave", "avletters", "fsdd", "grid"],
+    from data_prep.readers import READERS
+
+    c.add_argument("--source", default="folder", choices=[s for s in READERS if s != "synth"],
                    help="reader (as data.source in a config)")
     c.add_argument("--vocabulary", nargs="+", default=None, metavar="digits|letters|WORD",
                    help="GRID only: the words cut as tokens (default: digits), a vocabulary name or a list of words")
@@ -184,6 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PNG of tracked mouth crops, a few frames of one clip per speaker")
     c.add_argument("--frames", type=int, default=6, help="montage frames per clip")
     c.add_argument("--clips-per-speaker", type=int, default=1, help="montage rows per speaker")
+    c.add_argument("--config", default=None,
+                   help="also say whether this experiment config (a path or a name) can run on the corpus: its "
+                        "reader, labels and preprocessing apply, and every fold it would make is checked")
+    c.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a value of --config")
     c.set_defaults(func=cmd_data_check)
 
     b = sub.add_parser("bench", help="throughput benchmarks (see --help)", add_help=False)
@@ -216,6 +260,14 @@ def _run(func, args) -> int:
     except BimodalError as e:
         print(f"bimodal: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        out = getattr(args, "out", None)
+        hint = ""
+        if out is not None and hasattr(args, "resume"):
+            hint = (f" Finished (seed, fold) runs are kept under {out}/checkpoints; run the same command with "
+                    "--resume to continue from them.")
+        print(f"\nbimodal: interrupted.{hint}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

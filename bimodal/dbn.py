@@ -186,7 +186,7 @@ class BimodalDBN(Persistable, nn.Module):
                     video_first_layer_params=self.video_first_layer_params)
 
     def fit(self, audio, video, epochs=None, joint_epochs: int | None = None, *, extra_audio=None,
-            options: CDOptions | None = None, **training):
+            only: str | None = None, options: CDOptions | None = None, **training):
         """Train the audio DBN, the video DBN, then the joint RBM on their concatenated tops.
 
         Parameters
@@ -199,26 +199,35 @@ class BimodalDBN(Persistable, nn.Module):
         extra_audio : (M, audio_sizes[0]), optional
             Unpaired audio rows added to the audio DBN's training set only (the paper's extra
             unlabelled audio); the joint RBM sees the paired rows alone.
+        only : {"audio", "video"}, optional
+            Train that modality's DBN alone (the audio one with ``extra_audio``) and stop; the other
+            modality's DBN and the joint RBM keep their initialisation. Every RBM samples from its
+            own seeded generator, so that DBN is the one the full fit trains.
         options, **training
             Training-loop settings of every RBM, as in :meth:`DBN.fit`.
 
         Returns ``self``.
         """
+        if only not in (None, "audio", "video"):
+            raise ConfigError(f"BimodalDBN.fit: only must be None, 'audio' or 'video', got {only!r}")
         options = CDOptions.build(options, **training)
         epochs = options.epochs if epochs is None else epochs
         a, v = self._inputs(audio, video)
         a_pre = a
-        if extra_audio is not None and len(extra_audio):
+        if extra_audio is not None and len(extra_audio) and only != "video":
             extra, _ = self.audio._input(extra_audio, "extra_audio")
             a_pre = torch.cat([a, extra])
             log.info("audio DBN pretrained on %d paired + %d extra audio rows", len(a), len(extra))
-        self.audio.fit(a_pre, epochs=epochs, options=options)
-        self.video.fit(v, epochs=epochs, options=options)
-        if joint_epochs is None:
-            joint_epochs = epochs[-1] if isinstance(epochs, (list, tuple)) else epochs
-        with torch.no_grad():
-            top = torch.cat([self.audio.up_pass(a), self.video.up_pass(v)], dim=1)
-        self.joint.fit(top, options=CDOptions.build(options, epochs=int(joint_epochs)))
+        if only != "video":
+            self.audio.fit(a_pre, epochs=epochs, options=options)
+        if only != "audio":
+            self.video.fit(v, epochs=epochs, options=options)
+        if only is None:
+            if joint_epochs is None:
+                joint_epochs = epochs[-1] if isinstance(epochs, (list, tuple)) else epochs
+            with torch.no_grad():
+                top = torch.cat([self.audio.up_pass(a), self.video.up_pass(v)], dim=1)
+            self.joint.fit(top, options=CDOptions.build(options, epochs=int(joint_epochs)))
         self.history = {"audio": self.audio.history, "video": self.video.history, "joint": list(self.joint.history)}
         return self
 

@@ -6,14 +6,27 @@ import random
 import numpy as np
 import torch
 
-from .errors import DataError, ShapeError
+from .errors import ConfigError, DataError, ShapeError
 
 
 def resolve_device(device=None) -> torch.device:
-    """Return ``torch.device(device)``; ``None`` or ``"auto"`` means CUDA when available, else CPU."""
+    """Return ``torch.device(device)``; ``None`` or ``"auto"`` means CUDA when available, else CPU.
+
+    Raises ConfigError for a name that is no device, or a CUDA device this machine does not have."""
     if device is None or (isinstance(device, str) and device == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"device {device!r}: not a device name (expected auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ConfigError(f"device {device!r}: no CUDA GPU is available here (torch.cuda.is_available() is "
+                              "False); use --device cpu or auto")
+        if dev.index is not None and dev.index >= n:
+            raise ConfigError(f"device {device!r}: this machine has {n} CUDA device(s), cuda:0..cuda:{n - 1}")
+    return dev
 
 
 def seed_everything(seed: int) -> None:

@@ -1,4 +1,5 @@
-"""Speaker-independent evaluation: folds, classifier accuracy, summaries, CCA and cross-modal matching.
+"""Speaker-independent evaluation: folds, classifier accuracy, summaries, shared-representation tests
+and cross-modal matching (the CCA baseline is :mod:`bimodal.cca`).
 
 Every split here is by speaker: no speaker's utterances are on both the training and the test
 side, and C is chosen by an inner speaker-grouped CV on training speakers only
@@ -13,7 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .classifiers import DEFAULT_CS, StandardizedClassifier, select_C
-from .device import resolve_device, single_blas_thread
+from .device import resolve_device
 from .errors import ConfigError, DataError, ShapeError
 from .folds import speaker_folds
 
@@ -21,11 +22,11 @@ log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------- summaries
-def summarise(values, ddof=0) -> dict:
+def summarise(values, ddof=1) -> dict:
     """Mean and standard deviation of per-fold numbers.
 
-    ``std`` uses ``ddof=0`` (the population std of the folds, numpy's default) unless told
-    otherwise; with ``ddof=1`` and a single value the std is reported as 0.0.
+    ``std`` is the sample standard deviation (``ddof=1``, what the paper's ± are made of) unless
+    told otherwise; with a single value it is reported as 0.0.
     Returns ``{"mean", "std", "n"}`` as Python floats / int.
     """
     a = np.asarray(values, dtype=np.float64).ravel()
@@ -137,87 +138,7 @@ def cross_validate(features, y, speakers, n_folds=5, seed=0, split="kfold", kind
     return {"accuracies": accs, "summary": summarise(accs), "folds": info}
 
 
-# ----------------------------------------------------------------------------- CCA baseline
-class CCAProjector:
-    """Canonical correlation analysis between paired audio and video vectors (sklearn ``CCA``).
-
-    The baseline for the paper's shared-representation experiments: fit on paired training
-    (audio, video) rows, then map either modality alone into the common ``n_components``-d space.
-
-    Parameters
-    ----------
-    n_components, max_iter, tol, scale : passed to ``sklearn.cross_decomposition.CCA``.
-    """
-
-    def __init__(self, n_components=2, max_iter=500, tol=1e-6, scale=True):
-        self.n_components = int(n_components)
-        self.max_iter, self.tol, self.scale = max_iter, tol, scale
-
-    def fit(self, Xa, Xv):
-        from sklearn.cross_decomposition import CCA
-
-        Xa, Xv = _np2d(Xa, "Xa"), _np2d(Xv, "Xv")
-        if Xa.shape[0] != Xv.shape[0]:
-            raise ShapeError(f"paired rows needed: audio has {Xa.shape[0]}, video {Xv.shape[0]}", field="Xv")
-        k_max = min(Xa.shape[0], Xa.shape[1], Xv.shape[1])
-        if not 1 <= self.n_components <= k_max:
-            raise ConfigError(f"n_components must be in [1, {k_max}] for these shapes, got {self.n_components}")
-        with single_blas_thread():
-            self.cca_ = CCA(n_components=self.n_components, max_iter=self.max_iter, tol=self.tol,
-                            scale=self.scale).fit(Xa, Xv)
-        self.n_audio_, self.n_video_ = Xa.shape[1], Xv.shape[1]
-        return self
-
-    def transform_audio(self, Xa) -> np.ndarray:
-        """Audio rows ``(n, Da)`` → shared space ``(n, n_components)``."""
-        self._check()
-        Xa = _np2d(Xa, "Xa", self.n_audio_)
-        with single_blas_thread():
-            return self.cca_.transform(Xa)
-
-    def transform_video(self, Xv) -> np.ndarray:
-        """Video rows ``(n, Dv)`` → shared space ``(n, n_components)``."""
-        self._check()
-        Xv = _np2d(Xv, "Xv", self.n_video_)
-        # sklearn only projects Y together with an X; the X part is discarded, so zeros will do.
-        with single_blas_thread():
-            return self.cca_.transform(np.zeros((Xv.shape[0], self.n_audio_)), Xv)[1]
-
-    def _check(self):
-        if not hasattr(self, "cca_"):
-            raise ConfigError("CCAProjector is not fitted; call fit(Xa, Xv) first")
-
-
-def _np2d(X, name, n_features=None) -> np.ndarray:
-    a = np.asarray(X.detach().cpu() if isinstance(X, torch.Tensor) else X, dtype=np.float64)
-    if a.ndim != 2:
-        raise ShapeError(f"expected a 2-d array, got shape {a.shape}", field=name)
-    if n_features is not None and a.shape[1] != n_features:
-        raise ShapeError(f"expected {n_features} columns, got {a.shape[1]}", field=name)
-    if not np.all(np.isfinite(a)):
-        raise DataError("contains NaN or infinite values", field=name)
-    return a
-
-
-def cca_fit(Xa, Xv, n_components=2, max_iter=500, tol=1e-6, scale=True) -> CCAProjector:
-    """Fit a :class:`CCAProjector` on paired rows ``Xa (n, Da)``, ``Xv (n, Dv)``."""
-    return CCAProjector(n_components, max_iter=max_iter, tol=tol, scale=scale).fit(Xa, Xv)
-
-
-def cca_codes(Xa_fit, Xv_fit, n_components=2, audio=None, video=None, **kw):
-    """Fit CCA on paired ``(Xa_fit, Xv_fit)`` and project ``audio`` / ``video`` (default: the fit rows).
-
-    Returns ``(Za, Zv)`` numpy arrays ``(n, n_components)`` (None for a modality given as None
-    when the other is given).
-    """
-    p = cca_fit(Xa_fit, Xv_fit, n_components, **kw)
-    if audio is None and video is None:
-        audio, video = Xa_fit, Xv_fit
-    Za = None if audio is None else p.transform_audio(audio)
-    Zv = None if video is None else p.transform_video(video)
-    return Za, Zv
-
-
+# ----------------------------------------------------------------------------- shared representation
 def shared_representation_eval(Za_train, Zv_train, ya, Za_test, Zv_test, yt, direction="audio->video",
                                groups_tr=None, kind="svm", backend="torch", Cs=DEFAULT_CS, C=None,
                                n_folds=3, device=None, seed=0, standardize="global") -> dict:
@@ -226,8 +147,8 @@ def shared_representation_eval(Za_train, Zv_train, ya, Za_test, Zv_test, yt, dir
     Parameters
     ----------
     Za_train, Zv_train : (n_train, k) training utterances' codes in the shared space from audio only
-        and from video only (e.g. :class:`CCAProjector` outputs pooled per utterance, or a bimodal
-        autoencoder's encodings of one modality). Only the one named by ``direction`` is used.
+        and from video only (e.g. :class:`bimodal.cca.RegularizedCCA` projections pooled per utterance,
+        or a bimodal autoencoder's encodings of one modality). Only the one named by ``direction`` is used.
     ya : (n_train,) labels. Za_test, Zv_test, yt : the same for test speakers.
     direction : ``"audio->video"`` (train on audio codes, test on video codes) or ``"video->audio"``.
     groups_tr : training speakers for choosing C; required unless C is fixed or Cs has one value.

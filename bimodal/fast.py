@@ -13,8 +13,11 @@ Every ``fit`` of :class:`bimodal.rbm.RBM`, :class:`bimodal.autoencoder.DeepAutoe
     accumulated updates stay fp32). Worth it on GPUs and CPUs with bf16 units; on AVX2-only
     CPUs it is slower.
 ``compile`` : bool
-    ``torch.compile`` the per-batch step (fuses the elementwise work around the matmuls). The
-    first call compiles (tens of seconds on a CPU), so it pays off only for long runs.
+    ``torch.compile`` the per-batch step (fuses the elementwise work around the matmuls): the same
+    step function, wrapped for the one ``fit`` (the RBM's :meth:`~bimodal.rbm.RBM.training_step`,
+    the autoencoders' batch loss); no model keeps compiled code. The first call compiles (tens of
+    seconds on a CPU), so it pays off only for long runs. Not measured to pay on CUDA yet
+    (``python -m benchmarks.rbm_step --device cuda --compile`` does).
 
 The defaults give the plain fp32 eager path; tests/test_fast_paths.py (and for the RBM's bf16
 step tests/test_rbm_steps.py) checks that each switch gives the same model within a stated

@@ -14,7 +14,6 @@ import torch
 from .errors import ConfigError
 from .fast import check_fast_options
 
-CD_UPDATES = ("fused", "reference")
 OPTIMIZERS = ("adam", "sgd")
 
 
@@ -83,25 +82,9 @@ class CDOptions(FitOptions):
     """Contrastive-divergence training of an RBM (:meth:`bimodal.rbm.RBM.fit`).
 
     The learning rate, momentum schedule, weight decay and sparsity are the RBM's own
-    constructor parameters (they define the model's training objective and are saved with it).
-
-    Parameters
-    ----------
-    update : {"fused", "reference"}
-        ``"fused"`` (default): :meth:`RBM.contrastive_divergence`, the update accumulated with
-        in-place fused kernels (and, with ``compile``, one compiled CD-1 step). ``"reference"``:
-        :meth:`RBM.reference_step`, the same update written as in the papers; slower, for reading
-        and checking. They agree to float rounding (tests/test_rbm_steps.py).
+    constructor parameters (they define the model's training objective and are saved with it);
+    every batch is one :meth:`bimodal.rbm.RBM.training_step`, whatever the fast-math switches.
     """
-
-    update: str = "fused"
-
-    def __post_init__(self):
-        super().__post_init__()
-        if self.update not in CD_UPDATES:
-            raise ConfigError(f"update must be one of {CD_UPDATES}, got {self.update!r}")
-        if self.update == "reference" and self.compile:
-            raise ConfigError("compile=True compiles the fused update; the reference step runs eagerly")
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,9 @@ momentum 0.5 for the first 5 epochs then 0.9, visible *means* (not samples) in t
 and a much smaller learning rate for Gaussian visibles (1e-3) than for Bernoulli ones (0.05).
 The weight decay default, 1e-4, is the experiment config's.
 
-One training step is :meth:`RBM.reference_step`, the update as the papers write it: read that one.
-``fit`` runs by default :meth:`RBM.contrastive_divergence`, the same update with fused in-place
-kernels (optionally compiled or under bf16 autocast, see :mod:`bimodal.fast`);
-``fit(update="reference")`` trains with the reference step, and tests/test_rbm_steps.py checks
-that both train the same model.
+One training step, :meth:`RBM.training_step`, is the update as the papers write it; ``fit`` runs
+it for every batch, also under the opt-in TF32 / bf16 autocast / ``torch.compile`` switches of
+:mod:`bimodal.fast`. tests/test_rbm_steps.py checks it against the formulas.
 
 Gaussian visibles have unit variance, so the data must be standardised / PCA-whitened first.
 
@@ -146,8 +144,6 @@ class RBM(Persistable, nn.Module):
         self.register_buffer("vel_b_h", torch.zeros(self.n_hidden))
         self.register_buffer("hidden_mean", torch.full((self.n_hidden,), self.sparsity_target or 0.0))
         self._chain: torch.Tensor | None = None  # PCD hidden states, (batch, n_hidden)
-        self._compiled: dict = {}  # torch.compile'd step / update while a fit(compile=True) runs
-        self._ones_cache: torch.Tensor | None = None  # ones vector for the bias sums
         self.to(self.device)
 
     def config(self) -> dict:
@@ -247,9 +243,10 @@ class RBM(Persistable, nn.Module):
             self._chain[:n_rows] = h_state.to(self._chain.dtype)
         return h0, v1, v_neg, h_neg
 
-    def reference_step(self, v0: torch.Tensor, lr: float, momentum: float, generator: torch.Generator,
-                       noise: torch.Tensor | None = None) -> torch.Tensor:
-        """One CD-k / PCD-k update on the minibatch ``v0``, written as in the papers: the step to read.
+    def training_step(self, v0: torch.Tensor, lr: float, momentum: float, generator: torch.Generator,
+                      noise: torch.Tensor | None = None) -> torch.Tensor:
+        """One CD-k / PCD-k update on the minibatch ``v0`` (B, n_visible), in place: the one training
+        step of the RBM, what ``fit`` calls for every batch.
 
         Hinton (2002), Tieleman (2008) for PCD, Lee et al. (2008) for the sparsity term and
         Hinton's practical guide (2010) for momentum and weight decay::
@@ -259,55 +256,34 @@ class RBM(Persistable, nn.Module):
             grad_b_h = <h>_data - <h>_model + sparsity_cost * (sparsity_target - q)
             velocity = momentum * velocity + lr * grad;   θ = θ + velocity
 
-        where ``q`` is a running mean (decay ``sparsity_decay``) of each hidden unit's probability
-        on the data. ``fit(update="reference")`` trains with this step; the default
-        :meth:`contrastive_divergence` computes the same update with fused kernels. Arguments and
-        return value as :meth:`contrastive_divergence`.
+        where ``<.>`` are batch means (:meth:`gradient` computes the CD terms) and ``q`` is a
+        running mean (decay ``sparsity_decay``) of each hidden unit's probability on the data. The
+        velocities take the terms one by one in place (:func:`_momentum_accumulate`), never forming
+        the (n_visible, n_hidden) gradient, which saves time against the textbook form
+        (``python -m benchmarks.rbm_step`` measures how much).
+
+        ``noise`` (B, n_hidden), optional: the uniform draws that sample the first hidden state
+        (``fit`` draws them for many batches at once); drawn from ``generator`` when omitted.
+        Returns the batch's summed squared reconstruction error as a 0-d device tensor (no host
+        sync), the reconstruction being the visible mean one Gibbs step from the data.
         """
         h0, v1, v_neg, h_neg = self.gibbs_phases(v0, generator, noise)
-        dW, db_v, db_h = self.gradient(v0, h0, v_neg, h_neg)
-        dW = dW - self.weight_decay * self.W
+        # velocity = momentum * velocity + lr * (<.>_data - <.>_model)
+        _momentum_accumulate(self.vel_W, momentum, lr, (v0, h0), (v_neg, h_neg))
+        _momentum_accumulate(self.vel_b_v, momentum, lr, (v0, None), (v_neg, None))
+        _momentum_accumulate(self.vel_b_h, momentum, lr, (h0, None), (h_neg, None))
+        # ... - lr * weight_decay * W
+        if self.weight_decay:
+            self.vel_W.add_(self.W, alpha=-lr * self.weight_decay)
+        # ... + lr * sparsity_cost * (sparsity_target - q)
         pull = self._sparsity_pull(h0)
         if pull is not None:
-            db_h = db_h + self.sparsity_cost * pull
-        for param, velocity, grad in ((self.W, self.vel_W, dW), (self.b_v, self.vel_b_v, db_v),
-                                      (self.b_h, self.vel_b_h, db_h)):
-            velocity.mul_(momentum).add_(lr * grad)
-            param.add_(velocity)
+            self.vel_b_h.add_(pull, alpha=lr * self.sparsity_cost)
+        # θ = θ + velocity
+        self.W.add_(self.vel_W)
+        self.b_v.add_(self.vel_b_v)
+        self.b_h.add_(self.vel_b_h)
         return _squared_error(v1, v0)
-
-    def contrastive_divergence(self, v0: torch.Tensor, lr: float, momentum: float,
-                               generator: torch.Generator, noise: torch.Tensor | None = None) -> torch.Tensor:
-        """One CD-k / PCD-k update on the minibatch ``v0`` (B, n_visible), in place: the fast form
-        of :meth:`reference_step` that ``fit`` uses by default.
-
-        The outer products and bias sums go straight into the velocities (in-place addmm_ /
-        addmv_), without the (n_visible, n_hidden) gradient temporaries; under autocast one
-        low-precision matmul covers both phases. ``noise`` (B, n_hidden), optional: the uniform
-        draws that sample the first hidden state (``fit`` draws them for many batches at once);
-        drawn from ``generator`` when omitted. Returns the batch's summed squared reconstruction
-        error as a 0-d device tensor (no host sync), the reconstruction being the visible mean one
-        Gibbs step from the data.
-        """
-        if noise is None:
-            noise = self._hidden_noise(v0, generator)
-        compiled_step = self._compiled.get("step")
-        if compiled_step is not None:
-            return compiled_step(v0, noise, lr, momentum)
-        return self._fused_step(v0, noise, lr, momentum, generator)
-
-    def _fused_step(self, v0: torch.Tensor, noise: torch.Tensor, lr: float, momentum: float,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
-        """:meth:`contrastive_divergence` given its noise: what ``fit(compile=True)`` compiles whole
-        when the step draws no other random numbers (``generator`` is then unused)."""
-        h0, v1, v_neg, h_neg = self.gibbs_phases(v0, generator, noise)
-        (self._compiled.get("update") or self._fused_update)(v0, h0, v_neg, h_neg, lr, momentum)
-        return _squared_error(v1, v0)
-
-    @property
-    def _draws_in_step(self) -> bool:
-        """Whether a step draws random numbers besides ``noise`` (CD-k > 1, PCD, sampled visibles)."""
-        return self.k > 1 or self.persistent or self.sample_visible
 
     def _hidden_noise(self, v: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return torch.rand((v.shape[0], self.n_hidden), generator=generator, device=v.device)
@@ -319,43 +295,6 @@ class RBM(Persistable, nn.Module):
             return None
         self.hidden_mean.mul_(self.sparsity_decay).add_(h_pos.float().mean(0), alpha=1.0 - self.sparsity_decay)
         return self.sparsity_target - self.hidden_mean
-
-    def _fused_update(self, v_pos: torch.Tensor, h_pos: torch.Tensor, v_neg: torch.Tensor, h_neg: torch.Tensor,
-                      lr: float, momentum: float) -> None:
-        """The velocity and parameter update of :meth:`reference_step`, accumulated in place."""
-        a_pos, a_neg = lr / v_pos.shape[0], lr / v_neg.shape[0]
-        if h_pos.dtype != self.W.dtype or v_neg.dtype != self.W.dtype:
-            # Low-precision (autocast) step: one matmul over the stacked batch [pos; neg] in
-            # that dtype; the velocities and parameters stay fp32.
-            vs = torch.cat([v_pos.to(h_pos.dtype) * a_pos, v_neg.to(h_pos.dtype) * -a_neg])
-            hs = torch.cat([h_pos, h_neg.to(h_pos.dtype)])
-            self.vel_W.mul_(momentum).add_(vs.t() @ hs)
-            self.vel_b_v.mul_(momentum).add_(vs.float().sum(0))
-            self.vel_b_h.mul_(momentum).add_(h_pos.float().sum(0), alpha=a_pos).add_(h_neg.float().sum(0),
-                                                                                    alpha=-a_neg)
-        else:
-            self.vel_W.addmm_(v_pos.t(), h_pos, beta=momentum, alpha=a_pos)
-            self.vel_W.addmm_(v_neg.t(), h_neg, alpha=-a_neg)
-            # Bias sums as matrix-vector products with a ones vector: 2 kernels per bias, not 5.
-            ones = self._ones(max(v_pos.shape[0], v_neg.shape[0]), v_pos.device)
-            self.vel_b_v.addmv_(v_pos.t(), ones[:v_pos.shape[0]], beta=momentum, alpha=a_pos)
-            self.vel_b_v.addmv_(v_neg.t(), ones[:v_neg.shape[0]], alpha=-a_neg)
-            self.vel_b_h.addmv_(h_pos.t(), ones[:h_pos.shape[0]], beta=momentum, alpha=a_pos)
-            self.vel_b_h.addmv_(h_neg.t(), ones[:h_neg.shape[0]], alpha=-a_neg)
-        if self.weight_decay:
-            self.vel_W.add_(self.W, alpha=-lr * self.weight_decay)
-        pull = self._sparsity_pull(h_pos)
-        if pull is not None:
-            self.vel_b_h.add_(pull, alpha=lr * self.sparsity_cost)
-        self.W.add_(self.vel_W)
-        self.b_v.add_(self.vel_b_v)
-        self.b_h.add_(self.vel_b_h)
-
-    def _ones(self, n: int, device) -> torch.Tensor:
-        cache = self._ones_cache
-        if cache is None or cache.shape[0] < n or cache.device != torch.device(device):
-            self._ones_cache = torch.ones(n, device=device)
-        return self._ones_cache
 
     def _parameters_finite(self) -> torch.Tensor:
         return torch.isfinite(self.W).all() & torch.isfinite(self.b_v).all() & torch.isfinite(self.b_h).all()
@@ -372,8 +311,8 @@ class RBM(Persistable, nn.Module):
         **training
             Fields of :class:`bimodal.options.CDOptions`: ``epochs`` (10), ``batch_size`` (100),
             ``progress``, ``seed`` (default: derived from the model's seed and the number of fits),
-            ``update`` ("fused" or "reference", see :meth:`reference_step`), and the opt-in fast
-            math ``matmul_precision``, ``autocast_dtype``, ``compile`` (see :mod:`bimodal.fast`).
+            and the opt-in fast math ``matmul_precision``, ``autocast_dtype``, ``compile`` (see
+            :mod:`bimodal.fast`), which all run :meth:`training_step`.
 
         The hot loop has no host synchronisation: each chunk of rows is permuted on the device
         with one gather and its hidden-sampling noise drawn with one call, batches are views of
@@ -395,20 +334,10 @@ class RBM(Persistable, nn.Module):
         self._n_fits += 1
         g = make_generator(seed, self.device)
         self._chain = None
-        if not opts.compile:
-            self._compiled = {}
-        elif self._draws_in_step:
-            self._compiled = {"update": maybe_compile(self._fused_update, True)}
-        else:
-            # Without other random draws the whole step is a pure function of (v0, noise) that
-            # torch.compile can fuse.
-            self._compiled = {"step": maybe_compile(self._fused_step, True)}
-        step = self.reference_step if opts.update == "reference" else self.contrastive_divergence
-        try:
-            with fast_math(self.device, opts.matmul_precision, opts.autocast_dtype):
-                self._fit_epochs(X, opts, step, g)
-        finally:
-            self._compiled = {}
+        # compile: a local wrapper of the same step (torch.compile caches the code; the model keeps nothing).
+        step = maybe_compile(self.training_step, opts.compile)
+        with fast_math(self.device, opts.matmul_precision, opts.autocast_dtype):
+            self._fit_epochs(X, opts, step, g)
         return self
 
     def _fit_epochs(self, X, opts: CDOptions, step, g):
@@ -533,6 +462,34 @@ def effective_sparsity_cost(sparsity_cost: float, momentum: float) -> float:
 def _squared_error(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Summed squared difference in fp32 (one fused kernel), a 0-d tensor."""
     return F.mse_loss(estimate.float(), target.float(), reduction="sum")
+
+
+def _momentum_accumulate(velocity: torch.Tensor, momentum: float, lr: float, positive, negative) -> None:
+    """``velocity = momentum * velocity + lr * (<x y^T>_positive - <x y^T>_negative)``, in place.
+
+    ``positive``, ``negative``: pairs ``(x, y)`` of row batches, ``x`` (B, n) and ``y`` (B, m), or
+    ``y = None`` for a bias, ``<x>``; ``<.>`` is the mean over the batch's rows. The products go
+    straight into ``velocity`` with BLAS ``addmm_`` / ``addmv_`` (no gradient temporaries).
+
+    Under autocast the hidden (and negative visible) states come in bf16/fp16: the weight term is
+    then one low-precision matmul over the stacked batch ``[positive; negative]`` (the difference
+    of the two phases is accumulated inside the matmul, then rounded once), the bias terms are
+    summed in ``velocity``'s fp32.
+    """
+    (x_pos, y_pos), (x_neg, y_neg) = positive, negative
+    a_pos, a_neg = lr / x_pos.shape[0], lr / x_neg.shape[0]
+    if y_pos is None:  # bias: <x> = x^T 1 / B
+        ones = torch.ones(max(x_pos.shape[0], x_neg.shape[0]), device=velocity.device, dtype=velocity.dtype)
+        velocity.addmv_(x_pos.t().to(velocity.dtype), ones[:x_pos.shape[0]], beta=momentum, alpha=a_pos)
+        velocity.addmv_(x_neg.t().to(velocity.dtype), ones[:x_neg.shape[0]], alpha=-a_neg)
+    elif all(t.dtype == velocity.dtype for t in (x_pos, y_pos, x_neg, y_neg)):
+        velocity.addmm_(x_pos.t(), y_pos, beta=momentum, alpha=a_pos)
+        velocity.addmm_(x_neg.t(), y_neg, alpha=-a_neg)
+    else:  # autocast: one low-precision matmul over [pos; neg]
+        low = y_pos.dtype
+        xs = torch.cat([x_pos.to(low) * a_pos, x_neg.to(low) * -a_neg])
+        ys = torch.cat([y_pos, y_neg.to(low)])
+        velocity.mul_(momentum).add_(xs.t() @ ys)
 
 
 def bernoulli_log_pseudo_likelihood(X: torch.Tensor, W: torch.Tensor, b_v: torch.Tensor, b_h: torch.Tensor,

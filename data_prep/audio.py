@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 #: Sample rates outside this range are almost certainly a broken header, not real audio.
 MIN_RATE = 1000
 MAX_RATE = 384000
+#: A waveform whose peak stays below this fraction of full scale is taken to be silent.
+SILENCE_PEAK = 1e-6
 
 
 def load_wav(path, expected_rate: int | None = None) -> tuple[np.ndarray, int]:
@@ -63,10 +65,16 @@ def check_rate(rate: int, path) -> None:
 
 def mono(data: np.ndarray, path, field: str | None = None) -> np.ndarray:
     """(n_samples, channels) → contiguous float32 mono (channels averaged); DataError naming
-    ``path`` on NaN or infinite samples."""
+    ``path`` on NaN or infinite samples, and a logged warning naming it when the mono wave is
+    silent (peak below ``SILENCE_PEAK`` of full scale)."""
     wave = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if not np.isfinite(wave).all():
         raise DataError("audio holds NaN or infinite samples", path=path, field=field)
+    peak = float(np.abs(wave).max()) if wave.size else 0.0
+    if peak < SILENCE_PEAK:
+        # Kept, not skipped: silence is valid audio, but a silent clip in a speech corpus is most
+        # likely a broken recording or export, and its features are the spectrogram's floor.
+        log.warning("%s: audio is silent (peak %.3g of full scale)", path, peak)
     return np.ascontiguousarray(wave, dtype=np.float32)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bimodal.errors import ConfigError, DataError
+from bimodal.errors import DataError
 
 from . import readers as _readers
 from .dataset import PrepConfig
@@ -31,8 +31,6 @@ from .mouth_roi import mouth_frames_with_faces
 from .windows import trim_to_common_length
 
 log = logging.getLogger(__name__)
-
-SOURCES = ("folder", "cuave", "avletters", "fsdd", "grid")
 
 # _collect's warning: "<root>: skipped N unusable file(s):\n  <DataError>\n  <DataError>..."
 # (the GRID reader lists the words it could not cut the same way, as "unusable token(s)")
@@ -190,7 +188,6 @@ def _read(root, source: str, progress: bool, reader_kwargs: dict | None = None
 
     Returns (utterances, skip reasons, number of further skips the reader did not list, other
     warnings, the source's own report lines)."""
-    reader = _readers.READERS[source]
     notes: list[str] = []
     skips: list[str] = []
     source_notes: list[str] = []
@@ -201,7 +198,7 @@ def _read(root, source: str, progress: bool, reader_kwargs: dict | None = None
             if source == "grid":
                 utts, source_notes = _read_grid_tokens(root, progress, **(reader_kwargs or {}))
             else:
-                utts = reader(root, strict=False, progress=progress, **(reader_kwargs or {}))
+                utts = _readers.read_corpus(source, root, strict=False, progress=progress, **(reader_kwargs or {}))
         except DataError as exc:  # nothing usable, or nothing recognisable at all
             utts = []
             if not caught:
@@ -259,7 +256,8 @@ def check_corpus(root, source: str = "folder", cfg: PrepConfig | None = None, mo
     Parameters
     ----------
     root : corpus folder.
-    source : reader name: "folder", "cuave", "avletters", "fsdd" or "grid" (clips = its word tokens).
+    source : corpus source, a key of :data:`data_prep.readers.READERS`: "folder", "cuave", "avletters",
+        "fsdd", "grid" (clips = its word tokens) or "synth" (generated under ``root`` when absent).
     cfg : PrepConfig whose ``mouth_roi``, ``roi_size``, ``max_av_length_mismatch_s``,
         ``frames_per_window`` and ``audio_only_fps`` apply (None → defaults, the paper's).
     montage : PNG path for the mouth-crop montage (None → no montage).
@@ -275,8 +273,7 @@ def check_corpus(root, source: str = "folder", cfg: PrepConfig | None = None, mo
     -------
     CheckReport (``report.ok`` is False when nothing is usable).
     """
-    if source not in SOURCES:
-        raise ConfigError(f"unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+    _readers.reader(source)  # an unknown source fails here, before anything is read
     cfg = cfg or PrepConfig()
     root = Path(root)
     if source == "grid":  # the experiment's reader applies the preprocessing's A/V tolerance

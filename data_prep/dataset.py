@@ -25,7 +25,6 @@ Whiteners and derivative scales are fitted on the training utterances only (``Pr
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -44,7 +43,6 @@ from bimodal.device import resolve_device
 from bimodal.errors import ConfigError, DataError, ShapeError
 from bimodal.io import atomic_savez
 
-from . import readers as _readers
 from .audio import MAX_RATE, MIN_RATE, log_spectrogram, resample
 from .mouth_roi import mouth_frames
 from .readers import Utterance, default_workers
@@ -54,9 +52,9 @@ from .windows import (align_audio_to_video, av_windows, deltas, trim_to_common_l
 
 log = logging.getLogger(__name__)
 
-#: Version of what :meth:`Preprocessor.frames` returns and of the cached dataset layout; part of
-#: every cache key, so bump it whenever either changes (2: precomputed audio features, frames
-#: trimmed to the video span, repetition ids, derivative scales).
+#: Version of what :meth:`Preprocessor.frames` returns; part of the frame cache's key
+#: (:func:`experiments.pipeline.frame_cache_path`), so bump it whenever that changes (2: precomputed
+#: audio features, frames trimmed to the video span, repetition ids, derivative scales).
 FRAMES_VERSION = 2
 
 
@@ -240,16 +238,16 @@ class AVDataset:
 
     @classmethod
     def load(cls, path) -> "AVDataset":
+        from bimodal.io import read_npz
+
         path = Path(path)
-        if not path.is_file():
-            raise DataError("dataset file does not exist", path=path)
-        with np.load(path, allow_pickle=False) as z:
-            missing = {"audio", "utt", "labels", "speakers", "utterance_ids", "label_names"} - set(z.files)
-            if missing:
-                raise DataError(f"not an AVDataset file: missing {sorted(missing)}", path=path)
-            return cls(z["audio"], z["video"] if "video" in z.files else None, z["utt"], z["labels"],
-                       z["speakers"].astype(object), z["utterance_ids"].astype(object), z["label_names"].tolist(),
-                       z["repetitions"].astype(object) if "repetitions" in z.files else None)
+        z = read_npz(path, "dataset file")
+        missing = {"audio", "utt", "labels", "speakers", "utterance_ids", "label_names"} - set(z)
+        if missing:
+            raise DataError(f"not an AVDataset file: missing {sorted(missing)}", path=path)
+        return cls(z["audio"], z["video"] if "video" in z else None, z["utt"], z["labels"],
+                   z["speakers"].astype(object), z["utterance_ids"].astype(object), z["label_names"].tolist(),
+                   z["repetitions"].astype(object) if "repetitions" in z else None)
 
 
 def _delta_scale(whitened: list[np.ndarray], order: int, width: int) -> np.ndarray:
@@ -655,32 +653,38 @@ class Preprocessor:
 
     @classmethod
     def load(cls, path, device=None) -> "Preprocessor":
+        from bimodal.io import read_npz
+
         path = Path(path)
-        if not path.is_file():
-            raise DataError("preprocessor file does not exist", path=path)
-        with np.load(path, allow_pickle=False) as z:
-            if "cfg_json" not in z.files:
-                raise DataError("not a Preprocessor file (no cfg_json)", path=path)
-            p = cls(PrepConfig.from_dict(_upgrade_cfg(json.loads(str(z["cfg_json"])))), device=device)
-            p.label_names = z["label_names"].tolist()
-            p.audio_delta_scale = z["scale_audio_deltas"] if "scale_audio_deltas" in z.files else None
-            p.video_delta_scale = z["scale_video_deltas"] if "scale_video_deltas" in z.files else None
-            for prefix, attr in (("audio_", "audio_whitener"), ("video_", "video_whitener")):
-                state = {k[len(prefix):]: z[k] for k in z.files if k.startswith(prefix)}
-                if state:
-                    try:
-                        setattr(p, attr, PCAWhitener.from_state_dict(state))
-                    except DataError as exc:  # name the file the broken whitener came from
-                        raise DataError(str(exc), path=path, field=attr) from exc
-            conv = {k[len("conv_"):]: z[k] for k in z.files if k.startswith("conv_")}
-            if conv:
+        z = read_npz(path, "preprocessor file")
+        missing = [k for k in ("cfg_json", "label_names") if k not in z]
+        if missing:
+            raise DataError(f"not a Preprocessor file (no {', '.join(missing)})", path=path, field=missing[0])
+        try:
+            cfg = PrepConfig.from_dict(_upgrade_cfg(json.loads(str(z["cfg_json"]))))
+        except (ValueError, TypeError, AttributeError) as exc:  # not JSON, not a dict, bad settings
+            raise DataError(f"not a Preprocessor file: its settings are not readable ({exc})", path=path,
+                            field="cfg_json") from exc
+        p = cls(cfg, device=device)
+        p.label_names = z["label_names"].tolist()
+        p.audio_delta_scale = z["scale_audio_deltas"] if "scale_audio_deltas" in z else None
+        p.video_delta_scale = z["scale_video_deltas"] if "scale_video_deltas" in z else None
+        for prefix, attr in (("audio_", "audio_whitener"), ("video_", "video_whitener")):
+            state = {k[len(prefix):]: v for k, v in z.items() if k.startswith(prefix)}
+            if state:
                 try:
-                    p.video_model = ConvFrameAutoencoder.from_arrays(conv, device=p.device)
-                except DataError as exc:
-                    raise DataError(str(exc), path=path, field="video_model") from exc
-            elif p.cfg.video_frontend == "conv" and p.video_whitener is not None:
-                raise DataError("video_frontend='conv' but the file holds no conv front end", path=path,
-                                field="video_model")
+                    setattr(p, attr, PCAWhitener.from_state_dict(state))
+                except (TypeError, ValueError) as exc:  # DataError too: name the file the whitener came from
+                    raise DataError(str(exc), path=path, field=attr) from exc
+        conv = {k[len("conv_"):]: v for k, v in z.items() if k.startswith("conv_")}
+        if conv:
+            try:
+                p.video_model = ConvFrameAutoencoder.from_arrays(conv, device=p.device)
+            except DataError as exc:
+                raise DataError(str(exc), path=path, field="video_model") from exc
+        elif p.cfg.video_frontend == "conv" and p.video_whitener is not None:
+            raise DataError("video_frontend='conv' but the file holds no conv front end", path=path,
+                            field="video_model")
         return p
 
 
@@ -695,84 +699,6 @@ def _upgrade_cfg(d: dict) -> dict:
 
 # ---------------------------------------------------------------------- caching
 def default_cache_dir() -> Path:
+    """Where cached frames and mouth boxes go without ``data.cache_dir``: ``$BIMODAL_CACHE``, else
+    ``~/.cache/bimodal`` (the experiments' frame cache is :func:`experiments.pipeline.frame_cache_path`)."""
     return Path(os.environ.get("BIMODAL_CACHE", Path.home() / ".cache" / "bimodal"))
-
-
-def fingerprint_files(root) -> list[tuple[str, int, int]]:
-    """(relative path, size, mtime_ns) of every non-hidden file under ``root``, sorted."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError("dataset folder does not exist", path=root)
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for f in filenames:
-            if f.startswith("."):
-                continue
-            p = Path(dirpath) / f
-            st = p.stat()
-            out.append((str(p.relative_to(root)), st.st_size, st.st_mtime_ns))
-    return sorted(out)
-
-
-def cache_key(cfg: PrepConfig, root, reader_name: str, train_speakers, extra: dict | None = None) -> str:
-    """Hash of the config, the reader and its options, the training speakers and the input files."""
-    payload = {"cfg": cfg.to_dict(), "reader": reader_name, "root": str(Path(root).resolve()),
-               "train_speakers": None if train_speakers is None else sorted(map(str, train_speakers)),
-               "extra": extra or {}, "files": fingerprint_files(root), "version": FRAMES_VERSION}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:24]
-
-
-def load_or_build(root, reader="folder", cfg: PrepConfig | None = None, train_speakers=None,
-                  cache_dir=None, reader_kwargs: dict | None = None, device=None, progress: bool = True,
-                  use_cache: bool = True, strict: bool = False) -> tuple[Preprocessor, dict[str, AVDataset]]:
-    """Read a corpus, fit the whiteners on the training speakers and window everything, cached.
-
-    Parameters
-    ----------
-    root : corpus folder.
-    reader : "folder" | "avletters" | "cuave" | "fsdd" or a callable ``root, **reader_kwargs → [Utterance]``.
-    cfg : PrepConfig.
-    train_speakers : speakers the whiteners are fitted on (None → all); the rest form "test".
-    cache_dir : default ``$BIMODAL_CACHE`` or ``~/.cache/bimodal``.
-    reader_kwargs : passed to the reader (part of the cache key).
-    use_cache : False rebuilds and does not write the cache.
-    strict : False (default) skips unusable files / utterances with a warning; True raises.
-
-    Returns
-    -------
-    (preprocessor, {"train": AVDataset, "test": AVDataset}); "test" is absent when every speaker trains.
-    """
-    cfg = cfg or PrepConfig()
-    reader_kwargs = dict(reader_kwargs or {})
-    if isinstance(reader, str):
-        if reader not in _readers.READERS:
-            raise ConfigError(f"unknown reader {reader!r}; choose from {sorted(_readers.READERS)}")
-        name, fn = reader, _readers.READERS[reader]
-    else:
-        name, fn = f"{reader.__module__}.{getattr(reader, '__qualname__', type(reader).__name__)}", reader
-    key = cache_key(cfg, root, name, train_speakers, reader_kwargs)
-    folder = Path(cache_dir or default_cache_dir()) / key
-    if use_cache and (folder / "preprocessor.npz").is_file() and (folder / "train.npz").is_file():
-        log.info("cache hit %s (%s)", key, folder)
-        out = {"train": AVDataset.load(folder / "train.npz")}
-        if (folder / "test.npz").is_file():
-            out["test"] = AVDataset.load(folder / "test.npz")
-        return Preprocessor.load(folder / "preprocessor.npz", device=device), out
-    log.info("cache miss %s: building from %s", key, root)
-    utts = fn(root, progress=progress, strict=strict, **reader_kwargs)
-    train_set = None if train_speakers is None else {str(s) for s in train_speakers}
-    train = [u for u in utts if train_set is None or u.speaker in train_set]
-    test = [u for u in utts if train_set is not None and u.speaker not in train_set]
-    if not train:
-        raise DataError(f"none of the training speakers {sorted(train_set)} found", path=root)
-    pre = Preprocessor(cfg, device=device).fit(train, progress=progress, strict=strict)
-    out = {"train": pre.transform(train, progress=progress, strict=strict)}
-    if test:
-        out["test"] = pre.transform(test, progress=progress, strict=strict)
-    if use_cache:
-        # Datasets first, preprocessor last: its presence marks a complete cache entry.
-        for k, ds in out.items():
-            ds.save(folder / f"{k}.npz")
-        pre.save(folder / "preprocessor.npz")
-    return pre, out

@@ -105,14 +105,13 @@ def read_extra_recordings(root, roi_size=(60, 80), track_every: int = 2, cache_d
 
 
 def _read_corpus(root: Path, progress: bool) -> list[Utterance]:
+    """A GRID tree's trimmed sentences (unlabelled), else the generic layout's recordings."""
+    from .readers import read_corpus
+
     if (root / "alignments").is_dir():
-        from .grid import read_grid
-
-        sentences = read_grid(root, view="sentences", progress=progress)
+        sentences = read_corpus("grid", root, view="sentences", progress=progress)
         return [replace(u, label=UNLABELLED) for u in sentences]
-    from .readers import read_folder
-
-    return read_folder(root, progress=progress)
+    return read_corpus("folder", root, progress=progress)
 
 
 def _boxes_cache_path(root: Path, utts, roi_size, track_every: int, cache_dir) -> Path:

@@ -418,20 +418,23 @@ def read_grid_views(root, vocabulary="digits", margin_s: float = DEFAULT_MARGIN_
                                          max_av_length_mismatch_s))
 
 
-def read_grid(root, view: str = "tokens", vocabulary="digits", margin_s: float = DEFAULT_MARGIN_S,
+def read_grid(root, view: str | tuple[str, ...] = "tokens", vocabulary="digits", margin_s: float = DEFAULT_MARGIN_S,
               speakers: Iterable | None = None, strict: bool = False, progress: bool = True,
               n_workers: int | None = None, max_av_length_mismatch_s: float = MAX_AV_MISMATCH_S) -> list[Utterance]:
-    """One view of a GRID tree: ``view`` = "tokens" (default) or "sentences".
+    """One view of a GRID tree: ``view`` = "tokens" (default) or "sentences"; or a tuple of views,
+    whose utterances come one view after the other, in that order, from one decode of each video
+    (a sentence is told from a token by its label, :data:`SENTENCE_LABEL`).
 
-    Every other parameter is that of :func:`read_grid_views`; only the view asked for is cut.
+    Every other parameter is that of :func:`read_grid_views`; only the views asked for are cut.
 
     Raises
     ------
     ConfigError for an unknown view (before anything is read).
     """
-    if view not in VIEWS:
-        raise ConfigError(f"unknown GRID view {view!r}; choose one of {', '.join(VIEWS)}")
+    views = (view,) if isinstance(view, str) else tuple(view)
+    if not views or any(v not in VIEWS for v in views):
+        raise ConfigError(f"unknown GRID view {view!r}; choose one of {', '.join(VIEWS)}, or a tuple of them")
     recordings = read_grid_recordings(root, vocabulary, margin_s, speakers, strict, progress, n_workers,
-                                      max_av_length_mismatch_s, views=(view,))
-    tokens, sentences = views_of(recordings)
-    return tokens if view == "tokens" else sentences
+                                      max_av_length_mismatch_s, views=views)
+    cut = dict(zip(VIEWS, views_of(recordings)))
+    return [u for v in views for u in cut[v]]

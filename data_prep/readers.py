@@ -15,6 +15,11 @@ Supported layouts
 * GRID (``read_grid``, from :mod:`data_prep.grid`): ``ROOT/<speaker>/<id>.{mpg,mkv,...}`` with the
   sound track inside and ``ROOT/alignments/<speaker>/<id>.align`` word timings; cut into word
   tokens (``group`` = the recording) or trimmed sentences.
+* The embedded synthetic corpus (``read_synth``, :mod:`data_prep.synth`): generated in the generic
+  layout when absent, then read as it.
+
+:func:`read_corpus` reads a corpus by its source name (the keys of :data:`READERS`, an experiment's
+``data.source``); every caller that picks a reader by name goes through it.
 
 Sound tracks inside video containers are decoded with PyAV (:mod:`data_prep.container`), mixed to
 mono at the stream's own rate; a WAV beside the video wins. A container without an audio stream,
@@ -34,7 +39,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from bimodal.errors import DataError
+from bimodal.errors import ConfigError, DataError
 
 from .audio import load_wav
 from .container import read_audio_for_video
@@ -114,12 +119,16 @@ def read_folder(root, labels: Iterable | None = None, speakers: Iterable | None 
 
     Returns
     -------
-    list of Utterance, sorted by speaker, label, utterance.
+    list of Utterance, sorted by speaker, label, utterance; ``onset_s`` set where ``ROOT/manifest.json``
+    (written by the synthetic corpus) times the utterance's phonemes (:func:`data_prep.onsets.attach_manifest_onsets`).
     """
+    from .onsets import attach_manifest_onsets
+
     entries = _filter(scan_folder(root), labels, speakers)
     if not entries:
         raise DataError("no utterances match the requested labels/speakers", path=root)
-    return _collect(_map_files(_read_entry, entries, progress, "read", n_workers), strict, root)
+    return attach_manifest_onsets(_collect(_map_files(_read_entry, entries, progress, "read", n_workers), strict, root),
+                                  root)
 
 
 # --------------------------------------------------------------------------- AVLetters
@@ -322,5 +331,37 @@ def read_fsdd(root, labels: Iterable | None = None, speakers: Iterable | None = 
     return _collect(_map_files(read, entries, progress, "fsdd", n_workers), strict, root)
 
 
+# --------------------------------------------------------------------------- synthetic corpus
+def read_synth(root=None, seed: int = 0, n_speakers: int = 12, repetitions: int = 3, vocabulary=None,
+               strict: bool = False, progress: bool = True, n_workers: int | None = None) -> list[Utterance]:
+    """The embedded synthetic corpus of these parameters (:func:`data_prep.synth.generate_corpus`),
+    generated under ``root`` (None: its default folder for them) unless it is there already, then
+    read by :func:`read_folder` (with the manifest's onsets). ``vocabulary`` None: the generator's default."""
+    from .synth.corpus import DEFAULT_VOCABULARY, default_corpus_dir, generate_corpus
+
+    params = dict(seed=seed, n_speakers=n_speakers, repetitions=repetitions,
+                  vocabulary=DEFAULT_VOCABULARY if vocabulary is None else tuple(vocabulary))
+    root = Path(root) if root else default_corpus_dir(**params)
+    log.info("embedded corpus at %s", root)
+    generate_corpus(root, progress=progress, **params)
+    return read_folder(root, strict=strict, progress=progress, n_workers=n_workers)
+
+
+# --------------------------------------------------------------------------- by source name
+#: corpus source name → its reader, called as ``reader(root, strict=, progress=, **options)``
 READERS: dict[str, Callable] = {"folder": read_folder, "avletters": read_avletters, "cuave": read_cuave,
-                                "fsdd": read_fsdd, "grid": read_grid}
+                                "fsdd": read_fsdd, "grid": read_grid, "synth": read_synth}
+
+
+def reader(source: str) -> Callable:
+    """The reader of the corpus source ``source`` (a key of :data:`READERS`); a ConfigError names the known ones."""
+    if source not in READERS:
+        raise ConfigError(f"unknown corpus source {source!r}; known sources: {', '.join(READERS)}")
+    return READERS[source]
+
+
+def read_corpus(source: str, root, **kwargs) -> list[Utterance]:
+    """The utterances of the corpus ``source`` under ``root``: its reader (:func:`reader`) called
+    with ``root`` and ``kwargs`` (the reader's own options: ``strict``, ``progress``, GRID's ``view``
+    and ``vocabulary``, ...)."""
+    return reader(source)(root, **kwargs)

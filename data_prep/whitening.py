@@ -131,7 +131,7 @@ class PCAWhitener:
             w.components_ = np.asarray(state["components"], dtype=np.float64)
             w.variances_ = np.asarray(state["variances"], dtype=np.float64)
         except KeyError as exc:
-            raise DataError(f"whitener state lacks key {exc}", field=str(exc)) from exc
+            raise DataError(f"whitener state lacks key {exc}", field=str(exc.args[0])) from exc
         if w.components_.shape != (w.n_components, w.mean_.shape[0]):
             raise ShapeError(f"components shape {w.components_.shape} does not match "
                              f"({w.n_components}, {w.mean_.shape[0]})", field="components")
@@ -144,8 +144,15 @@ class PCAWhitener:
 
     @classmethod
     def load(cls, path) -> "PCAWhitener":
-        with np.load(path) as z:
-            return cls.from_state_dict({k: z[k] for k in z.files})
+        from bimodal.io import read_npz
+
+        state = read_npz(path, "PCA whitener file")
+        try:
+            return cls.from_state_dict(state)
+        except DataError as exc:  # name the file the broken state came from
+            raise type(exc)(f"not a PCA whitener file: {exc}", path=path) from exc
+        except (TypeError, ValueError) as exc:  # e.g. an n_components array that is not a number
+            raise DataError(f"not a PCA whitener file: {exc}", path=path) from exc
 
 
 def _top_eigh(M: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10: the same parser as the `tomli` package
@@ -24,30 +25,31 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bimodal.augment import DEFAULT_FRACTIONS
+from bimodal.augment import DEFAULT_FRACTIONS, check_fractions
 from bimodal.autoencoder import DEFAULT_KL_WEIGHT, SHARED_KINDS
 from bimodal.errors import ConfigError
-from bimodal.options import OPTIMIZERS, FineTuneOptions
+from bimodal.options import OPTIMIZERS, CDOptions, FineTuneOptions
 from bimodal.rbm import DEFAULT_FINAL_MOMENTUM, DEFAULT_LR, DEFAULT_WEIGHT_DECAY
 from data_prep.dataset import PrepConfig
+from data_prep.readers import READERS
 
-SETTINGS = ("cross_modality", "fusion", "shared_representation", "mcgurk", "matching")
+SETTING_NAMES = ("cross_modality", "fusion", "shared_representation", "mcgurk", "matching")
 
 
 @dataclass
 class ExperimentConfig:
     name: str = "experiment"  # load_config: the file's own name (e.g. "fusion" for fusion.toml) unless it sets one
     description: str = ""
-    settings: list[str] = field(default_factory=lambda: list(SETTINGS))
+    settings: list[str] = field(default_factory=lambda: list(SETTING_NAMES))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     n_folds: int = 3  # speaker folds; every speaker is tested once per seed
-    # "folds" (k speaker folds), "even_odd" (CUAVE protocol: even train, odd test), "third_test"
+    # "kfold" (k speaker folds, bimodal.folds.speaker_folds), "even_odd" (CUAVE protocol: even train, odd test), "third_test"
     # (AVLetters protocol: every speaker's last repetition tests, the others train; C is then
     # cross-validated over repetitions, not speakers) or "recordings" (corpora whose utterances are
     # cut from longer recordings, GRID: with one speaker a fixed 1 / n_folds of the recordings tests,
     # the same for every seed, and C is cross-validated over recordings; with several speakers,
-    # speaker folds as "folds"; pipeline.recording_split)
-    split: str = "folds"
+    # speaker folds as "kfold"; pipeline.recording_split)
+    split: str = "kfold"
     device: str = "auto"
     # Also train and report the paper's section 4.7 comparisons in the video-only table: shallow
     # video-only autoencoder, video-only deep autoencoder without audio reconstruction, bimodal DBN.
@@ -112,7 +114,7 @@ class PretrainConfig:
     lr_gaussian: float = 5e-3
     # The values the library shares with the config are the library's (one place each):
     lr_bernoulli: float = DEFAULT_LR["bernoulli"]
-    momentum: float = DEFAULT_FINAL_MOMENTUM  # after the RBM's first momentum epochs
+    final_momentum: float = DEFAULT_FINAL_MOMENTUM  # after the RBM's first momentum epochs (0.5 before)
     weight_decay: float = DEFAULT_WEIGHT_DECAY
     # Chosen by `bimodal tune` on AVLetters' training repetitions (target over the paper's grid
     # {0.01, 0.03, 0.05, 0.07}, cost over {1, 3, 10}; docs/tuning.md). At the old cost of 0.1 the
@@ -183,16 +185,23 @@ class Config:
 
 
 _CHOICES = {
-    ("experiment", "split"): ("folds", "even_odd", "third_test", "recordings"),
+    ("experiment", "split"): ("kfold", "even_odd", "third_test", "recordings"),
     ("data", "learn_from"): ("utterances", "recordings"),
     ("eval", "standardize"): ("global", "zscore"),
-    ("data", "source"): ("synth", "folder", "avletters", "cuave", "grid"),
+    # every corpus reader but FSDD's, which is audio-only and joins an experiment as data.extra_audio
+    ("data", "source"): tuple(s for s in READERS if s != "fsdd"),
     ("model", "shared_layer"): SHARED_KINDS,
     ("finetune", "optimizer"): OPTIMIZERS,
     ("eval", "classifier"): ("svm", "logreg"),
     ("eval", "backend"): ("auto", "gram", "torch", "sklearn"),
     ("eval", "matching_similarity"): ("cosine", "euclidean"),
 }
+
+
+# Keys and values that were renamed so that one name means one thing; the old spelling is an error
+# that says the new one, never silently ignored.
+_RENAMED_KEYS = {("pretrain", "momentum"): "final_momentum"}
+_RENAMED_VALUES = {("experiment", "split"): {"folds": "kfold"}}
 
 
 def _check_type(value, tp, where: str):
@@ -204,7 +213,9 @@ def _check_type(value, tp, where: str):
         origin = typing.get_origin(tp)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
         return float(value)
     if tp is int or tp is bool or tp is str or tp is dict:
         ok = isinstance(value, tp) and not (tp is int and isinstance(value, bool))
@@ -216,6 +227,11 @@ def _check_type(value, tp, where: str):
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         return [_check_type(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is tuple:
+        items = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(items):
+            raise ConfigError(f"{where}: expected a list of {len(items)} values, got {value!r}")
+        return tuple(_check_type(v, t, f"{where}[{i}]") for i, (v, t) in enumerate(zip(value, items)))
     raise TypeError(f"unsupported config type {tp}")  # pragma: no cover - programming error
 
 
@@ -224,6 +240,9 @@ def _build(cls, data: dict, where: str):
         raise ConfigError(f"[{where}] must be a table, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
+    for old in sorted(data):
+        if (where, old) in _RENAMED_KEYS:
+            raise ConfigError(f"{where}.{old} is now called {where}.{_RENAMED_KEYS[where, old]} (same meaning)")
     unknown = sorted(set(data) - set(names))
     if unknown:
         raise ConfigError(f"unknown key(s) {', '.join(repr(k) for k in unknown)} in [{where}]; "
@@ -240,6 +259,10 @@ def _build(cls, data: dict, where: str):
             kwargs[name] = [_build(typing.get_args(tp)[0], v, f"{key}[{i}]") for i, v in enumerate(value)]
         else:
             kwargs[name] = _check_type(value, tp, key)
+            renamed = _RENAMED_VALUES.get((where, name), {})
+            if isinstance(kwargs[name], str) and kwargs[name] in renamed:
+                new_name = renamed[kwargs[name]]
+                raise ConfigError(f"{key} = {value!r} is now called {new_name!r} (same meaning)")
             choices = _CHOICES.get((where, name))
             if choices and kwargs[name] not in choices:
                 raise ConfigError(f"{key} = {value!r}; expected one of {', '.join(choices)}")
@@ -256,74 +279,118 @@ def config_from_dict(data: dict, source: str = "<dict>") -> Config:
     return cfg
 
 
+_POSITIVE_INT = (lambda v: v >= 1, "a positive integer")
+_POSITIVE = (lambda v: v > 0, "a positive number")
+_NON_NEGATIVE = (lambda v: v >= 0, "a non-negative number")
+_SPARSITY_TARGET = (lambda v: 0 <= v < 1, "in [0, 1) (0 disables the penalty)")
+# The range of every single number of the config (None, "the default", is always allowed).
+_RANGES = {
+    "experiment": {"n_folds": (lambda v: v >= 2, "at least 2")},
+    "pretrain": {"epochs": _POSITIVE_INT, "batch_size": _POSITIVE_INT, "cd_k": _POSITIVE_INT,
+                 "lr_gaussian": _POSITIVE, "lr_bernoulli": _POSITIVE,
+                 "final_momentum": (lambda v: 0 <= v < 1, "in [0, 1)"), "weight_decay": _NON_NEGATIVE,
+                 "sparsity_target": _SPARSITY_TARGET, "audio_sparsity_target": _SPARSITY_TARGET,
+                 "video_sparsity_target": _SPARSITY_TARGET, "sparsity_cost": _NON_NEGATIVE,
+                 "audio_sparsity_cost": _NON_NEGATIVE, "video_sparsity_cost": _NON_NEGATIVE},
+    "finetune": {"epochs": _POSITIVE_INT, "batch_size": _POSITIVE_INT, "lr": _POSITIVE,
+                 "corruption": (lambda v: 0 <= v < 1, "a masking probability in [0, 1)"),
+                 "l1_shared": _NON_NEGATIVE, "kl_weight": _NON_NEGATIVE},
+    "model": {"shared": (lambda v: v >= 1, "a positive integer (units of the shared layer)")},
+    "eval": {"cv_folds": (lambda v: v >= 2, "at least 2 (inner folds that choose C)"), "cca_components": _POSITIVE_INT},
+    "data": {"synth_speakers": _POSITIVE_INT, "synth_repetitions": _POSITIVE_INT,
+             "grid_margin_s": (lambda v: 0 <= v < 1, "in [0, 1) seconds"),
+             "extra_av_scale": (lambda v: 0 <= v <= 3, "a box scale in (0, 3] or 0 (chosen)"),
+             "extra_av_ratio": (lambda v: 0 <= v <= 1000, "a non-negative number (0 = every extra window)"),
+             "extra_av_track_every": _POSITIVE_INT},
+}
+
+
 def _validate(cfg: Config, source: str) -> None:
-    bad = sorted(set(cfg.experiment.settings) - set(SETTINGS))
-    if bad:
-        raise ConfigError(f"{source}: experiment.settings has unknown setting(s) {bad}; valid: {list(SETTINGS)}")
-    fr = cfg.finetune.fractions
-    if len(fr) != 3 or any(f < 0 for f in fr) or sum(fr) <= 0:
-        raise ConfigError(f"{source}: finetune.fractions must be three non-negative numbers "
-                          f"(video-only, audio-only, both) with a positive sum, got {fr}")
-    for section, key in (("pretrain", "epochs"), ("pretrain", "batch_size"), ("finetune", "epochs"),
-                         ("finetune", "batch_size"), ("eval", "cv_folds")):
-        value = getattr(getattr(cfg, section), key)
-        if value < 1:
-            raise ConfigError(f"{source}: {section}.{key} must be a positive integer, got {value}")
-    for section, key in (("pretrain", "lr_gaussian"), ("pretrain", "lr_bernoulli"), ("finetune", "lr")):
-        value = getattr(getattr(cfg, section), key)
-        if not value > 0:
-            raise ConfigError(f"{source}: {section}.{key} must be positive, got {value}")
-    if not cfg.eval.Cs or any(not c > 0 for c in cfg.eval.Cs):
-        raise ConfigError(f"{source}: eval.Cs must be positive numbers, got {cfg.eval.Cs}")
-    if not cfg.experiment.seeds:
-        raise ConfigError(f"{source}: experiment.seeds must name at least one seed")
-    if cfg.experiment.n_folds < 2:
-        raise ConfigError(f"{source}: experiment.n_folds must be at least 2, got {cfg.experiment.n_folds}")
-    mods = cfg.eval.cross_modality_modalities
-    if not mods or set(mods) - {"audio", "video"}:
-        raise ConfigError(f"{source}: eval.cross_modality_modalities must be a non-empty subset of "
-                          f"['video', 'audio'], got {mods}")
-    if not cfg.eval.slices or any(s < 1 for s in cfg.eval.slices):
-        raise ConfigError(f"{source}: eval.slices must be positive integers, got {cfg.eval.slices}")
-    if cfg.data.prep:
-        prep_config(cfg, source)  # checks the keys against PrepConfig
-    if cfg.data.learn_from == "recordings" and cfg.data.source != "grid":
+    """Every value in range, every combination meaningful, every library object constructible:
+    the checks that would otherwise fail after hours of training, made when the config is loaded."""
+    def bad(key: str, expected: str, value):
+        raise ConfigError(f"{source}: {key} must be {expected}, got {value!r}")
+
+    for section, rules in _RANGES.items():
+        for key, (ok, expected) in rules.items():
+            value = getattr(getattr(cfg, section), key)
+            if value is not None and not ok(value):
+                bad(f"{section}.{key}", expected, value)
+    e = cfg.experiment
+    unknown = sorted(set(e.settings) - set(SETTING_NAMES))
+    if unknown:
+        raise ConfigError(f"{source}: experiment.settings has unknown setting(s) {unknown}; "
+                          f"valid: {list(SETTING_NAMES)}")
+    if not e.seeds:
+        bad("experiment.seeds", "at least one seed", e.seeds)
+    if any(s < 0 for s in e.seeds) or len(set(e.seeds)) != len(e.seeds):
+        # a repeated seed repeats identical runs, which the spread and the paired tests would count as independent
+        bad("experiment.seeds", "distinct non-negative integers", e.seeds)
+    _check_device_name(e.device, f"{source}: experiment.device")
+
+    ft = cfg.finetune
+    try:  # the library's own options objects, as the pipeline will make them
+        FineTuneOptions(epochs=ft.epochs, batch_size=ft.batch_size, lr=ft.lr, optimizer=ft.optimizer)
+        CDOptions(epochs=cfg.pretrain.epochs, batch_size=cfg.pretrain.batch_size)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: [finetune] / [pretrain]: {err}") from None
+    try:
+        check_fractions(ft.fractions)
+    except ConfigError:
+        bad("finetune.fractions", "three non-negative numbers (video-only, audio-only, both) summing to 1",
+            cfg.finetune.fractions)
+
+    m = cfg.model
+    for key in ("audio_hidden", "video_hidden"):
+        if not getattr(m, key) or any(n < 1 for n in getattr(m, key)):
+            bad(f"model.{key}", "a non-empty list of positive layer sizes", getattr(m, key))
+
+    ev = cfg.eval
+    if not ev.Cs or any(not c > 0 for c in ev.Cs):
+        bad("eval.Cs", "a non-empty list of positive numbers", ev.Cs)
+    if not ev.slices or any(s < 1 for s in ev.slices):
+        bad("eval.slices", "a non-empty list of positive integers", ev.slices)
+    if set(ev.cross_modality_modalities) - {"audio", "video"} or not ev.cross_modality_modalities:
+        bad("eval.cross_modality_modalities", "a non-empty subset of ['video', 'audio']", ev.cross_modality_modalities)
+    if "fusion" in e.settings and not ev.snr_db:
+        bad("eval.snr_db", "at least one SNR for the fusion setting's noisy tests", ev.snr_db)
+
+    d = cfg.data
+    if not d.labels or len(set(d.labels)) != len(d.labels):
+        bad("data.labels", "a non-empty list of distinct labels", d.labels)
+    prep = prep_config(cfg, source)  # PrepConfig's own checks, and the field types
+    if d.learn_from == "recordings" and d.source != "grid":
         raise ConfigError(f"{source}: data.learn_from = 'recordings' needs a corpus of recordings cut into "
-                          f"utterances (data.source = 'grid'), got data.source = {cfg.data.source!r}")
-    if cfg.data.source == "grid":
-        odd = [w for w in cfg.data.labels if w in ("digits", "letters") or w != w.lower()]
+                          f"utterances (data.source = 'grid'), got data.source = {d.source!r}")
+    if d.source == "grid":
+        odd = [w for w in d.labels if w in ("digits", "letters") or w != w.lower()]
         if odd:
             raise ConfigError(f"{source}: data.labels are the GRID words to classify, lower case (e.g. \"zero\" .. "
                               f"\"nine\", \"a\" .. \"z\" without \"w\"); got {odd}")
-    if not 0 <= cfg.data.grid_margin_s < 1:
-        raise ConfigError(f"{source}: data.grid_margin_s must be in [0, 1) seconds, got {cfg.data.grid_margin_s}")
-    if any(not str(r).strip() for r in cfg.data.extra_av):
-        raise ConfigError(f"{source}: data.extra_av must list corpus folders, got {cfg.data.extra_av}")
-    if cfg.data.extra_av and prep_config(cfg, source).mouth_roi != "auto":
+    if any(not str(r).strip() for r in d.extra_av):
+        bad("data.extra_av", "a list of corpus folders", d.extra_av)
+    if d.extra_av and prep.mouth_roi != "auto":
         raise ConfigError(f"{source}: data.extra_av tracks the mouth in full-face recordings and uses mouth-sized ones "
-                          f"as they are, as data.prep.mouth_roi = 'auto' does; got "
-                          f"mouth_roi = {prep_config(cfg, source).mouth_roi!r}")
-    if not 0 <= cfg.data.extra_av_scale <= 3:
-        raise ConfigError(f"{source}: data.extra_av_scale must be a box scale in (0, 3] or 0 (chosen), "
-                          f"got {cfg.data.extra_av_scale}")
-    if not 0 <= cfg.data.extra_av_ratio <= 1000:
-        raise ConfigError(f"{source}: data.extra_av_ratio must be a non-negative number (0 = every extra window), "
-                          f"got {cfg.data.extra_av_ratio}")
-    if cfg.data.extra_av_track_every < 1:
-        raise ConfigError(f"{source}: data.extra_av_track_every must be a positive integer, "
-                          f"got {cfg.data.extra_av_track_every}")
-    p = cfg.pretrain
-    for key in ("sparsity_target", "audio_sparsity_target", "video_sparsity_target"):
-        value = getattr(p, key)
-        if value is not None and not 0 <= value < 1:
-            raise ConfigError(f"{source}: pretrain.{key} must be in [0, 1) (0 disables the penalty), got {value}")
-    for key in ("sparsity_cost", "audio_sparsity_cost", "video_sparsity_cost"):
-        value = getattr(p, key)
-        if value is not None and not value >= 0:
-            raise ConfigError(f"{source}: pretrain.{key} must be a non-negative number, got {value}")
+                          f"as they are, as data.prep.mouth_roi = 'auto' does; got mouth_roi = {prep.mouth_roi!r}")
+
     for v in cfg.ablation:
+        where = f"{source}: ablation {v.name!r}"
         for key in v.set:
-            _lookup_dotted(Config(), key, f"{source}: ablation '{v.name}'")
+            _lookup_dotted(Config(), key, where)
+        with_overrides(cfg, v.set, source=where)  # each variant is checked as a whole config, before any run
+
+
+def _check_device_name(device: str, where: str) -> None:
+    """``device`` names a torch device ("auto", "cpu", "cuda", "cuda:1", ...); whether it exists is
+    checked when a run starts (:func:`bimodal.device.resolve_device`)."""
+    if device == "auto":
+        return
+    try:
+        import torch
+
+        torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"{where} = {device!r}: not a device name (expected auto, cpu, cuda or cuda:N)") from None
 
 
 def config_record(cfg: Config) -> dict:
@@ -341,8 +408,18 @@ def prep_config(cfg: Config, source: str = "config"):
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {', '.join(map(repr, unknown))} in [data.prep]; "
                           f"valid keys: {', '.join(names)}")
-    values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in cfg.data.prep.items()}
-    return PrepConfig(**values)
+    key = repr(sorted(cfg.data.prep.items()))
+    cached = cfg.__dict__.get("_prep_config")
+    if cached is not None and cached[0] == key:  # one PrepConfig per config, however often it is asked for
+        return cached[1]
+    hints = typing.get_type_hints(PrepConfig)
+    values = {k: _check_type(v, hints[k], f"{source}: data.prep.{k}") for k, v in cfg.data.prep.items()}
+    try:
+        prep = PrepConfig(**values)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: data.prep: {e}") from None
+    cfg.__dict__["_prep_config"] = (key, prep)
+    return prep
 
 
 def load_config(path, overrides: list[str] | None = None) -> Config:

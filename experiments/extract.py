@@ -1,13 +1,15 @@
 """Utterance features from a trained model, for downstream classifiers (``bimodal extract``)."""
 from __future__ import annotations
 
+import json
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
 
 from bimodal.device import resolve_device
-from bimodal.errors import DataError
+from bimodal.errors import ConfigError, DataError
 from bimodal.io import atomic_savez, atomic_write_bytes
 
 from . import registry
@@ -26,6 +28,61 @@ def load_model(path, device=None):
     return Persistable.load(path, device=device)
 
 
+def parquet_available() -> bool:
+    """Whether pandas and pyarrow import, so ``.parquet`` output can be written."""
+    try:
+        import pandas  # noqa: F401
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def check_out(out) -> Path:
+    """``Path(out)`` if extract can write there, else a ConfigError naming ``--out``.
+
+    The suffix must be ``.npz``, or ``.parquet`` with pandas and pyarrow installed; ``out`` must not
+    be a folder, and its nearest existing parent must be a folder this process can write in (the
+    missing ones are created when the file is written).
+    """
+    out = Path(out)
+    parquet = parquet_available()
+    accepted = ".npz, .parquet" if parquet else ".npz (.parquet needs pandas and pyarrow, not installed here)"
+    suffix = out.suffix.lower()
+    if suffix not in (".npz", ".parquet"):
+        raise ConfigError(f"--out {out}: cannot write {suffix or 'a file without a suffix'}; "
+                          f"accepted suffixes: {accepted}")
+    if suffix == ".parquet" and not parquet:
+        raise ConfigError(f"--out {out}: .parquet needs pandas and pyarrow (pip install 'bimodal[parquet]'); "
+                          f"accepted suffixes: {accepted}")
+    if out.is_dir():
+        raise ConfigError(f"--out {out}: is an existing folder; name the file to write (e.g. {out / 'features.npz'})")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"--out {out}: cannot create its folder, {parent} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: cannot write in the folder {parent} (permission denied)")
+    return out
+
+
+def read_corpus(data_dir, progress=True) -> tuple[list, list[dict]]:
+    """The utterances of the generic-layout corpus at ``data_dir`` that the reader can decode, and the
+    clips it skipped, one dict each (utterance_id, path, reason), as ``Preprocessor.skipped`` lists them.
+
+    The reader's own code reads and skips, as for ``bimodal reproduce``: one warning lists the
+    unusable files, and a DataError naming the folder says when none is usable.
+    """
+    from data_prep import readers
+
+    entries = readers.scan_folder(data_dir)
+    results = readers._map_files(readers._read_entry, entries, progress, "read")
+    skipped = [{"utterance_id": e.utterance_id, "path": str(e.video_path), "reason": str(r)}
+               for e, r in zip(entries, results) if isinstance(r, DataError)]
+    return readers._collect(results, False, data_dir), skipped
+
+
 def extract_features(model, data_dir, out, feature: str = "bimodal_dae.both", slices=(1, 3), preprocessor=None,
                      device=None, progress=True) -> Path:
     """Write utterance features of the registry feature ``feature`` (pooled over ``slices``), labels,
@@ -34,10 +91,19 @@ def extract_features(model, data_dir, out, feature: str = "bimodal_dae.both", sl
     ``model``: a run's checkpoint folder (``checkpoints/seed{S}_fold{F}``; the feature's model is
     read from ``<model>.pt`` there) or that checkpoint file itself. The
     windows are whitened by ``preprocessor`` (default: ``preprocessor.npz`` in that folder).
+
+    ``out``, ``model`` and ``preprocessor`` are checked before anything is loaded (:func:`check_out`).
+    Clips that cannot be used (undecodable, audio and video of different lengths, too short for a
+    window) are skipped as ``bimodal reproduce`` skips them, each named with the reason in a warning,
+    and listed in ``out``: in a .npz as the string arrays ``skipped_utterance_ids``, ``skipped_paths``
+    and ``skipped_reasons`` (empty when none was skipped); in a .parquet as the JSON list of
+    ``{"utterance_id", "path", "reason"}`` under the file metadata key ``skipped``
+    (``json.loads(pyarrow.parquet.read_schema(out).metadata[b"skipped"])``). No usable clip at all
+    is a DataError naming ``data_dir``.
     """
     from data_prep.dataset import Preprocessor
-    from data_prep.readers import read_folder
 
+    out = check_out(out)
     feat = registry.feature(feature)
     model = Path(model)
     folder = model if model.is_dir() else model.parent
@@ -54,31 +120,44 @@ def extract_features(model, data_dir, out, feature: str = "bimodal_dae.both", sl
         raise DataError("no such checkpoint folder or file", path=model, field="--model")
     prep_path = Path(preprocessor) if preprocessor else folder / "preprocessor.npz"
     if not prep_path.is_file():
-        raise DataError("preprocessor (whitening) file not found; pass --preprocessor", path=prep_path)
+        raise DataError("preprocessor (whitening) file not found; pass --preprocessor", path=prep_path,
+                        field="--preprocessor")
     if feat.model is not None:
         models[feat.model] = load_model(path, device=device)
     prep = Preprocessor.load(prep_path, device=device)
-    ds = prep.transform(read_folder(data_dir, progress=progress), progress=progress)
+    utts, skipped = read_corpus(data_dir, progress=progress)
+    try:
+        ds = prep.transform(utts, progress=progress, strict=False)
+    except DataError as exc:
+        if len(prep.skipped) < len(utts):  # not the every-clip-skipped case: the error says what is wrong
+            raise
+        raise DataError(f"no usable clip: all {len(skipped) + len(utts)} skipped (listed in the warnings)",
+                        path=data_dir, field="--data") from exc
+    skipped += prep.skipped
     dev = next(iter(models.values())).device if models else resolve_device(device)
     codes = window_codes(models, ds, [feat.name], device=dev)[feat.name]
     feats = utterance_features(codes, ds, slices)
     labels = label_strings(ds).astype(str)
-    out = Path(out)
-    if out.suffix == ".parquet":
-        import io
-
+    if out.suffix.lower() == ".parquet":
         import pandas as pd
+        import pyarrow as pa
+        import pyarrow.parquet as pq
 
         df = pd.DataFrame(feats, columns=[f"f{i}" for i in range(feats.shape[1])])
         df.insert(0, "utterance_id", np.asarray(ds.utterance_ids).astype(str))
         df.insert(1, "speaker", np.asarray(ds.speakers).astype(str))
         df.insert(2, "label", labels)
-        buf = io.BytesIO()
-        df.to_parquet(buf)
-        atomic_write_bytes(out, buf.getvalue())
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        # In the schema metadata, not pandas' DataFrame.attrs: those reach parquet only from pandas 2.1.
+        meta = {**(table.schema.metadata or {}), b"skipped": json.dumps(skipped).encode()}
+        buf = pa.BufferOutputStream()
+        pq.write_table(table.replace_schema_metadata(meta), buf)
+        atomic_write_bytes(out, buf.getvalue().to_pybytes())
     else:
         atomic_savez(out, features=feats, labels=labels, speakers=np.asarray(ds.speakers).astype(str),
                      utterance_ids=np.asarray(ds.utterance_ids).astype(str), slices=np.asarray(slices),
-                     feature=np.asarray(feat.name))
-    log.info("wrote %d utterance features of dim %d to %s", *feats.shape, out)
+                     feature=np.asarray(feat.name),
+                     **{f"skipped_{k}s": np.array([d[k] for d in skipped], dtype=str)
+                        for k in ("utterance_id", "path", "reason")})
+    log.info("wrote %d utterance features of dim %d to %s (%d clips skipped)", *feats.shape, out, len(skipped))
     return out

@@ -2,9 +2,10 @@
 
 Read top to bottom: :func:`load_utterances` reads the corpus named by the config,
 :func:`prepare_fold` fits the whitening on the training speakers only and cuts windows,
-:func:`train_feature_models` pretrains the bimodal DBN greedily and fine-tunes the deep
-autoencoders, :func:`window_codes` runs windows through them and :func:`utterance_features`
-pools the codes over S equal slices of each utterance.
+:func:`train_feature_models` pretrains the bimodal DBN greedily (:func:`pretrain_bimodal_dbn`)
+and fine-tunes the deep autoencoders (:func:`fine_tune_model`), :func:`window_codes` runs
+windows through them and :func:`utterance_features` pools the codes over S equal slices of each
+utterance.
 """
 from __future__ import annotations
 
@@ -54,29 +55,13 @@ def load_utterances(cfg: Config, progress: bool = True, skipped: list | None = N
 
 def _read_corpus(cfg: Config, progress: bool) -> list:
     from data_prep import readers
-    from data_prep.onsets import attach_manifest_onsets
 
     d = cfg.data
-    if d.source == "synth":
-        from data_prep.synth.corpus import default_corpus_dir, generate_corpus
-
-        params = dict(seed=d.synth_seed, n_speakers=d.synth_speakers, repetitions=d.synth_repetitions,
-                      vocabulary=tuple(d.synth_vocabulary))
-        root = Path(d.root) if d.root else default_corpus_dir(**params)
-        log.info("embedded corpus at %s", root)
-        generate_corpus(root, progress=progress, **params)
-        utts = attach_manifest_onsets(readers.read_folder(root, progress=progress), root)
-    elif d.source == "folder":
-        utts = attach_manifest_onsets(readers.read_folder(_need_root(d), progress=progress), _need_root(d))
-    elif d.source == "avletters":
-        utts = readers.read_avletters(_need_root(d), progress=progress,
-                                      max_av_length_mismatch_s=prep_config(cfg).max_av_length_mismatch_s)
-    elif d.source == "cuave":
-        utts = readers.read_cuave(_need_root(d))
-    elif d.source == "grid":
+    if d.source == "grid":  # read through the per-process views, which learning_recordings shares
         utts, _ = grid_views(cfg, progress)
-    else:  # pragma: no cover - rejected by config validation
-        raise ConfigError(f"data.source {d.source!r} unknown")
+    else:  # the synthetic corpus has a default folder; every other source needs data.root
+        root = (Path(d.root) if d.root else None) if d.source == "synth" else _need_root(d)
+        utts = readers.read_corpus(d.source, root, progress=progress, **reader_options(cfg))
     if "mcgurk" in cfg.experiment.settings and any(u.audio is None for u in utts):
         raise ConfigError(f"the McGurk setting dubs waveforms, but the {d.source!r} corpus' audio is precomputed "
                           "feature frames (no waveforms); drop 'mcgurk' from experiment.settings")
@@ -95,6 +80,21 @@ def _read_corpus(cfg: Config, progress: bool) -> list:
     return utts
 
 
+def reader_options(cfg: Config) -> dict:
+    """The options ``data.source``'s reader (:data:`data_prep.readers.READERS`) takes from the config,
+    besides the root and ``progress``."""
+    d = cfg.data
+    mismatch = {"max_av_length_mismatch_s": prep_config(cfg).max_av_length_mismatch_s}
+    if d.source == "synth":
+        return dict(seed=d.synth_seed, n_speakers=d.synth_speakers, repetitions=d.synth_repetitions,
+                    vocabulary=tuple(d.synth_vocabulary))
+    if d.source == "avletters":
+        return mismatch
+    if d.source == "grid":
+        return dict(vocabulary=list(d.labels), margin_s=float(d.grid_margin_s), **mismatch)
+    return {}
+
+
 def grid_views(cfg: Config, progress: bool = True, warn: bool = True) -> tuple[list, list]:
     """(word tokens of ``data.labels``, trimmed sentences) of the GRID corpus under ``data.root``,
     decoded once per process for a given root, vocabulary and margin (the folds and the recordings
@@ -102,13 +102,14 @@ def grid_views(cfg: Config, progress: bool = True, warn: bool = True) -> tuple[l
     import warnings
 
     d = cfg.data
+    options = reader_options(cfg)
     key = (str(_need_root(d).resolve()), tuple(d.labels), float(d.grid_margin_s),
            float(prep_config(cfg).max_av_length_mismatch_s), d.learn_from == "recordings")
     if _GRID_VIEWS.get("key") != key:
         _GRID_VIEWS.clear()  # one corpus held at a time: its frames are large
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            views = _read_grid_views(*key, progress=progress)
+            views = _read_grid_views(key[0], options, sentences=d.learn_from == "recordings", progress=progress)
         _GRID_VIEWS.update(key=key, views=views, warnings=[(w.message, w.category) for w in caught])
     if warn:
         for message, category in _GRID_VIEWS["warnings"]:
@@ -119,16 +120,17 @@ def grid_views(cfg: Config, progress: bool = True, warn: bool = True) -> tuple[l
 _GRID_VIEWS: dict = {}
 
 
-def _read_grid_views(root: str, labels: tuple, margin_s: float, mismatch_s: float, sentences: bool,
-                     progress: bool) -> tuple:
-    """Tokens and (only when ``sentences``: they are ~4x the tokens' memory) the trimmed sentences."""
-    from data_prep.grid import read_grid_recordings, views_of
+def _read_grid_views(root: str, options: dict, sentences: bool, progress: bool) -> tuple:
+    """Tokens and (only when ``sentences``: they are ~4x the tokens' memory) the trimmed sentences,
+    from one decode of each recording."""
+    from data_prep import readers
+    from data_prep.grid import SENTENCE_LABEL
 
-    recordings = read_grid_recordings(root, vocabulary=list(labels), margin_s=margin_s, progress=progress,
-                                      max_av_length_mismatch_s=mismatch_s,
-                                      views=("tokens", "sentences") if sentences else ("tokens",))
-    tokens, sentences = views_of(recordings)
-    log.info("GRID: %d tokens of %d words from %d sentences under %s", len(tokens), len(set(labels)),
+    utts = readers.read_corpus("grid", root, view=("tokens", "sentences") if sentences else "tokens",
+                               progress=progress, **options)
+    tokens = [u for u in utts if u.label != SENTENCE_LABEL]
+    sentences = [u for u in utts if u.label == SENTENCE_LABEL]
+    log.info("GRID: %d tokens of %d words from %d sentences under %s", len(tokens), len(set(options["vocabulary"])),
              len(sentences), root)
     return tokens, sentences
 
@@ -159,7 +161,7 @@ def repetition_split(utts: list) -> list[tuple[np.ndarray, np.ndarray]]:
     if missing:
         raise ConfigError(f"experiment.split = 'third_test' needs a repetition id for every utterance; "
                           f"{len(missing)} have none (e.g. {missing[:3]}); only the avletters reader sets them. "
-                          "Use split = 'folds' or 'even_odd' for this corpus")
+                          "Use split = 'kfold' or 'even_odd' for this corpus")
     order = sorted(set(reps), key=lambda r: (0, int(r), r) if str(r).isdigit() else (1, 0, str(r)))
     if len(order) < 2:
         raise ConfigError(f"experiment.split = 'third_test' needs at least two repetitions, got {order}")
@@ -209,7 +211,7 @@ def recording_of(u) -> str:
 
 def splits_by_recording(cfg: Config, speakers) -> bool:
     """Whether ``experiment.split = "recordings"`` splits by recording here: only with one speaker
-    among ``speakers`` (with several it is speaker folds, as ``"folds"``)."""
+    among ``speakers`` (with several it is speaker folds, as ``"kfold"``)."""
     return cfg.experiment.split == "recordings" and len(set(speakers)) == 1
 
 
@@ -252,7 +254,7 @@ def speaker_splits(utts: list, cfg: Config, seed: int) -> list[tuple[np.ndarray,
 
 def frame_cache_path(cfg: Config, utts) -> Path:
     """Where the per-utterance frames of this dataset and preprocessing config are kept on disk:
-    ``<cache>/frames-<hash>.pkl``, the hash over the :class:`PrepConfig` and every input file's path,
+    ``<cache>/frames-<hash>.npz``, the hash over the :class:`PrepConfig` and every input file's path,
     size and modification time, so a changed file or setting never reuses stale frames."""
     import os
 
@@ -264,52 +266,67 @@ def frame_cache_path(cfg: Config, utts) -> Path:
     for u in utts:
         st = os.stat(u.path) if u.path and os.path.exists(u.path) else None
         files.append((str(u.path), str(u.utterance_id), st.st_size if st else None, st.st_mtime_ns if st else None))
+        wav = Path(u.path).with_suffix(".wav") if u.path else None
+        if wav is not None and wav != Path(u.path) and wav.is_file():  # the readers take a video's sound from it
+            st = wav.stat()
+            files.append((str(wav), str(u.utterance_id), st.st_size, st.st_mtime_ns))
     record = {"prep": prep_config(cfg).to_dict(), "files": files, "version": FRAMES_VERSION}
     if cfg.data.source == "grid":  # the same token ids hold other frames under another margin
         record["grid_margin_s"] = float(cfg.data.grid_margin_s)
     key = json.dumps(record, sort_keys=True, default=str)
     root = Path(cfg.data.cache_dir) if cfg.data.cache_dir else default_cache_dir()
-    return root / f"frames-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pkl"
+    return root / f"frames-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
 
 
 def load_frame_cache(path: Path) -> dict:
-    """The frame cache saved by :func:`save_frame_cache`, or an empty one (unreadable files are ignored)."""
-    import pickle
+    """The frame cache saved by :func:`save_frame_cache`, or an empty one (unreadable files are
+    ignored and rebuilt). The file holds arrays and a JSON index only, never pickled objects."""
+    from bimodal.errors import DataError
+    from bimodal.io import read_npz
 
     if not path.is_file():
         return {}
     try:
-        packed = pickle.loads(path.read_bytes())
-    except Exception as e:  # noqa: BLE001 - a broken cache is rebuilt, never fatal
+        arrays = read_npz(path, "frame cache")
+        index = json.loads(str(arrays["index"]))
+    except (DataError, KeyError, ValueError) as e:  # a broken cache is rebuilt, never fatal
         log.warning("ignoring unreadable frame cache %s (%s)", path, e)
         return {}
-    log.info("frame cache hit: %s (%d entries)", path, len(packed))
-    # video crops are stored as uint8 (they are uint8 / 255 exactly) to keep the file small; entries
-    # that shared one array (clean and noisy versions of an utterance) share it again
-    floats: dict = {}
+    log.info("frame cache hit: %s (%d entries)", path, len(index))
+    # video crops are stored once as uint8 (they are uint8 / 255 exactly) to keep the file small;
+    # entries that shared one array (clean and noisy versions of an utterance) share it again
+    videos = {j: arrays[f"video{j}"].astype(np.float32) / 255.0 for j in {e["video"] for e in index} if j is not None}
+    return {_as_key(e["key"]): (arrays[f"audio{i}"], None if e["video"] is None else videos[e["video"]], e["fps"])
+            for i, e in enumerate(index)}
 
-    def unpack(vid):
-        if vid is not None and id(vid) not in floats:
-            floats[id(vid)] = vid.astype(np.float32) / 255.0
-        return None if vid is None else floats[id(vid)]
 
-    return {k: (spec, unpack(vid), fps) for k, (spec, vid, fps) in packed.items()}
+def _as_key(value):
+    """A cache key read back from JSON: its lists are the tuples it was written from."""
+    return tuple(_as_key(v) for v in value) if isinstance(value, list) else value
 
 
 def save_frame_cache(cache: dict, path: Path) -> None:
-    import pickle
+    """Write ``cache`` (key -> (audio frames, video crops or None, fps)) as an ``.npz`` of arrays
+    with a JSON index of the keys (:func:`load_frame_cache`)."""
+    import io
 
     from bimodal.io import atomic_write_bytes
 
-    packed, seen = {}, {}
-    for k, (spec, vid, fps) in cache.items():
+    arrays, index, slot = {}, [], {}
+    for i, (k, (spec, vid, fps)) in enumerate(cache.items()):
+        arrays[f"audio{i}"] = np.asarray(spec)
+        j = None
         if vid is not None:
-            if id(vid) not in seen:  # noisy variants share the clean utterance's crops
-                seen[id(vid)] = np.rint(vid * 255.0).astype(np.uint8)
-            vid = seen[id(vid)]
-        packed[k] = (spec, vid, fps)
-    atomic_write_bytes(path, pickle.dumps(packed, protocol=pickle.HIGHEST_PROTOCOL))
-    log.info("saved frame cache %s (%d entries)", path, len(packed))
+            if id(vid) not in slot:  # noisy variants share the clean utterance's crops
+                slot[id(vid)] = len(slot)
+                arrays[f"video{slot[id(vid)]}"] = np.rint(vid * 255.0).astype(np.uint8)
+            j = slot[id(vid)]
+        index.append({"key": k, "video": j, "fps": float(fps)})
+    arrays["index"] = np.array(json.dumps(index))
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+    log.info("saved frame cache %s (%d entries)", path, len(index))
 
 
 @dataclass
@@ -520,7 +537,7 @@ def noise_transform(snr_db: float, seed: int):
 def build_bimodal_dbn(cfg: Config, n_audio: int, n_video: int, seed: int, device) -> BimodalDBN:
     """The bimodal DBN of the config: Gaussian first layers (small learning rate), Bernoulli above."""
     m, p = cfg.model, cfg.pretrain
-    rbm_params = dict(lr=p.lr_bernoulli, k=p.cd_k, persistent=p.persistent, final_momentum=p.momentum,
+    rbm_params = dict(lr=p.lr_bernoulli, k=p.cd_k, persistent=p.persistent, final_momentum=p.final_momentum,
                       weight_decay=p.weight_decay, sparsity_target=p.sparsity_target or None,
                       sparsity_cost=p.sparsity_cost)
     return BimodalDBN([n_audio, *m.audio_hidden], [n_video, *m.video_hidden], m.shared, rbm_params=rbm_params,
@@ -559,40 +576,55 @@ def autoencoder(cfg: Config, dbn: BimodalDBN | None, n_audio: int, n_video: int,
                                           tied=m.tied, seed=seed, device=device, **common)
 
 
-def features_used(cfg: Config) -> set[str]:
-    """Names of the registry features the config's settings read (:mod:`experiments.registry`)."""
-    s, used = set(cfg.experiment.settings), set()
-    if "cross_modality" in s:
-        for m in cfg.eval.cross_modality_modalities:
-            used.update(registry.table_rows("cross_modality", m))
-        if cfg.experiment.section47_rows and "video" in cfg.eval.cross_modality_modalities:
-            used.update(registry.table_rows("section47"))
-    if "fusion" in s:
-        used.update(n for parts in fusion_rows(cfg).values() for n in parts)
-    if s & {"shared_representation", "matching"}:
-        used.update({"bimodal_dae.audio", "bimodal_dae.video"})
-        used.update(n for pair in registry.CCA_BASELINES.values() for n in pair)
-    if "mcgurk" in s:
-        used.add("bimodal_dae.both")
-    return used
-
-
-def fusion_rows(cfg: Config) -> dict[str, tuple[str, ...]]:
-    """The fusion table's rows (:func:`experiments.registry.fusion_rows`); the video-only deep
-    autoencoder's rows only when cross-modality learning runs (a fusion-only config does not train
-    that model for them)."""
-    rows = registry.fusion_rows()
-    if "cross_modality" in cfg.experiment.settings:
-        return rows
-    return {k: v for k, v in rows.items() if not any(registry.feature(n).model == "video_dae" for n in v)}
-
-
 def needed_models(cfg: Config) -> list[str]:
     """Checkpoints to train, in :data:`experiments.registry.MODELS` order: those the config's
-    features read, plus the bimodal DBN (every autoencoder starts from it) and the bimodal
-    autoencoder (the mouth-from-audio figure)."""
-    need = {registry.feature(n).model for n in features_used(cfg)} | {"bimodal_dbn", "bimodal_dae"}
+    features read (:func:`experiments.registry.features_read`), plus the bimodal DBN (every
+    autoencoder starts from it) and the bimodal autoencoder (the mouth-from-audio figure)."""
+    need = {registry.feature(n).model for n in registry.features_read(cfg)} | {"bimodal_dbn", "bimodal_dae"}
     return [name for name in registry.MODELS if name in need]
+
+
+def pretrain_bimodal_dbn(cfg: Config, fold: FoldData, seed: int, device, progress: bool = True,
+                         only: str | None = None) -> BimodalDBN:
+    """The config's bimodal DBN (:func:`build_bimodal_dbn`), pretrained greedily on the fold's
+    learning windows (:attr:`FoldData.learning`; the audio DBN also on ``fold.extra_audio``) for
+    ``pretrain.epochs`` epochs of ``pretrain.batch_size`` rows.
+
+    With ``pretrain.enabled = false`` no RBM is trained: the DBN keeps its random initialisation,
+    so its ``rbm.*`` / ``dbn`` features are those of a random-init network, and the autoencoders
+    start from random weights too (:func:`autoencoder`). ``only`` = "audio" / "video": pretrain that
+    modality's DBN alone (:meth:`BimodalDBN.fit`), the same DBN the full pretraining gives
+    (``bimodal tune`` scores first-RBM features so).
+    """
+    learning = fold.learning
+    Xa, Xv = learning.audio, learning.video
+    dbn = build_bimodal_dbn(cfg, Xa.shape[1], Xv.shape[1], seed, device)
+    p = cfg.pretrain
+    if not p.enabled:
+        log.info("pretrain.enabled = false: the bimodal DBN keeps its random initialisation")
+        return dbn
+    return dbn.fit(audio=Xa, video=Xv, epochs=p.epochs, batch_size=p.batch_size, progress=progress,
+                   extra_audio=fold.extra_audio, only=only)
+
+
+def fine_tune_model(cfg: Config, name: str, models: dict, fold: FoldData, seed: int, device,
+                    progress: bool = True) -> BimodalAutoencoder:
+    """The autoencoder ``name`` of :data:`experiments.registry.MODELS`, built from the trained
+    ``models["bimodal_dbn"]`` (unrolled, or random weights with ``pretrain.enabled = false``; the
+    shallow ones on its first RBM) and fine-tuned on the fold's learning windows."""
+    spec = registry.MODELS[name]
+    learning = fold.learning
+    Xa, Xv = learning.audio, learning.video
+    n_audio, n_video = Xa.shape[1], Xv.shape[1]
+    if spec.kind == "shallow":
+        (m,) = spec.inputs
+        model = BimodalAutoencoder.shallow_from_rbm(registry.first_rbm(models["bimodal_dbn"], m),
+                                                    n_audio if m == "video" else n_video, m, device=device, seed=seed)
+    else:
+        dbn = models["bimodal_dbn"] if cfg.pretrain.enabled else None
+        model = autoencoder(cfg, dbn, n_audio, n_video, seed, device, spec.inputs)
+    return model.fit(audio=Xa, video=Xv, seed=seed, progress=progress, **finetune_kwargs(cfg, spec.fractions),
+                     **spec.fit_options)
 
 
 def train_feature_models(cfg: Config, fold: FoldData, seed: int, device, checkpoint_dir: Path | None = None,
@@ -603,28 +635,7 @@ def train_feature_models(cfg: Config, fold: FoldData, seed: int, device, checkpo
     :func:`needed_models` lists). Each is saved under ``checkpoint_dir`` as ``<name>.pt`` after it
     is trained and loaded from there with ``resume``.
     """
-    learning = fold.learning
-    Xa, Xv = learning.audio, learning.video
-    n_audio, n_video = Xa.shape[1], Xv.shape[1]
-    p = cfg.pretrain
     models = {}
-
-    def train(spec: registry.ModelSpec):
-        if spec.kind == "bimodal_dbn":
-            return build_bimodal_dbn(cfg, n_audio, n_video, seed, device).fit(
-                audio=Xa, video=Xv, epochs=p.epochs if p.enabled else 1, batch_size=p.batch_size, progress=progress,
-                extra_audio=fold.extra_audio)
-        if spec.kind == "shallow":
-            (m,) = spec.inputs
-            model = BimodalAutoencoder.shallow_from_rbm(registry.first_rbm(models["bimodal_dbn"], m),
-                                                        n_audio if m == "video" else n_video, m, device=device,
-                                                        seed=seed)
-        else:
-            dbn = models["bimodal_dbn"] if p.enabled else None
-            model = autoencoder(cfg, dbn, n_audio, n_video, seed, device, spec.inputs)
-        return model.fit(audio=Xa, video=Xv, seed=seed, progress=progress, **finetune_kwargs(cfg, spec.fractions),
-                         **spec.fit_options)
-
     for name in needed_models(cfg):
         spec = registry.MODELS[name]
         path = checkpoint_dir / f"{name}.pt" if checkpoint_dir is not None else None
@@ -633,27 +644,20 @@ def train_feature_models(cfg: Config, fold: FoldData, seed: int, device, checkpo
             models[name] = (BimodalDBN if spec.kind == "bimodal_dbn" else BimodalAutoencoder).load(path, device=device)
             continue
         log.info("training %s: %s", name, spec.description)
-        models[name] = train(spec)
+        models[name] = (pretrain_bimodal_dbn(cfg, fold, seed, device, progress) if spec.kind == "bimodal_dbn"
+                        else fine_tune_model(cfg, name, models, fold, seed, device, progress))
         if path is not None:
             models[name].save(path)
     return models
 
 
 # --------------------------------------------------------------------------- features
-_DEVICE_WINDOWS: dict = {}  # id(dataset) -> {(array name, device): tensor}; entries die with the dataset
-
-
 def device_windows(ds, device) -> dict[str, torch.Tensor]:
     """``audio``, ``video`` and ``utt`` of ``ds`` as tensors on ``device``, uploaded once per dataset
-    and device: every feature set of a fold (and every classifier row) reuses the same copy."""
-    import weakref
-
+    and device: every feature set of a fold (and every classifier row) reuses the same copy. The
+    copies live on the dataset object itself, so they die with it and no other dataset sees them."""
     dev = torch.device(device)
-    key = id(ds)
-    if key not in _DEVICE_WINDOWS:
-        _DEVICE_WINDOWS[key] = {}
-        weakref.finalize(ds, _DEVICE_WINDOWS.pop, key, None)
-    cache = _DEVICE_WINDOWS[key]
+    cache = ds.__dict__.setdefault("_device_windows", {})
     out = {}
     for name, dtype in (("audio", torch.float32), ("video", torch.float32), ("utt", torch.int64)):
         a = getattr(ds, name)

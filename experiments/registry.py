@@ -13,14 +13,20 @@ joining theirs with ``+`` (``bimodal_dae.both+rbm.audio``).
 
 Adding a feature or a baseline is one entry in :data:`FEATURES` (and one in :data:`MODELS` when it
 needs a model of its own); the settings' tables list the features whose ``tables`` name them.
+:func:`setting_rows` is the one place that turns these declarations into the rows of each
+setting's tables: the settings fill those rows and the pipeline trains the models they read.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from bimodal.errors import ConfigError
+
+if TYPE_CHECKING:
+    from .config import Config
 
 INPUTS = {"audio": ("audio",), "video": ("video",), "both": ("audio", "video")}
 LAYERS = ("input", "hidden", "shared")
@@ -131,6 +137,18 @@ FUSION_COMBINATIONS = (("bimodal_dae.both", "rbm.audio"), ("video_dae.video", "r
 # The paper's CCA baselines (shared representation, matching): CCA fitted on these paired features.
 CCA_BASELINES = {"raw_cca": ("raw.audio", "raw.video"), "rbm_cca": ("rbm.audio", "rbm.video")}
 
+#: Rows of the shared-representation and matching tables: method → its (audio, video) features. A
+#: classifier (a query) on one is tested on (matched against) the other; a CCA baseline first fits
+#: CCA on the pair. Rows name a method, not a feature.
+SHARED_METHODS: dict[str, tuple[str, str]] = {"bimodal_dae": ("bimodal_dae.audio", "bimodal_dae.video"),
+                                              **CCA_BASELINES}
+
+#: The McGurk setting's classifier reads the bimodal deep autoencoder given both modalities.
+MCGURK_FEATURE = "bimodal_dae.both"
+
+#: Besides its rows, fusion reports how far audio noise moves these features (``settings.feature_shift``).
+SHIFT_FEATURES = ("raw.audio", "rbm.audio", "bimodal_dae.audio", "bimodal_dae.both")
+
 
 def feature(name: str) -> Feature:
     """The registry entry of ``name``; a ConfigError lists the known names."""
@@ -144,11 +162,51 @@ def table_rows(table: str, inputs: str | None = None) -> list[str]:
     return [f.name for f in FEATURES.values() if table in f.tables and (inputs is None or f.inputs == inputs)]
 
 
-def fusion_rows() -> dict[str, tuple[str, ...]]:
-    """Fusion table: row name → the features concatenated for it."""
-    rows = {name: (name,) for name in table_rows("fusion")}
-    rows.update({"+".join(parts): parts for parts in FUSION_COMBINATIONS})
-    return rows
+def setting_rows(setting: str, cfg: Config) -> dict[str, dict[str, tuple[str, ...]]]:
+    """The tables ``setting`` fills under ``cfg``: table → row name → the features the row reads, in
+    table order.
+
+    * ``cross_modality``: one table per modality of ``eval.cross_modality_modalities`` (video first),
+      its rows that modality's features in the ``cross_modality`` table, then (video, with
+      ``experiment.section47_rows``) those in ``section47``; a row reads its own feature.
+    * ``fusion``: one table, the features in the ``fusion`` table, then :data:`FUSION_COMBINATIONS`
+      (row ``a+b`` reads both, concatenated); the rows reading the video-only deep autoencoder only
+      when ``cross_modality`` runs too (a fusion-only config does not train that model for them).
+    * ``shared_representation``, ``matching``: one table, :data:`SHARED_METHODS`.
+    * ``mcgurk``: one table, :data:`MCGURK_FEATURE`.
+    """
+    if setting == "cross_modality":
+        tables = {}
+        for modality in ("video", "audio"):
+            if modality in cfg.eval.cross_modality_modalities:
+                rows = table_rows("cross_modality", modality)
+                if modality == "video" and cfg.experiment.section47_rows:
+                    rows += table_rows("section47", modality)
+                tables[modality] = {name: (name,) for name in rows}
+        return tables
+    if setting == "fusion":
+        rows = {name: (name,) for name in table_rows("fusion")}
+        rows.update({"+".join(parts): parts for parts in FUSION_COMBINATIONS})
+        if "cross_modality" not in cfg.experiment.settings:
+            rows = {k: v for k, v in rows.items() if not any(feature(n).model == "video_dae" for n in v)}
+        return {"fusion": rows}
+    if setting in ("shared_representation", "matching"):
+        return {setting: dict(SHARED_METHODS)}
+    if setting == "mcgurk":
+        return {"mcgurk": {MCGURK_FEATURE: (MCGURK_FEATURE,)}}
+    raise ConfigError(f"unknown setting {setting!r}; known settings: cross_modality, fusion, shared_representation, "
+                      "matching, mcgurk")
+
+
+def features_read(cfg: Config) -> set[str]:
+    """Names of the features the config's settings read: their rows' (:func:`setting_rows`), and
+    fusion's :data:`SHIFT_FEATURES`."""
+    settings = cfg.experiment.settings
+    used = {name for s in settings for rows in setting_rows(s, cfg).values() for names in rows.values()
+            for name in names}
+    if "fusion" in settings:
+        used.update(SHIFT_FEATURES)
+    return used
 
 
 def row_features(row: str) -> tuple[Feature, ...]:

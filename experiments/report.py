@@ -27,7 +27,7 @@ REFERENCE_PATH = Path(__file__).resolve().with_name("paper_reference.json")
 DATASET_NAMES = {"cuave": "CUAVE", "avletters": "AVLetters", "grid": "GRID (Cooke et al. 2006)"}
 # row order of the tables: the registry's (rows the results have that are not listed come after, as found)
 CROSS_MODALITY_ORDER = tuple(registry.FEATURES)
-SHARED_ORDER = (*registry.CCA_BASELINES, "bimodal_dae")
+SHARED_ORDER = (*registry.CCA_BASELINES, *(m for m in registry.SHARED_METHODS if m not in registry.CCA_BASELINES))
 MATCHING_ORDER = SHARED_ORDER
 # the ablation table's columns, when present in the variants' summaries
 ABLATION_METRICS = (
@@ -176,7 +176,7 @@ def _protocol(results: dict) -> list[str]:
     prov = results.get("provenance") or {}
     runs = results.get("runs") or []
     seeds = exp.get("seeds", prov.get("seed"))
-    split = exp.get("split", "folds")
+    split = exp.get("split", "kfold")
     folds = "2 (even/odd speakers)" if split == "even_odd" else exp.get("n_folds", "?")
     device = prov.get("device") or "?"
     if prov.get("cuda_device_name"):
@@ -244,15 +244,16 @@ def _protocol(results: dict) -> list[str]:
         ["versions", versions or "?"],
     ]
     return ["## Protocol", "",
-            "Every number is the mean ± 2 standard deviations (ddof 0) over the runs, in %, the same "
-            "spread as the paper's ± (2 s.d.); *n* is the number of runs.", ""] + md_table(["item", "value"], rows)
+            "Every number is the mean ± 2 sample standard deviations (ddof 1; shown as ± 0.0 for a single run) "
+            "over the runs, in %, the same spread as the paper's ± (2 sample s.d.); *n* is the number of runs.",
+            ""] + md_table(["item", "value"], rows)
 
 
 def _sparsity_weight(pt: dict) -> str:
     """How much a sparsity cost weighs in Lee et al.'s separate-step form, given the momentum schedule."""
     from bimodal.rbm import DEFAULT_MOMENTUM, DEFAULT_MOMENTUM_EPOCHS, effective_sparsity_cost
 
-    final = pt.get("momentum")
+    final = pt.get("final_momentum")
     if not pt.get("sparsity_target") or not isinstance(final, (int, float)) or not 0 <= final < 1:
         return ""
     return (f" (added to the hidden biases' velocity: in Lee et al.'s separate-step form a cost weighs "
@@ -554,6 +555,11 @@ def ablation_table(ablation: dict) -> str:
              "Mean ± std over runs, in %. Each variant is the base config with the listed dotted settings changed.",
              ""]
     lines += md_table(["variant", "changed settings"] + [f"`{m}`" for m in metrics] + ["n", "wall time (s)"], rows)
+    no_pretraining = [name for name, v in variants.items() if (v.get("set") or {}).get("pretrain.enabled") is False]
+    if no_pretraining:
+        lines += ["", f"{', '.join(f'**{n}**' for n in no_pretraining)}: `pretrain.enabled = false` trains no RBM, so "
+                      "its `rbm.*` and `dbn` rows are the features of the randomly initialised network and its "
+                      "autoencoders are fine-tuned from random weights."]
     return "\n".join(lines)
 
 

@@ -7,19 +7,22 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from bimodal.errors import ConfigError
+from bimodal.errors import ConfigError, DataError
+from bimodal.evaluation import summarise
 from bimodal.device import resolve_device, seed_everything
 from bimodal.io import atomic_write_json
 from bimodal.provenance import provenance
 
 from . import pipeline
 from .config import Config, config_record, with_overrides
+from .plan import check_plan
 from .claims import flat_metrics
 from .settings import SETTINGS, FoldContext
 
@@ -57,10 +60,9 @@ def run_experiment(cfg: Config, out_dir, device=None, resume: bool = False, prog
     ``summary`` (mean/std/n over runs of every metric), ``claims`` (the paper's claims checked),
     ``timings`` (seconds per stage) and ``provenance`` (config, seed list, versions, commit, device).
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(None if cfg.experiment.device == "auto" else cfg.experiment.device) \
         if device is None else resolve_device(device)
+    out_dir = prepare_out_dir(out_dir)
     timer = StageTimer()
     t_start = time.perf_counter()
     log.info("experiment %s on %s -> %s", cfg.experiment.name, device, out_dir)
@@ -69,6 +71,7 @@ def run_experiment(cfg: Config, out_dir, device=None, resume: bool = False, prog
     read_skipped: list[str] = []  # reader warnings: files left out of the corpus
     with timer("load data"):
         utts = pipeline.load_utterances(cfg, progress=progress, skipped=read_skipped)
+    check_plan(cfg, utts)  # after reading and skipping, before any preprocessing or training
     runs = []
     # Per-utterance spectrograms and mouth crops do not depend on the fold: computed once, shared by
     # all folds, and kept on disk so a second run of the same data and preprocessing skips them.
@@ -81,10 +84,8 @@ def run_experiment(cfg: Config, out_dir, device=None, resume: bool = False, prog
             ckpt = out_dir / "checkpoints" / f"seed{seed}_fold{fold_i}"
             done = ckpt / "results.json"
             if resume and done.exists():
-                import json
-
                 log.info("resume: seed %d fold %d already done", seed, fold_i)
-                runs.append(json.loads(done.read_text()))
+                runs.append(_read_fold_results(done))
                 continue
             run = run_fold(cfg, utts, tr, te, seed, fold_i, device, ckpt, resume, progress, timer, frame_cache)
             atomic_write_json(done, run)
@@ -122,6 +123,20 @@ def run_experiment(cfg: Config, out_dir, device=None, resume: bool = False, prog
     return results
 
 
+def prepare_out_dir(out_dir, flag: str = "--out") -> Path:
+    """Create the output folder ``out_dir`` and check that files can be written in it, before any work."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{flag} {out_dir}: exists and is not a folder; give a folder for the results")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{flag} {out_dir}: cannot create the output folder ({e.strerror or e})") from None
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {out_dir}: the folder is not writable")
+    return out_dir
+
+
 def _check_resumable(cfg: Config, out_dir: Path, resume: bool) -> None:
     """Record the config in ``out_dir/config.json``; refuse to resume checkpoints made by another config."""
     import json
@@ -130,18 +145,38 @@ def _check_resumable(cfg: Config, out_dir: Path, resume: bool) -> None:
     current = json.loads(json.dumps(config_record(cfg)))  # the JSON view of every value in effect, as stored
     if resume:
         for done in sorted(out_dir.glob("checkpoints/*/results.json")):
-            made = json.loads(done.read_text()).get("results_format", 1)
+            made = _read_fold_results(done).get("results_format", 1)
             if made != RESULTS_FORMAT:
                 raise ConfigError(f"{done}: --resume over runs of an older bimodal (results format {made}, this "
                                   f"version writes {RESULTS_FORMAT}: rows are named by feature now, "
                                   "experiments/registry.py); use a new --out folder")
     if resume and path.exists():
-        stored, now = _flatten_all(json.loads(path.read_text())), _flatten_all(current)
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DataError(f"the config its checkpoints were made with is unreadable ({exc}); a --resume cannot "
+                            "check that it continues the same experiment: use a new --out folder", path=path) from None
+        stored, now = _flatten_all(stored if isinstance(stored, dict) else {}), _flatten_all(current)
         changed = sorted(k for k in set(stored) | set(now) if stored.get(k) != now.get(k))
         if changed:
             raise ConfigError(f"{out_dir}: --resume with a config that differs from the one its checkpoints were "
                               f"made with (keys: {', '.join(changed)}); use a new --out folder")
     atomic_write_json(path, current)
+
+
+def _read_fold_results(done: Path) -> dict:
+    """The results of a finished fold (``checkpoints/<fold>/results.json``), read for ``--resume``."""
+    import json
+
+    try:
+        run = json.loads(done.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"finished-fold results are unreadable or corrupt ({exc}); delete this file (or the "
+                        f"fold's folder {done.parent}) and rerun with --resume to redo that fold", path=done) from None
+    if not isinstance(run, dict):
+        raise DataError(f"finished-fold results are not a JSON object; delete this file (or the fold's folder "
+                        f"{done.parent}) and rerun with --resume to redo that fold", path=done)
+    return run
 
 
 def _flatten_all(d: dict, prefix: str = "") -> dict:
@@ -226,19 +261,21 @@ def _mouth_from_audio(ctx: FoldContext, n: int = 6) -> dict | None:
 
 
 def summarise_runs(runs: list[dict]) -> dict:
-    """Mean, standard deviation (over runs, ddof=0) and count of every numeric metric."""
+    """Mean, sample standard deviation (over runs, ddof 1, as the paper's ±; 0.0 for one run) and
+    count of every numeric metric."""
     values: dict[str, list[float]] = {}
     for run in runs:
         for k, v in flat_metrics(run["metrics"]).items():
             values.setdefault(k, []).append(v)
-    return {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v)} for k, v in values.items()}
+    return {k: summarise(v, ddof=1) for k, v in values.items()}
 
 
 def run_ablation(cfg: Config, out_dir, device=None, resume: bool = False, progress: bool = True) -> dict:
     """Run the base config once per ``[[ablation]]`` variant; write ``ablation.json`` and ``ablation.md``."""
     from .report import write_ablation_table
 
-    out_dir = Path(out_dir)
+    resolve_device(None if device is None and cfg.experiment.device == "auto" else device or cfg.experiment.device)
+    out_dir = prepare_out_dir(out_dir)
     variants = [("base", {})] + [(v.name or f"variant{i}", v.set) for i, v in enumerate(cfg.ablation)]
     table = {}
     for name, settings in variants:

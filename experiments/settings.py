@@ -17,8 +17,8 @@ from bimodal.evaluation import cross_modal_matching, evaluate_features
 
 from . import registry
 from .config import Config
-from .pipeline import (FoldData, fusion_rows, label_strings, mcgurk_utterance, recording_of, splits_by_recording,
-                       utterance_features, window_codes)
+from .pipeline import (FoldData, label_strings, mcgurk_utterance, recording_of, splits_by_recording, utterance_features,
+                       window_codes)
 
 log = logging.getLogger(__name__)
 
@@ -105,28 +105,22 @@ class FoldContext:
 def cross_modality(ctx: FoldContext):
     """Features learned from both modalities, classifier trained and tested on one modality.
 
-    One table per modality in ``eval.cross_modality_modalities``; its rows are the registry
-    features of that modality in the ``cross_modality`` table (plus ``section47`` with
-    ``experiment.section47_rows``), each row named by its feature."""
+    One table per modality, rows :func:`experiments.registry.setting_rows` (each named by its
+    feature)."""
     metrics, artifacts = {}, {}
-    for modality in ("video", "audio"):
-        if modality not in ctx.cfg.eval.cross_modality_modalities:
-            continue
-        rows = registry.table_rows("cross_modality", modality)
-        if modality == "video" and ctx.cfg.experiment.section47_rows:
-            rows += registry.table_rows("section47", modality)
+    for modality, rows in registry.setting_rows("cross_modality", ctx.cfg).items():
         metrics[modality] = {}
-        for feat in rows:
+        for row, (feat,) in rows.items():
             r = ctx.train_test(feat, feat)
-            metrics[modality][feat] = r["accuracy"]
-            artifacts[f"{modality}/{feat}"] = {"confusion": r["confusion"], "labels": r["labels"], "C": r["C"]}
+            metrics[modality][row] = r["accuracy"]
+            artifacts[f"{modality}/{row}"] = {"confusion": r["confusion"], "labels": r["labels"], "C": r["C"]}
     return metrics, artifacts
 
 
 def fusion(ctx: FoldContext):
     """Multimodal fusion, classifier trained on clean features, tested on clean and noisy audio.
 
-    Rows: :func:`experiments.pipeline.fusion_rows` (a row concatenating features is named
+    Rows: :func:`experiments.registry.setting_rows` (a row concatenating features is named
     ``a+b``). Video features are not affected by audio noise. The noisy conditions are left out
     when the corpus has no waveforms to add noise to (precomputed audio features, e.g.
     AVLetters' MFCCs: ``FoldData.noise_skipped`` says why).
@@ -135,7 +129,7 @@ def fusion(ctx: FoldContext):
     mtr, mte = ctx.task_mask("train", m), ctx.task_mask("test", m)
     ytr, yte, groups = ctx.labels("train")[mtr], ctx.labels("test")[mte], ctx.cv_groups("train")[mtr]
     metrics, artifacts = {}, {}
-    for row, names in fusion_rows(ctx.cfg).items():
+    for row, names in registry.setting_rows("fusion", ctx.cfg)["fusion"].items():
         Xtr = np.concatenate([ctx.features(n, "train") for n in names], axis=1)[mtr]
         # one classifier per row, tested at every noise level
         conditions = [("clean", None)] + [(f"{snr:g}dB", snr) for snr in ctx.cfg.eval.snr_db
@@ -149,16 +143,16 @@ def fusion(ctx: FoldContext):
             acc = float(np.mean(r["predict"](tests[label]) == yte))
             metrics.setdefault(label, {})[row] = acc
     shift = {f"{snr:g}dB": {name: feature_shift(ctx.features(name, "test")[mte], ctx.features(name, "test", snr)[mte])
-                            for name in SHIFT_FEATURES}
+                            for name in registry.SHIFT_FEATURES}
              for snr in ctx.cfg.eval.snr_db if float(snr) in ctx.fold.test_noisy}
     if shift:
         metrics[SHIFT_KEY] = shift
     return metrics, artifacts
 
 
-#: fusion's per-SNR feature shift (:func:`feature_shift`) is kept under this key, beside the conditions
+#: fusion's per-SNR feature shift (:func:`feature_shift`) of :data:`experiments.registry.SHIFT_FEATURES`
+#: is kept under this key, beside the conditions
 SHIFT_KEY = "shift"
-SHIFT_FEATURES = ("raw.audio", "rbm.audio", "bimodal_dae.audio", "bimodal_dae.both")
 
 
 def feature_shift(clean: np.ndarray, noisy: np.ndarray) -> float:
@@ -171,20 +165,32 @@ def feature_shift(clean: np.ndarray, noisy: np.ndarray) -> float:
 
 
 def shared_representation(ctx: FoldContext):
-    """Train the classifier on one modality's shared codes, test on the other's ("hearing to see")."""
+    """Train the classifier on one modality's shared codes, test on the other's ("hearing to see").
+
+    Rows: :func:`experiments.registry.setting_rows`, one per method with its (audio, video) features."""
     metrics = {"audio->video": {}, "video->audio": {}}
-    for direction, (src, dst) in {"audio->video": ("audio", "video"), "video->audio": ("video", "audio")}.items():
-        metrics[direction]["bimodal_dae"] = ctx.train_test(f"bimodal_dae.{src}", f"bimodal_dae.{dst}")["accuracy"]
-    for name, (fa, fv) in registry.CCA_BASELINES.items():
-        za_tr, zv_tr, za_te, zv_te = _cca_views(ctx, fa, fv)
-        m = ctx.cfg.data.labels
-        mtr, mte = ctx.task_mask("train", m), ctx.task_mask("test", m)
-        ytr, yte, groups = ctx.labels("train")[mtr], ctx.labels("test")[mte], ctx.cv_groups("train")[mtr]
+    m = ctx.cfg.data.labels
+    mtr, mte = ctx.task_mask("train", m), ctx.task_mask("test", m)
+    ytr, yte, groups = ctx.labels("train")[mtr], ctx.labels("test")[mte], ctx.cv_groups("train")[mtr]
+    for name, (fa, fv) in registry.setting_rows("shared_representation", ctx.cfg)["shared_representation"].items():
+        za_tr, zv_tr = _shared_views(ctx, name, fa, fv, "train")
+        za_te, zv_te = _shared_views(ctx, name, fa, fv, "test")
         metrics["audio->video"][name] = ctx.classify(za_tr[mtr], ytr, groups, zv_te[mte], yte)["accuracy"]
         metrics["video->audio"][name] = ctx.classify(zv_tr[mtr], ytr, groups, za_te[mte], yte)["accuracy"]
-        metrics.setdefault("cca_shrinkage", {})[name] = ctx._cache[("cca", fa, fv, "shrinkage")]
+        if name in registry.CCA_BASELINES:
+            metrics.setdefault("cca_shrinkage", {})[name] = ctx._cache[("cca", fa, fv, "shrinkage")]
     metrics["chance"] = 1.0 / len(ctx.cfg.data.labels)
     return metrics, {}
+
+
+def _shared_views(ctx: FoldContext, method: str, audio_feat: str, video_feat: str, split: str):
+    """Pooled ``(audio, video)`` utterance features on ``split`` of a shared-representation method
+    (:data:`experiments.registry.SHARED_METHODS`): its features themselves, or a CCA baseline's
+    projections of them (:func:`_cca_views`)."""
+    if method in registry.CCA_BASELINES:
+        views = _cca_views(ctx, audio_feat, video_feat)
+        return views[:2] if split == "train" else views[2:]
+    return ctx.features(audio_feat, split), ctx.features(video_feat, split)
 
 
 def _cca_views(ctx: FoldContext, audio_feat: str, video_feat: str):
@@ -221,10 +227,9 @@ def matching(ctx: FoldContext):
     mte = ctx.task_mask("test")
     labels = np.unique(ctx.labels("test")[mte], return_inverse=True)[1]  # word ids: same-word candidates
     sim = ctx.cfg.eval.matching_similarity
-    out = {"bimodal_dae": cross_modal_matching(ctx.features("bimodal_dae.audio", "test")[mte],
-                                               ctx.features("bimodal_dae.video", "test")[mte], labels, metric=sim)}
-    for name, (fa, fv) in registry.CCA_BASELINES.items():
-        _, _, za_te, zv_te = _cca_views(ctx, fa, fv)
+    out = {}
+    for name, (fa, fv) in registry.setting_rows("matching", ctx.cfg)["matching"].items():
+        za_te, zv_te = _shared_views(ctx, name, fa, fv, "test")
         out[name] = cross_modal_matching(za_te[mte], zv_te[mte], labels, metric=sim)
     out["chance_top1"] = 1.0 / int(mte.sum())
     return out, {}
@@ -235,11 +240,11 @@ def mcgurk(ctx: FoldContext):
     labels = list(ctx.cfg.data.mcgurk_labels)
     if not {"ga", "ba", "da"} <= set(labels):
         raise ValueError(f"the McGurk setting needs data.mcgurk_labels to hold ga, ba and da, got {labels}")
+    feat = registry.MCGURK_FEATURE
     mtr, mte = ctx.task_mask("train", labels), ctx.task_mask("test", labels)
-    Xtr = ctx.features("bimodal_dae.both", "train")[mtr]
+    Xtr = ctx.features(feat, "train")[mtr]
     ytr = ctx.labels("train")[mtr]
-    r = ctx.classify(Xtr, ytr, ctx.cv_groups("train")[mtr], ctx.features("bimodal_dae.both", "test")[mte],
-                     ctx.labels("test")[mte])
+    r = ctx.classify(Xtr, ytr, ctx.cv_groups("train")[mtr], ctx.features(feat, "test")[mte], ctx.labels("test")[mte])
     predict = r["predict"]
     rows = {}
     yte = ctx.labels("test")[mte]
@@ -250,7 +255,7 @@ def mcgurk(ctx: FoldContext):
     stimuli = _dubbed(ctx.fold.test_utts, video_label="ga", audio_label="ba")
     if stimuli:
         ds = ctx.fold.prep.transform(stimuli, progress=False)
-        codes = window_codes(ctx.models, ds, ["bimodal_dae.both"])["bimodal_dae.both"]
+        codes = window_codes(ctx.models, ds, [feat])[feat]
         rows["ga/ba"] = _distribution(predict(utterance_features(codes, ds, ctx.cfg.eval.slices)), labels)
     return {"congruent_accuracy": r["accuracy"], "predictions": rows}, {"n_dubbed": len(stimuli)}
 

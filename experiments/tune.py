@@ -20,6 +20,11 @@ trained (``bimodal tune --stages`` picks and orders them):
 2. fine-tuning: ``finetune.epochs`` x ``finetune.lr``, scored on the video-only deep
    autoencoder's features, with the earlier choices fixed.
 
+Every candidate's models are trained by the experiment's own training functions
+(:func:`pipeline.pretrain_bimodal_dbn`, :func:`pipeline.fine_tune_model`), so ``data.extra_audio``,
+``pretrain.enabled`` and the rest of the recipe hold as in ``bimodal reproduce``. With
+``pretrain.enabled = false`` no RBM is trained and only stage 2 runs.
+
 Each candidate is scored by its best mean held-out accuracy over the classifier's C grid and the
 two feature scalings (``eval.standardize``); the best scaling is reported per candidate, not set.
 The feature models learn from what the experiment's do (:attr:`pipeline.FoldData.learning`: with
@@ -45,7 +50,7 @@ from bimodal.device import resolve_device
 from bimodal.errors import ConfigError
 from bimodal.io import atomic_write_text
 
-from . import pipeline, registry
+from . import pipeline
 from .config import Config, config_record, with_overrides
 
 log = logging.getLogger(__name__)
@@ -62,7 +67,7 @@ def inner_splits(cfg: Config, utts: list, seed: int) -> list[tuple[np.ndarray, n
 
     Only splits with a single (train, test) pair can be tuned without touching test data:
     ``third_test`` (held out: one training repetition at a time) and ``even_odd`` (held out:
-    ``eval.cv_folds`` groups of training speakers). With ``split = "folds"`` every speaker is tested
+    ``eval.cv_folds`` groups of training speakers). With ``split = "kfold"`` every speaker is tested
     in some fold, so tuning on one fold's training speakers would tune on another fold's test set.
     """
     from bimodal.folds import speaker_folds
@@ -120,16 +125,17 @@ def held_out_scores(cfg: Config, feats: tuple, labels: tuple, seed: int, device)
 
 def candidate_score(cfg: Config, folds: list, stage: str, seed: int, device) -> dict:
     """Mean held-out accuracies of one candidate config (``stage``: "audio_rbm", "rbm" or "dae")
-    over the prepared inner ``folds`` (their whitening does not depend on the tuned values)."""
+    over the prepared inner ``folds`` (their whitening does not depend on the tuned values).
+
+    The models are trained by the experiment's own functions (:func:`pipeline.pretrain_bimodal_dbn`,
+    :func:`pipeline.fine_tune_model`), so every setting of the recipe (``pretrain.enabled``,
+    ``data.extra_audio``, the model's augmentation fractions, ...) holds here as in the experiment;
+    the RBM stages pretrain only the modality DBN whose first RBM they score."""
     per_split = []
     for fold in folds:
-        learning = fold.learning
-        Xa, Xv = learning.audio, learning.video
-        dbn = pipeline.build_bimodal_dbn(cfg, Xa.shape[1], Xv.shape[1], seed, device)
-        p = cfg.pretrain
         if stage == "audio_rbm":
-            registry.first_rbm(dbn, "audio").fit(Xa, epochs=p.epochs, batch_size=p.batch_size)
-            models = {"bimodal_dbn": dbn}
+            models = {"bimodal_dbn": pipeline.pretrain_bimodal_dbn(cfg, fold, seed, device, progress=False,
+                                                                   only="audio")}
             held_out = [fold.test] + [fold.test_noisy[float(snr)] for snr in cfg.eval.snr_db]
             pool = functools.partial(_pooled, models, "rbm.audio", cfg.eval.slices)
             per_split.append(held_out_scores(cfg, (pool(fold.train), [pool(ds) for ds in held_out]),
@@ -137,14 +143,14 @@ def candidate_score(cfg: Config, folds: list, stage: str, seed: int, device) -> 
                                              seed, device))
             continue
         if stage == "rbm":
-            registry.first_rbm(dbn, "video").fit(Xv, epochs=p.epochs, batch_size=p.batch_size)
-            models, feature = {"bimodal_dbn": dbn}, "rbm.video"
+            models = {"bimodal_dbn": pipeline.pretrain_bimodal_dbn(cfg, fold, seed, device, progress=False,
+                                                                   only="video")}
+            feature = "rbm.video"
         else:
-            dbn.fit(audio=Xa, video=Xv, epochs=p.epochs, batch_size=p.batch_size)
-            dae = pipeline.autoencoder(cfg, dbn, Xa.shape[1], Xv.shape[1], seed, device,
-                                       registry.MODELS["video_dae"].inputs).fit(
-                audio=Xa, video=Xv, seed=seed, **pipeline.finetune_kwargs(cfg))
-            models, feature = {"bimodal_dbn": dbn, "video_dae": dae}, "video_dae.video"
+            models = {"bimodal_dbn": pipeline.pretrain_bimodal_dbn(cfg, fold, seed, device, progress=False)}
+            models["video_dae"] = pipeline.fine_tune_model(cfg, "video_dae", models, fold, seed, device,
+                                                           progress=False)
+            feature = "video_dae.video"
         feats = tuple(_pooled(models, feature, cfg.eval.slices, ds) for ds in (fold.train, fold.test))
         labels = tuple(pipeline.label_strings(ds) for ds in (fold.train, fold.test))
         per_split.append(held_out_scores(cfg, feats, labels, seed, device))
@@ -197,6 +203,12 @@ def tune(cfg: Config, seed: int = 0, device=None, grids: dict | None = None, pro
     if grids is None:
         grids = {**({"audio_rbm": AUDIO_SPARSITY_GRID} if tunes_audio_noise(cfg, utts) else {}),
                  "rbm": SPARSITY_GRID, "dae": FINETUNE_GRID}
+        if not cfg.pretrain.enabled:  # no RBM is trained: nothing for the RBM stages to choose
+            grids = {"dae": FINETUNE_GRID}
+    rbm_stages = sorted(set(grids) & {"audio_rbm", "rbm"})
+    if rbm_stages and not cfg.pretrain.enabled:
+        raise ConfigError(f"tune stage(s) {rbm_stages} choose the RBMs' sparsity, but pretrain.enabled = false "
+                          "trains no RBM; tune only 'dae' (--stages dae) or enable pretraining")
     if "audio_rbm" in grids and not tunes_audio_noise(cfg, utts):
         raise ConfigError("tune stage 'audio_rbm' scores audio features under the fusion setting's noise: it needs "
                           "'fusion' in experiment.settings, a non-empty eval.snr_db and a corpus with waveforms")

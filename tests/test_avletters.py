@@ -6,7 +6,7 @@ import pytest
 import scipy.io
 
 from bimodal.errors import DataError
-from data_prep.dataset import PrepConfig, Preprocessor, load_or_build
+from data_prep.dataset import AVDataset, PrepConfig, Preprocessor
 from data_prep.htk import parm_kind_name, read_htk, read_htk_header, write_htk
 from data_prep.readers import read_avletters
 
@@ -162,23 +162,21 @@ def test_avletters_wav_beside_wins(tmp_path):
     assert u.audio is None and u.audio_features.shape == (24, 26)
 
 
-def test_mfcc_corpus_through_load_or_build(tmp_path):
+def test_mfcc_corpus_windows(tmp_path):
     make_corpus(tmp_path / "avl")
     cfg = PrepConfig(audio_pca=8, video_pca=6)
-    pre, d = load_or_build(tmp_path / "avl", "avletters", cfg, train_speakers=["Ann"], cache_dir=tmp_path / "cache",
-                           device="cpu", progress=False)
-    tr, te = d["train"], d["test"]
+    utts = read_avletters(tmp_path / "avl", progress=False)
+    train, test = [u for u in utts if u.speaker == "Ann"], [u for u in utts if u.speaker != "Ann"]
+    pre = Preprocessor(cfg, device="cpu").fit(train, progress=False)
+    tr, te = pre.transform(train, progress=False), pre.transform(test, progress=False)
     assert tr.audio.shape[1] == 10 * 8 and tr.video.shape[1] == 4 * 6 * 2  # 10 audio frames per window
     assert sorted(set(tr.speakers)) == ["Ann"] and sorted(set(te.speakers)) == ["Bob"]
     assert sorted(set(tr.repetitions)) == ["1", "2", "3"]
     # the audio whitener saw the MFCCs themselves (26 dims, no extra derivatives by default)
     assert pre.audio_whitener.n_features == 26
-    # repetitions survive the on-disk cache
-    _, d2 = load_or_build(tmp_path / "avl", "avletters", cfg, train_speakers=["Ann"], cache_dir=tmp_path / "cache",
-                          device="cpu", progress=False)
-    assert list(d2["train"].repetitions) == list(tr.repetitions)
+    # repetitions survive the dataset file
+    assert list(AVDataset.load(tr.save(tmp_path / "train.npz")).repetitions) == list(tr.repetitions)
     # added noise needs a waveform: a clear error, or a listed skip
-    utts = read_avletters(tmp_path / "avl", progress=False)
     with pytest.raises(DataError, match="needs a waveform"):
         pre.transform(utts[:2], audio_transform=lambda w, r, u: w, progress=False)
 

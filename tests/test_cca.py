@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from bimodal.cca import RegularizedCCA, heldout_correlations
-from bimodal.errors import ConfigError
+from bimodal.errors import ConfigError, DataError, ShapeError
 
 
 def two_views(n, rng, d_a=120, d_v=90, k=3, noise=1.0):
@@ -31,13 +31,6 @@ def test_regularised_cca_beats_plain_cca_on_held_out_rows_with_n_below_d():
     assert r_ridge.sum() > r_plain.sum() + 0.5
     assert r_ridge[0] > 0.8
     assert np.all(ridge.correlations_ <= 1 + 1e-9) and ridge.correlations_[0] >= r_ridge[0] - 0.05
-    # so does the library's former baseline (scikit-learn's iterative CCA, unregularised)
-    from bimodal.evaluation import CCAProjector
-
-    old = CCAProjector(n_components=3).fit(xa, xv)
-    za, zv = old.transform_audio(xa_te), old.transform_video(xv_te)
-    r_old = np.array([np.corrcoef(za[:, i], zv[:, i])[0, 1] for i in range(3)])
-    assert r_ridge.sum() > r_old.sum() + 0.5
 
 
 def test_projections_are_whitened_and_ordered_on_training_rows():
@@ -61,3 +54,18 @@ def test_a_grid_needs_groups_and_bad_values_are_rejected():
         RegularizedCCA(shrinkage=[0.1, 1.5])
     with pytest.raises(ConfigError, match="n_components"):
         RegularizedCCA(n_components=9, shrinkage=0.1).fit(x, x)
+
+
+def test_unfitted_mismatched_and_non_finite_inputs_are_rejected():
+    x = np.random.default_rng(0).standard_normal((30, 5))
+    with pytest.raises(ConfigError, match="not fitted"):
+        RegularizedCCA(n_components=2, shrinkage=0.1).transform_audio(x)
+    with pytest.raises(ShapeError, match="paired rows"):
+        RegularizedCCA(n_components=2, shrinkage=0.1).fit(x, x[:20])
+    bad = x.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(DataError, match="NaN"):
+        RegularizedCCA(n_components=2, shrinkage=0.1).fit(bad, x)
+    cca = RegularizedCCA(n_components=2, shrinkage=0.1).fit(x, x[:, :4])
+    with pytest.raises(ShapeError, match="4 columns"):
+        cca.transform_video(x)

@@ -74,8 +74,32 @@ def test_shipped_configs_are_valid(path):
 @pytest.mark.parametrize("override, message", [
     ("finetune.epochs=-3", "finetune.epochs must be a positive integer"),
     ("pretrain.batch_size=0", "pretrain.batch_size must be a positive integer"),
-    ("finetune.lr=0.0", "finetune.lr must be positive"),
-    ("eval.Cs=[0.1, -1.0]", "eval.Cs must be positive"),
+    ("finetune.lr=0.0", "finetune.lr must be a positive number"),
+    ("eval.Cs=[0.1, -1.0]", "eval.Cs must be a non-empty list of positive numbers"),
+    # issue 18: each of these passed the load check and failed after training, or not at all
+    ("finetune.fractions=[1, 1, 1]", "finetune.fractions must be three non-negative numbers .* summing to 1"),
+    ("finetune.fractions=[nan, 1, 1]", r"finetune.fractions\[0\]: expected a finite number"),
+    ("eval.Cs=[inf]", r"eval.Cs\[0\]: expected a finite number"),
+    ("pretrain.cd_k=0", "pretrain.cd_k must be a positive integer"),
+    ("model.shared=0", "model.shared must be a positive integer"),
+    ("model.audio_hidden=[]", "model.audio_hidden must be a non-empty list"),
+    ("finetune.corruption=1.0", r"finetune.corruption must be a masking probability in \[0, 1\)"),
+    ("experiment.device='gpu0'", "experiment.device = 'gpu0': not a device name"),
+    ("pretrain.final_momentum=nan", "pretrain.final_momentum: expected a finite number"),
+    ("pretrain.final_momentum=1.5", r"pretrain.final_momentum must be in \[0, 1\)"),
+    ("pretrain.weight_decay=-1e-4", "pretrain.weight_decay must be a non-negative number"),
+    ("pretrain.weight_decay=nan", "pretrain.weight_decay: expected a finite number"),
+    ("pretrain.sparsity_cost=-1", "pretrain.sparsity_cost must be a non-negative number"),
+    ("finetune.l1_shared=-0.1", "finetune.l1_shared must be a non-negative number"),
+    ("eval.snr_db=[nan]", r"eval.snr_db\[0\]: expected a finite number"),
+    ("eval.cv_folds=1", "eval.cv_folds must be at least 2"),
+    ("data.prep.audio_pca=2.5", "data.prep.audio_pca: expected int, got float 2.5"),
+    ("data.prep.audio_pca='40'", "data.prep.audio_pca: expected int, got str '40'"),
+    ("data.prep.pca_eps=nan", "data.prep.pca_eps: expected a finite number"),
+    ("experiment.seeds=[0, 0]", "experiment.seeds must be distinct non-negative integers"),
+    ("experiment.seeds=[]", "experiment.seeds must be at least one seed"),
+    ("pretrain.momentum=0.9", "pretrain.momentum is now called pretrain.final_momentum"),
+    ("experiment.split='folds'", "experiment.split = 'folds' is now called 'kfold'"),
 ])
 def test_bad_numbers_fail_when_the_config_is_loaded(override, message):
     """Before any preprocessing or training: the whole config is checked at load time."""
@@ -144,3 +168,24 @@ def test_shipped_configs_state_only_what_differs(path):
 def _same(a, b) -> bool:
     as_list = (lambda x: list(x) if isinstance(x, (list, tuple)) else x)
     return as_list(a) == as_list(b)
+
+
+def test_ablation_variants_are_checked_as_whole_configs_at_load(tmp_path):
+    """A variant's bad value fails when the config is loaded, not when its turn to run comes."""
+    from bimodal.cli import CONFIG_DIR
+
+    path = tmp_path / "abl.toml"
+    path.write_text(f'base = "{CONFIG_DIR / "demo.toml"}"\n[[ablation]]\nname = "bad"\n'
+                    'set = { "finetune.fractions" = [1.0, 1.0, 1.0] }\n')
+    with pytest.raises(ConfigError, match="ablation 'bad'.*finetune.fractions"):
+        load_config(path)
+
+
+def test_prep_config_is_built_once_per_config():
+    from bimodal.cli import CONFIG_DIR
+    from experiments.config import prep_config
+
+    cfg = load_config(CONFIG_DIR / "demo.toml", ["data.prep.video_pca=16"])
+    assert prep_config(cfg) is prep_config(cfg) and prep_config(cfg).video_pca == 16
+    cfg.data.prep["video_pca"] = 8  # a changed section gives a new object, never a stale one
+    assert prep_config(cfg).video_pca == 8

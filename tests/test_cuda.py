@@ -43,8 +43,8 @@ def test_rbm_cd_step_matches_cpu():
     out = {}
     for dev in ("cpu", DEVICE):
         rbm = RBM(24, 16, visible="bernoulli", lr=0.05, sparsity_target=0.1, sparsity_cost=0.5, device=dev, seed=3)
-        recon = rbm.contrastive_divergence(v0.to(dev), 0.05, 0.5, torch.Generator(device=dev).manual_seed(0),
-                                           noise.to(dev))
+        recon = rbm.training_step(v0.to(dev), 0.05, 0.5, torch.Generator(device=dev).manual_seed(0),
+                                  noise.to(dev))
         out[dev] = (float(recon), {k: v.cpu() for k, v in rbm.state_dict().items()})
     assert out[DEVICE][0] == pytest.approx(out["cpu"][0], rel=1e-5)
     for k, v in out["cpu"][1].items():

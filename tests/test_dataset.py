@@ -6,7 +6,7 @@ import soundfile as sf
 
 from bimodal.errors import DataError
 from data_prep.audio import load_wav, log_spectrogram, resample
-from data_prep.dataset import AVDataset, PrepConfig, Preprocessor, load_or_build
+from data_prep.dataset import AVDataset, PrepConfig, Preprocessor
 from data_prep.readers import Utterance, read_folder, read_fsdd
 from data_prep.video import write_video
 
@@ -122,33 +122,52 @@ def test_audio_only_windows_match_av_dims():
                       progress=False)
 
 
-def test_load_or_build_caches(tmp_path):
+def test_the_frame_cache_gives_the_same_windows_and_misses_when_a_setting_or_file_changes(tmp_path, monkeypatch):
+    # the experiments' one cache: each utterance's frames on disk, keyed by the preprocessing and the files
+    from experiments import pipeline
+    from experiments.config import config_from_dict
+
     root = tmp_path / "corpus"
     for i, u in enumerate(corpus()):
         d = root / u.speaker / u.label
         d.mkdir(parents=True, exist_ok=True)
         write_video(d / f"u{i}.avi", u.video, u.fps)
         sf.write(d / f"u{i}.wav", u.audio, u.sample_rate)
-    calls = []
 
-    def reader(r, **kw):
-        calls.append(r)
-        return read_folder(r, **kw)
+    def config(**prep):
+        return config_from_dict({"experiment": {"settings": ["cross_modality"]},
+                                 "data": {"source": "folder", "root": str(root), "labels": ["a", "b"],
+                                          "cache_dir": str(tmp_path / "cache"), "prep": {**SMALL, **prep}}})
 
-    kw = dict(reader=reader, cfg=PrepConfig(**SMALL), train_speakers=["s1"], cache_dir=tmp_path / "cache",
-              device="cpu", progress=False)
-    pre, out = load_or_build(root, **kw)
-    assert len(calls) == 1 and set(out) == {"train", "test"}
-    assert list(out["test"].speakers) == ["s2", "s2"]
-    pre2, out2 = load_or_build(root, **kw)
-    assert len(calls) == 1  # cache hit: nothing read
-    np.testing.assert_array_equal(out2["test"].audio, out["test"].audio)
-    np.testing.assert_array_equal(pre2.video_whitener.components_, pre.video_whitener.components_)
-    # A changed input file (new mtime) invalidates the cache.
-    f = root / "s2" / "a" / "u2.wav"
+    cfg = config()
+    utts = pipeline.load_utterances(cfg, progress=False)
+    path = pipeline.frame_cache_path(cfg, utts)
+    assert path.parent == tmp_path / "cache" and pipeline.load_frame_cache(path) == {}  # nothing cached yet
+    cache = {}
+    first = pipeline.prepare_fold(cfg, utts, [0, 1], [2, 3], 0, "cpu", progress=False, frame_cache=cache)
+    assert list(first.test.speakers) == ["s2", "s2"]
+    pipeline.save_frame_cache(cache, path)
+
+    def no_recompute(self, u, *args):
+        raise AssertionError(f"frames of {u.utterance_id} recomputed despite the cache")
+
+    with monkeypatch.context() as m:  # a hit: every frame from the file, the same windows
+        m.setattr(Preprocessor, "_frames", no_recompute)
+        again = pipeline.prepare_fold(cfg, utts, [0, 1], [2, 3], 0, "cpu", progress=False,
+                                      frame_cache=pipeline.load_frame_cache(path))
+    for a, b in ((first.train, again.train), (first.test, again.test)):
+        np.testing.assert_array_equal(a.audio, b.audio)
+        np.testing.assert_array_equal(a.video, b.video)
+    # another preprocessing setting, or a changed input file (new mtime), is another cache entry
+    other = pipeline.frame_cache_path(config(audio_pca=8), utts)
+    assert other != path and pipeline.load_frame_cache(other) == {}
+    f = root / "s2" / "a" / "u2.avi"  # the utterance's file (Utterance.path)
     os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
-    load_or_build(root, **kw)
-    assert len(calls) == 2
+    touched = pipeline.frame_cache_path(cfg, pipeline.load_utterances(cfg, progress=False))
+    assert touched not in (path, other)
+    w = f.with_suffix(".wav")  # the sound the reader takes instead of the video's own
+    os.utime(w, ns=(w.stat().st_atime_ns, w.stat().st_mtime_ns + 10**9))
+    assert pipeline.frame_cache_path(cfg, pipeline.load_utterances(cfg, progress=False)) not in (path, other, touched)
 
 
 def test_fsdd_real_recordings(fsdd_root):

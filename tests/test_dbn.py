@@ -73,3 +73,25 @@ def test_dbn_rejects_bad_config():
         DBN([10])
     with pytest.raises(ConfigError, match="n_hidden"):
         DBN([10, 5], rbm_params={"n_hidden": 3})
+
+
+@pytest.mark.parametrize("only", ["audio", "video"])
+def test_bimodal_dbn_fit_only_one_modality_trains_the_full_fits_dbn(only):
+    a, v = paired_data(n=200)
+    extra = np.random.default_rng(5).standard_normal((40, a.shape[1])).astype(np.float32)
+
+    def make():
+        return BimodalDBN([a.shape[1], 8], [v.shape[1], 8], 6, device="cpu", seed=2)
+
+    full = make().fit(a, v, epochs=2, batch_size=20, extra_audio=extra)
+    part = make().fit(a, v, epochs=2, batch_size=20, extra_audio=extra, only=only)
+    init = make()
+    other = "video" if only == "audio" else "audio"
+    for name, t in getattr(part, only).state_dict().items():
+        assert torch.equal(t, getattr(full, only).state_dict()[name]), name
+    for name, t in getattr(part, other).state_dict().items():
+        assert torch.equal(t, getattr(init, other).state_dict()[name]), name
+    assert torch.equal(part.joint.W, init.joint.W) and part.history["joint"] == []
+    assert len(part.history[only][0]) == 2 and part.history[other] == [[]]
+    with pytest.raises(ConfigError, match="only"):
+        make().fit(a, v, epochs=1, only="joint")

@@ -3,9 +3,10 @@ import pytest
 import torch
 
 import bimodal.evaluation as ev
+from bimodal.cca import RegularizedCCA
 from bimodal.errors import ConfigError, DataError
-from bimodal.evaluation import (CCAProjector, cca_codes, confusion_matrix, cross_modal_matching, cross_validate,
-                                evaluate_features, shared_representation_eval, summarise)
+from bimodal.evaluation import (confusion_matrix, cross_modal_matching, cross_validate, evaluate_features,
+                                shared_representation_eval, summarise)
 from bimodal.folds import speaker_folds
 
 
@@ -60,9 +61,9 @@ def test_loso_and_bad_splits():
 def test_summarise():
     s = summarise([0.5, 0.7, 0.9])
     assert s["n"] == 3 and s["mean"] == pytest.approx(0.7)
-    assert s["std"] == pytest.approx(np.std([0.5, 0.7, 0.9]))
-    assert summarise([0.5, 0.7, 0.9], ddof=1)["std"] == pytest.approx(0.2)
-    assert summarise([0.4], ddof=1)["std"] == 0.0
+    assert s["std"] == pytest.approx(0.2)  # the sample s.d. (ddof 1), as the paper's ±
+    assert summarise([0.5, 0.7, 0.9], ddof=0)["std"] == pytest.approx(np.std([0.5, 0.7, 0.9]))
+    assert summarise([0.4])["std"] == 0.0
     with pytest.raises(DataError):
         summarise([])
     with pytest.raises(DataError):
@@ -142,7 +143,7 @@ def _paired_views(n=300, n_classes=3, seed=0):
 def test_cca_shared_representation_transfers_across_modalities(direction):
     Xa, Xv, y = _paired_views()
     tr, te = slice(0, 200), slice(200, 300)
-    proj = CCAProjector(n_components=2).fit(Xa[tr], Xv[tr])
+    proj = RegularizedCCA(n_components=2, shrinkage=0.0).fit(Xa[tr], Xv[tr])
     Za, Zv = proj.transform_audio(Xa), proj.transform_video(Xv)
     # The two views land close together in the shared space.
     r = np.corrcoef(Za[te, 0], Zv[te, 0])[0, 1]
@@ -153,12 +154,13 @@ def test_cca_shared_representation_transfers_across_modalities(direction):
     assert res["accuracy"] > 1 / 3 + 0.25, res["accuracy"]
 
 
-def test_cca_codes_and_shared_eval_errors():
+def test_cca_shapes_and_shared_eval_errors():
     Xa, Xv, y = _paired_views(n=60)
-    Za, Zv = cca_codes(Xa, Xv, n_components=2)
+    cca = RegularizedCCA(n_components=2, shrinkage=0.0).fit(Xa, Xv)
+    Za, Zv = cca.transform_audio(Xa), cca.transform_video(Xv)
     assert Za.shape == Zv.shape == (60, 2)
     with pytest.raises(ConfigError):
-        CCAProjector(n_components=20).fit(Xa, Xv)
+        RegularizedCCA(n_components=20, shrinkage=0.0).fit(Xa, Xv)
     with pytest.raises(ConfigError):
         shared_representation_eval(Za, Zv, y, Za, Zv, y, direction="both", C=1.0)
     with pytest.raises(ConfigError):

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from bimodal.errors import ConfigError, DataError
 from experiments import claims, pipeline
@@ -466,3 +467,87 @@ def test_tune_never_touches_the_test_split(tiny_run, monkeypatch):
         assert all(0.0 <= r["score"] <= 1.0 for r in st["rows"])
         assert [r for r in st["rows"] if r["overrides"] == st["chosen"]][0]["score"] == best
     assert "held-out accuracy" in tune_mod.to_markdown(result)
+
+
+def _chirp_folder(root: Path, n: int = 3) -> Path:
+    """``n`` one-second chirps at 8 kHz under ``root/sub``, as unlabelled extra audio; returns ``root``."""
+    import soundfile as sf
+
+    folder = root / "sub"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    t = np.arange(8000) / 8000
+    for i in range(n):
+        sf.write(folder / f"x{i}.wav", (0.3 * np.sin(2 * np.pi * (200 + 300 * i) * t * (1 + t))
+                                        + 0.01 * rng.normal(size=t.size)).astype(np.float32), 8000)
+    return root
+
+
+def _record_rbm_fits(monkeypatch) -> list:
+    """Spy on every RBM fit: (n_visible, n_hidden, rows) per call."""
+    from bimodal.rbm import RBM
+
+    seen, fit = [], RBM.fit
+
+    def recording_fit(self, X, *a, **k):
+        seen.append((self.n_visible, self.n_hidden, int(X.shape[0])))
+        return fit(self, X, *a, **k)
+
+    monkeypatch.setattr(RBM, "fit", recording_fit)
+    return seen
+
+
+def test_tune_trains_candidates_with_the_pipelines_recipe(tiny_run, tmp_path, monkeypatch):
+    """Every candidate is trained by the pipeline's functions: the audio DBN sees data.extra_audio,
+    the RBM stage pretrains the video DBN alone, and pretrain.enabled = false trains no RBM."""
+    from experiments import tune as tune_mod
+
+    cfg, _, _ = tiny_run
+    extra = _chirp_folder(tmp_path / "extra")
+    cfg = dataclasses.replace(cfg, experiment=dataclasses.replace(cfg.experiment, split="even_odd"),
+                              data=dataclasses.replace(cfg.data, extra_audio=str(extra)))
+    folds, prepare = [], pipeline.prepare_fold
+
+    def keep_fold(*a, **k):
+        folds.append(prepare(*a, **k))
+        return folds[-1]
+
+    monkeypatch.setattr(pipeline, "prepare_fold", keep_fold)
+    seen = _record_rbm_fits(monkeypatch)
+    grids = {"rbm": {"pretrain.sparsity_target": [0.05]}, "dae": {"finetune.epochs": [1]}}
+    tune_mod.tune(cfg, seed=0, device="cpu", grids=grids, progress=False)
+    n_audio, n_video = folds[0].train.audio.shape[1], folds[0].train.video.shape[1]
+    assert n_audio != n_video  # the spy tells the first RBMs apart by their size
+    assert all(f.extra_audio is not None and len(f.extra_audio) == 3 * 22 for f in folds)
+    first_audio = [rows for nv, nh, rows in seen if (nv, nh) == (n_audio, 24)]
+    first_video = [rows for nv, nh, rows in seen if (nv, nh) == (n_video, 24)]
+    # stage "rbm": the video RBM of each inner fold, no audio RBM; stage "dae": both, audio with the extra rows
+    assert first_video == [len(f.learning.video) for f in folds] * 2
+    assert first_audio == [len(f.learning.audio) + len(f.extra_audio) for f in folds]
+
+    seen.clear()
+    off = dataclasses.replace(cfg, pretrain=dataclasses.replace(cfg.pretrain, enabled=False))
+    result = tune_mod.tune(off, seed=0, device="cpu", grids={"dae": {"finetune.epochs": [1]}}, progress=False)
+    assert seen == [] and [st["stage"] for st in result["stages"]] == ["dae"]
+    with pytest.raises(ConfigError, match="pretrain.enabled"):
+        tune_mod.tune(off, seed=0, device="cpu", grids=grids, progress=False)
+
+
+def test_pretraining_disabled_trains_no_rbm(tiny_run, monkeypatch):
+    """pretrain.enabled = false: the bimodal DBN keeps its random initialisation (its rbm.* / dbn
+    features are a random network's) and the autoencoders start from random weights."""
+    cfg, _, _ = tiny_run
+    cfg = dataclasses.replace(cfg, pretrain=dataclasses.replace(cfg.pretrain, enabled=False),
+                              experiment=dataclasses.replace(cfg.experiment, settings=["fusion"]),
+                              eval=dataclasses.replace(cfg.eval, snr_db=[]))
+    utts = pipeline.load_utterances(cfg, progress=False)
+    tr, te = pipeline.speaker_splits(utts, cfg, 0)[0]
+    fold = pipeline.prepare_fold(cfg, utts, tr, te, 0, "cpu", progress=False)
+    seen = _record_rbm_fits(monkeypatch)
+    models = pipeline.train_feature_models(cfg, fold, 0, "cpu", progress=False)
+    assert seen == []
+    dbn = models["bimodal_dbn"]
+    init = pipeline.build_bimodal_dbn(cfg, fold.train.audio.shape[1], fold.train.video.shape[1], 0, "cpu")
+    for name, t in init.state_dict().items():
+        assert torch.equal(dbn.state_dict()[name], t), name
+    assert dbn.history == {"audio": [], "video": [], "joint": []}  # never fitted

@@ -242,6 +242,10 @@ def test_sentences_are_trimmed_to_the_speech(tree):
     with pytest.warns(UserWarning, match="skipped 3 unusable file"):
         only = read_grid(tree, view="sentences", progress=False)
     assert [u.utterance_id for u in only] == list(s)
+    with warnings.catch_warnings():  # the skips, as above
+        warnings.simplefilter("ignore")
+        both = read_grid(tree, view=("tokens", "sentences"), progress=False)  # one decode, views in order
+    assert [u.utterance_id for u in both] == [t.utterance_id for t in tokens] + list(s)
 
 
 def test_recordings_keep_the_untrimmed_durations_and_readers_registry(tree):

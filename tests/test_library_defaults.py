@@ -15,7 +15,7 @@ def test_rbm_defaults_are_the_pretraining_config_defaults():
     rbm = RBM(4, 3, visible="bernoulli", device="cpu")
     assert (rbm.lr, rbm.final_momentum, rbm.weight_decay) == (DEFAULT_LR["bernoulli"], DEFAULT_FINAL_MOMENTUM,
                                                                DEFAULT_WEIGHT_DECAY)
-    assert (p.lr_bernoulli, p.momentum, p.weight_decay) == (rbm.lr, rbm.final_momentum, rbm.weight_decay)
+    assert (p.lr_bernoulli, p.final_momentum, p.weight_decay) == (rbm.lr, rbm.final_momentum, rbm.weight_decay)
 
 
 def test_autoencoder_defaults_are_the_fine_tuning_config_defaults():

@@ -1,5 +1,8 @@
 """Experiment features stay on the device: windows uploaded once per dataset, codes pooled there,
 one host copy of the pooled features, and a number of host syncs that does not grow with the data."""
+import gc
+import weakref
+
 import numpy as np
 import pytest
 import torch
@@ -52,13 +55,18 @@ def test_windows_are_uploaded_once_per_dataset(models):
     pipeline.window_codes(models, ds, NAMES)
     again = pipeline.device_windows(ds, "cpu")
     assert all(again[k] is first[k] for k in ("audio", "video", "utt"))
-    key = id(ds)
-    assert key in pipeline._DEVICE_WINDOWS
+    ref = weakref.ref(first["audio"])
     del ds, first, again
-    import gc
-
     gc.collect()
-    assert key not in pipeline._DEVICE_WINDOWS  # the cache dies with its dataset
+    assert ref() is None  # the copies die with their dataset: no module-level cache holds them
+
+
+def test_a_dataset_never_gets_the_windows_of_another():
+    # a new dataset made where a freed one was (the same id() is possible) starts with no copies
+    for seed in range(5):
+        ds = _dataset(seed=seed)
+        np.testing.assert_array_equal(pipeline.device_windows(ds, "cpu")["audio"].numpy(), ds.audio)
+        del ds
 
 
 def test_host_syncs_do_not_grow_with_the_data(models, monkeypatch):

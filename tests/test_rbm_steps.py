@@ -1,17 +1,20 @@
-"""The fast CD step that ``RBM.fit`` uses by default trains the same model as the reference step
-(``RBM.reference_step``, the update as written in the papers).
+"""The RBM's one training step, ``RBM.training_step`` (what ``fit`` runs for every batch), is the
+update as written in the papers.
 
-Tolerances (CPU, float32): one step of either equals the textbook formulas to 1e-6; whole fits
-(several epochs, every sampling variant) agree to 1e-5, because both steps consume the same random
-draws in the same order and differ only in float rounding; bf16 autocast agrees with the fp32
-reference within 10 % on the final reconstruction error and 0.05 mean absolute difference of the
-hidden features (bf16 keeps ~3 significant digits and sampled hidden states flip where a
-probability lands within that error of its uniform draw).
+Tolerances (CPU, float32): one step equals the textbook formulas to 1e-6 and, with momentum 0 and
+no regularisers, ``lr`` times minus the autograd gradient of the free-energy difference to 1e-6;
+whole fits (several epochs, every sampling variant) agree with fits of the textbook form
+(``benchmarks.rbm_step.TextbookRBM``: gradient tensors first, then decay, sparsity and momentum) to
+1e-5, because both consume the same random draws in the same order and differ only in float
+rounding; bf16 autocast agrees with the fp32 step within 10 % on the final reconstruction error and
+0.05 mean absolute difference of the hidden features (bf16 keeps ~3 significant digits and sampled
+hidden states flip where a probability lands within that error of its uniform draw).
 """
 import numpy as np
 import pytest
 import torch
 
+from benchmarks.rbm_step import TextbookRBM
 from bimodal.errors import ConfigError
 from bimodal.options import CDOptions
 from bimodal.rbm import RBM, effective_sparsity_cost
@@ -30,8 +33,8 @@ CASES = {
 }
 
 
-def _model(params):
-    return RBM(24, 16, device="cpu", seed=3, weight_decay=1e-3, **params)
+def _model(params, cls=RBM):
+    return cls(24, 16, device="cpu", seed=3, weight_decay=1e-3, **params)
 
 
 def _data(params, n=200):
@@ -39,9 +42,8 @@ def _data(params, n=200):
 
 
 # ---------------------------------------------------------------- one step == the formulas
-@pytest.mark.parametrize("update", ["reference", "fused"])
 @pytest.mark.parametrize("sparsity", [None, 0.1])
-def test_one_cd1_step_equals_the_textbook_update(update, sparsity):
+def test_one_cd1_step_equals_the_textbook_update(sparsity):
     params = dict(visible="bernoulli", lr=0.05, sparsity_target=sparsity, sparsity_cost=0.5 if sparsity else 0.0)
     rbm = _model(params)
     v0 = torch.as_tensor(binary_prototypes(20))
@@ -49,8 +51,7 @@ def test_one_cd1_step_equals_the_textbook_update(update, sparsity):
     before = {k: t.clone() for k, t in rbm.state_dict().items()}
     noise = torch.rand(20, 16, generator=torch.Generator().manual_seed(2))
     lr, momentum = 0.05, 0.7
-    step = rbm.reference_step if update == "reference" else rbm.contrastive_divergence
-    recon = step(v0, lr, momentum, torch.Generator().manual_seed(0), noise)
+    recon = rbm.training_step(v0, lr, momentum, torch.Generator().manual_seed(0), noise)
 
     # The update written out with the public conditionals and RBM.gradient.
     ref = _model(params)
@@ -73,26 +74,52 @@ def test_one_cd1_step_equals_the_textbook_update(update, sparsity):
     assert float(recon) == pytest.approx(float(((v0 - v1) ** 2).sum()), rel=1e-5)
 
 
-# ---------------------------------------------------------------- whole fits: fused == reference
+@pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("batch", [20, 7])
+def test_one_step_follows_the_free_energy_gradient(visible, batch):
+    """With momentum 0 and no regularisers a step moves every parameter by
+    ``-lr * d/dθ [mean F(v_data) - mean F(v_model)]``, the CD-1 negative phase held fixed
+    (autograd through :meth:`RBM.free_energy_t`)."""
+    params = dict(visible=visible, lr=0.05)
+    rbm = RBM(24, 16, device="cpu", seed=3, weight_decay=0.0, **params)
+    rbm.b_v.normal_(0, 0.1, generator=torch.Generator().manual_seed(4))
+    rbm.b_h.normal_(0, 0.1, generator=torch.Generator().manual_seed(5))
+    v0 = torch.as_tensor(_data(params, n=batch))
+    noise = torch.rand(batch, 16, generator=torch.Generator().manual_seed(2))
+    before = [p.detach().clone() for p in (rbm.W, rbm.b_v, rbm.b_h)]
+    with torch.no_grad():
+        _, _, v_neg, _ = rbm.gibbs_phases(v0, torch.Generator().manual_seed(0), noise)
+    rbm.training_step(v0, 0.05, 0.0, torch.Generator().manual_seed(0), noise)
+
+    probe = RBM(24, 16, device="cpu", seed=3, weight_decay=0.0, **params)
+    leaves = [torch.nn.Parameter(p.clone()) for p in before]  # requires_grad, for autograd
+    probe.W, probe.b_v, probe.b_h = leaves
+    with torch.enable_grad():
+        loss = probe.free_energy_t(v0).mean() - probe.free_energy_t(v_neg).mean()
+        grads = torch.autograd.grad(loss, leaves)
+    for name, new, old, grad in zip(("W", "b_v", "b_h"), (rbm.W, rbm.b_v, rbm.b_h), before, grads):
+        torch.testing.assert_close(new - old, -0.05 * grad, atol=1e-6, rtol=1e-5, msg=name)
+
+
+# ---------------------------------------------------------------- whole fits == the textbook form
 @pytest.mark.parametrize("case", list(CASES))
-def test_fused_fit_equals_reference_fit(case):
+def test_fit_equals_textbook_form_fit(case):
     params = CASES[case]
     X = _data(params, n=190)  # 190 rows: a short last batch (PCD advances only its first chains)
-    ref = _model(params).fit(X, epochs=4, batch_size=20, seed=7, update="reference")
-    fused = _model(params).fit(X, epochs=4, batch_size=20, seed=7)
+    ref = _model(params, TextbookRBM).fit(X, epochs=4, batch_size=20, seed=7)
+    fit = _model(params).fit(X, epochs=4, batch_size=20, seed=7)
     assert not torch.allclose(ref.W, _model(params).W, atol=1e-3)  # it learnt something to compare
     for name, tensor in ref.state_dict().items():
-        torch.testing.assert_close(fused.state_dict()[name], tensor, atol=1e-5, rtol=1e-4, msg=name)
-    np.testing.assert_allclose(fused.history, ref.history, rtol=1e-5)
+        torch.testing.assert_close(fit.state_dict()[name], tensor, atol=1e-5, rtol=1e-4, msg=name)
+    np.testing.assert_allclose(fit.history, ref.history, rtol=1e-5)
 
 
-@pytest.mark.parametrize("update", ["reference", "fused"])
 @pytest.mark.parametrize("visible", ["bernoulli", "gaussian"])
-def test_bf16_autocast_agrees_with_fp32_reference(visible, update):
+def test_bf16_autocast_agrees_with_fp32(visible):
     params = dict(visible=visible, lr=0.05 if visible == "bernoulli" else 5e-3, **SPARSE)
     X = _data(params, n=240)
-    ref = _model(params).fit(X, epochs=4, batch_size=20, update="reference")
-    bf16 = _model(params).fit(X, epochs=4, batch_size=20, update=update, autocast_dtype=torch.bfloat16)
+    ref = _model(params).fit(X, epochs=4, batch_size=20)
+    bf16 = _model(params).fit(X, epochs=4, batch_size=20, autocast_dtype=torch.bfloat16)
     assert bf16.W.dtype == torch.float32  # parameters stay fp32
     assert not torch.equal(bf16.W, ref.W)  # the low-precision path really ran
     assert bf16.history[-1] == pytest.approx(ref.history[-1], rel=0.1)
@@ -109,8 +136,7 @@ def test_options_object_and_keywords_train_the_same_model():
     assert options.batch_size == 50  # frozen: the override made a new object
 
 
-@pytest.mark.parametrize("kwargs,match", [(dict(update="fast"), "update"),
-                                          (dict(update="reference", compile=True), "compile"),
+@pytest.mark.parametrize("kwargs,match", [(dict(update="reference"), "unknown training option"),
                                           (dict(epoch=3), "unknown training option"),
                                           (dict(batch_size=0), "batch_size"),
                                           (dict(options=dict(epochs=3)), "CDOptions")])
@@ -123,8 +149,7 @@ def test_autocast_dtype_given_by_name_is_normalised():
     assert CDOptions(autocast_dtype="bf16").autocast_dtype is torch.bfloat16
 
 
-@pytest.mark.parametrize("update", ["reference", "fused"])
-def test_sparsity_term_weighs_as_cost_over_one_minus_momentum(update, monkeypatch):
+def test_sparsity_term_weighs_as_cost_over_one_minus_momentum(monkeypatch):
     """The sparsity pull rides on the momentum: held steady, it moves the hidden biases by
     lr * cost / (1 - m) * (target - q) per step, Lee et al.'s separate step with that weight."""
     lr, cost, m, target = 0.05, 0.5, 0.9, 0.1
@@ -135,13 +160,12 @@ def test_sparsity_term_weighs_as_cost_over_one_minus_momentum(update, monkeypatc
     # Both phases equal: the CD terms cancel exactly and only the sparsity term moves anything.
     monkeypatch.setattr(rbm, "gibbs_phases", lambda v0, g, noise=None: (
         torch.zeros(len(v0), 16), v0, v0, torch.zeros(len(v0), 16)))
-    step = rbm.reference_step if update == "reference" else rbm.contrastive_divergence
     v0 = torch.as_tensor(binary_prototypes(20))
     g = torch.Generator().manual_seed(0)
     W0 = rbm.W.clone()
     for _ in range(150):
         before = rbm.b_h.clone()
-        step(v0, lr, m, g)
+        rbm.training_step(v0, lr, m, g)
     per_step = rbm.b_h - before
     expected = lr * effective_sparsity_cost(cost, m) * (target - 0.3)
     torch.testing.assert_close(per_step, torch.full_like(per_step, expected), rtol=1e-4, atol=0)

@@ -1,10 +1,12 @@
+import json
+
 import numpy as np
 import pytest
 import scipy.io
 import soundfile as sf
 
-from bimodal.errors import DataError
-from data_prep.readers import read_avletters, read_cuave, read_folder, read_fsdd, scan_folder
+from bimodal.errors import ConfigError, DataError
+from data_prep.readers import READERS, read_avletters, read_corpus, read_cuave, read_folder, read_fsdd, scan_folder
 from data_prep.video import write_video
 
 
@@ -37,6 +39,19 @@ def test_read_folder_skips_bad_files_with_warning(tmp_path):
     assert [u.utterance_id for u in utts] == ["s1/a/good"]
     with pytest.raises(DataError, match="badwav.wav"):
         read_folder(tmp_path, strict=True, progress=False)
+
+
+def test_read_corpus_dispatches_by_source_name_and_names_the_known_ones(tmp_path):
+    (tmp_path / "s1" / "a").mkdir(parents=True)
+    make_av(tmp_path / "s1" / "a" / "u0")
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "bimodal-synth-corpus", "utterances": [
+        {"audio": "s1/a/u0.wav", "phonemes": [["_", 0.0, 0.1], ["b", 0.12, 0.2]]}]}))
+    u, = read_corpus("folder", tmp_path, progress=False)
+    assert u.utterance_id == "s1/a/u0" and u.video.shape == (10, 60, 80)
+    assert u.onset_s == pytest.approx(0.12)  # the generic layout's reader reads the manifest's onsets
+    assert set(READERS) == {"folder", "avletters", "cuave", "fsdd", "grid", "synth"}
+    with pytest.raises(ConfigError, match="unknown corpus source 'lrs3'; known sources: folder, avletters"):
+        read_corpus("lrs3", tmp_path)
 
 
 def test_folder_with_nothing_recognisable(tmp_path):

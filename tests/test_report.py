@@ -1,7 +1,8 @@
 """report.md, the ablation table and the figures, written from hand-made results.
 
 The runs below plant known numbers: each metric is ``mean - std`` in runs 0 and 2 and ``mean + std`` in
-runs 1 and 3, so its summary (ddof 0) is exactly ``(mean, std, n=4)``. The report shows mean ± 2 std.
+runs 1 and 3, so its population s.d. (ddof 0) is exactly ``std`` and the runner's sample s.d. (ddof 1)
+``std * sqrt(4/3)``. The report is written from the planted ``(mean, std, n=4)`` and shows mean ± 2 std.
 """
 import json
 import re
@@ -98,10 +99,13 @@ def _summary(runs: list[dict], planted: dict) -> dict:
         return by_hand
     real = summarise_runs(runs)
     assert set(real) == set(by_hand)
+    n = len(runs)
     for k, v in by_hand.items():
         assert real[k]["n"] == v["n"]
-        assert real[k]["mean"] == pytest.approx(v["mean"]) and real[k]["std"] == pytest.approx(v["std"], abs=1e-12)
-    return real
+        # the sample s.d. (ddof 1) of the planted values is the planted (population) one x sqrt(n / (n - 1))
+        assert real[k]["mean"] == pytest.approx(v["mean"])
+        assert real[k]["std"] == pytest.approx(v["std"] * np.sqrt(n / (n - 1)), abs=1e-12)
+    return by_hand
 
 
 def _results(planted=PLANTED, source="synth", with_artifacts=True) -> dict:
@@ -112,7 +116,7 @@ def _results(planted=PLANTED, source="synth", with_artifacts=True) -> dict:
     results = {
         "experiment": "unit",
         "description": "hand-made results",
-        "config": {"experiment": {"seeds": [0, 1], "n_folds": 2, "split": "folds"},
+        "config": {"experiment": {"seeds": [0, 1], "n_folds": 2, "split": "kfold"},
                    "data": {"source": source, "root": "/data/cuave" if source != "synth" else "",
                             "labels": ["0", "1", "2", "3"]},
                    "eval": {"classifier": "svm", "backend": "torch", "Cs": [0.1, 1.0], "cv_folds": 3,
@@ -292,6 +296,9 @@ def test_ablation_table_lists_variants_settings_and_planted_values(tmp_path):
     assert var_row[-1] == "30" and var_row[-2] == "4"
     assert [p.name for p in tmp_path.iterdir()] == ["ablation.md"]  # atomic: no temp file left
     assert ablation_table(ablation) == text
+    assert "random" not in text
+    ablation["variants"]["random-init"] = {"set": {"pretrain.enabled": False}, "summary": base["summary"]}
+    assert "**random-init**: `pretrain.enabled = false` trains no RBM" in ablation_table(ablation)
 
 
 def test_ablation_without_variants_is_a_clear_error():

@@ -66,7 +66,7 @@ def test_c_selection_groups_follow_the_split():
     fold = pipeline.prepare_fold(cfg(), utts, tr, te, seed=0, device="cpu", progress=False)
     ctx = FoldContext(cfg(), fold, {}, 0, "cpu", progress=False)
     assert sorted(set(ctx.cv_groups("train"))) == ["1", "2"]  # CV holds out a repetition
-    ctx_folds = FoldContext(cfg(split="folds"), fold, {}, 0, "cpu", progress=False)
+    ctx_folds = FoldContext(cfg(split="kfold"), fold, {}, 0, "cpu", progress=False)
     assert sorted(set(ctx_folds.cv_groups("train"))) == ["Ann", "Bob"]
     # the groups reach the C selection: a raw-video classifier with CV over the two repetitions
     y = ctx.labels("train")
