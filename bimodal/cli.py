@@ -54,8 +54,8 @@ def cmd_tune(args) -> int:
 
     from bimodal.device import resolve_device
 
-    prepare_out_dir(args.out)
     resolve_device(args.device or (None if cfg.experiment.device == "auto" else cfg.experiment.device))
+    prepare_out_dir(args.out)
 
     result = tune(cfg, seed=args.seed, device=args.device, progress=not args.quiet,
                   grids=stage_grids(args.stages) if args.stages else None)
@@ -264,8 +264,8 @@ def _run(func, args) -> int:
         out = getattr(args, "out", None)
         hint = ""
         if out is not None and hasattr(args, "resume"):
-            hint = (f" Finished (seed, fold) runs are kept under {out}/checkpoints; run the same command with "
-                    "--resume to continue from them.")
+            hint = (f" Finished (seed, fold) runs are kept under {out}; run the same command with --resume to "
+                    "continue from them.")
         print(f"\nbimodal: interrupted.{hint}", file=sys.stderr)
         return 130
 

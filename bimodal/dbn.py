@@ -80,7 +80,7 @@ class DBN(Persistable, nn.Module):
         options : CDOptions, optional
             Training-loop settings of every layer's :meth:`RBM.fit`.
         **training
-            Fields of :class:`bimodal.options.CDOptions` (``batch_size``, ``progress``, ``update``,
+            Fields of :class:`bimodal.options.CDOptions` (``batch_size``, ``progress``,
             ``matmul_precision``, ...), overriding ``options``. Leave ``seed`` at None to give each
             layer its own seed.
 

@@ -20,7 +20,7 @@ def atomic_write_bytes(path, data: bytes) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    mode = _final_mode(path)
+    mode = final_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -39,7 +39,7 @@ def atomic_write_bytes(path, data: bytes) -> Path:
     return path
 
 
-def _final_mode(path: Path) -> int:
+def final_mode(path: Path) -> int:
     """Permission bits for ``path``: its current ones if it exists, else ``0o666 & ~umask``."""
     try:
         return stat.S_IMODE(os.stat(path).st_mode)

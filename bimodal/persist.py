@@ -14,7 +14,7 @@ import zipfile
 import numpy as np
 import torch
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .io import atomic_torch_save
 
 _REGISTRY: dict[str, type] = {}  # class name -> Persistable subclass
@@ -63,6 +63,8 @@ class Persistable:
         try:
             model = cls._from_config(dict(payload["config"]), device=device)
             model.load_state_dict(payload["state_dict"])
+        except ConfigError:  # the device asked for is not here: said as such, not as a bad file
+            raise
         except (TypeError, ValueError, RuntimeError, KeyError) as exc:  # config / state that do not fit the class
             raise DataError(f"not a loadable {cls.__name__}: {exc}", path=path) from exc
         model._set_history(payload["history"])

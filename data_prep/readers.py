@@ -104,7 +104,7 @@ def _read_entry(e: Entry) -> Utterance:
 
 
 def read_folder(root, labels: Iterable | None = None, speakers: Iterable | None = None, strict: bool = False,
-                progress: bool = True, n_workers: int | None = None) -> list[Utterance]:
+                progress: bool = True, n_workers: int | None = None, skipped: list | None = None) -> list[Utterance]:
     """Read the generic layout ``ROOT/<speaker>/<label>/<utt>.<video ext>`` (+ ``<utt>.wav``).
 
     The audio is the ``.wav`` beside a video if there is one, else the video's own sound track.
@@ -116,6 +116,7 @@ def read_folder(root, labels: Iterable | None = None, speakers: Iterable | None 
     strict : raise on the first unusable file instead of warning and skipping.
     progress : show a tqdm bar.
     n_workers : decoding threads (default: CPU count, at most 8).
+    skipped : a list to which each skipped file is appended as ``{"utterance_id", "path", "reason"}``.
 
     Returns
     -------
@@ -127,8 +128,11 @@ def read_folder(root, labels: Iterable | None = None, speakers: Iterable | None 
     entries = _filter(scan_folder(root), labels, speakers)
     if not entries:
         raise DataError("no utterances match the requested labels/speakers", path=root)
-    return attach_manifest_onsets(_collect(_map_files(_read_entry, entries, progress, "read", n_workers), strict, root),
-                                  root)
+    results = _map_files(_read_entry, entries, progress, "read", n_workers)
+    if skipped is not None:
+        skipped.extend({"utterance_id": e.utterance_id, "path": str(e.video_path), "reason": str(r)}
+                       for e, r in zip(entries, results) if isinstance(r, DataError))
+    return attach_manifest_onsets(_collect(results, strict, root), root)
 
 
 # --------------------------------------------------------------------------- AVLetters

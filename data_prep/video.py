@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from bimodal.errors import DataError, require_file
+from bimodal.io import final_mode
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,7 @@ def write_video(path, frames: np.ndarray, fps: float, fourcc: str = "MJPG") -> P
         for f in frames:
             writer.write(np.ascontiguousarray(f))
         writer.release()
+        os.chmod(tmp, final_mode(path))  # mkstemp makes 0600; the file gets the mode open() would give it
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -352,8 +352,6 @@ def _validate(cfg: Config, source: str) -> None:
         bad("eval.slices", "a non-empty list of positive integers", ev.slices)
     if set(ev.cross_modality_modalities) - {"audio", "video"} or not ev.cross_modality_modalities:
         bad("eval.cross_modality_modalities", "a non-empty subset of ['video', 'audio']", ev.cross_modality_modalities)
-    if "fusion" in e.settings and not ev.snr_db:
-        bad("eval.snr_db", "at least one SNR for the fusion setting's noisy tests", ev.snr_db)
 
     d = cfg.data
     if not d.labels or len(set(d.labels)) != len(d.labels):
@@ -486,8 +484,11 @@ def apply_override(data: dict, override: str, source: str = "override") -> dict:
 
 
 def _lookup_dotted(cfg, key: str, where: str):
+    parts = key.split(".")
+    if tuple(parts[:2]) in _RENAMED_KEYS:
+        raise ConfigError(f"{where}: {key} is now called {parts[0]}.{_RENAMED_KEYS[tuple(parts[:2])]} (same meaning)")
     node = cfg
-    for p in key.split("."):
+    for p in parts:
         if isinstance(node, dict):
             return node
         if not dataclasses.is_dataclass(node) or p not in {f.name for f in dataclasses.fields(node)}:

@@ -12,6 +12,8 @@ from bimodal.device import resolve_device
 from bimodal.errors import ConfigError, DataError
 from bimodal.io import atomic_savez, atomic_write_bytes
 
+from data_prep import readers
+
 from . import registry
 from .pipeline import label_strings, utterance_features, window_codes
 
@@ -67,22 +69,6 @@ def check_out(out) -> Path:
     return out
 
 
-def read_corpus(data_dir, progress=True) -> tuple[list, list[dict]]:
-    """The utterances of the generic-layout corpus at ``data_dir`` that the reader can decode, and the
-    clips it skipped, one dict each (utterance_id, path, reason), as ``Preprocessor.skipped`` lists them.
-
-    The reader's own code reads and skips, as for ``bimodal reproduce``: one warning lists the
-    unusable files, and a DataError naming the folder says when none is usable.
-    """
-    from data_prep import readers
-
-    entries = readers.scan_folder(data_dir)
-    results = readers._map_files(readers._read_entry, entries, progress, "read")
-    skipped = [{"utterance_id": e.utterance_id, "path": str(e.video_path), "reason": str(r)}
-               for e, r in zip(entries, results) if isinstance(r, DataError)]
-    return readers._collect(results, False, data_dir), skipped
-
-
 def extract_features(model, data_dir, out, feature: str = "bimodal_dae.both", slices=(1, 3), preprocessor=None,
                      device=None, progress=True) -> Path:
     """Write utterance features of the registry feature ``feature`` (pooled over ``slices``), labels,
@@ -104,6 +90,7 @@ def extract_features(model, data_dir, out, feature: str = "bimodal_dae.both", sl
     from data_prep.dataset import Preprocessor
 
     out = check_out(out)
+    device = resolve_device(device)  # a missing GPU is said as such, before any file is read
     feat = registry.feature(feature)
     model = Path(model)
     folder = model if model.is_dir() else model.parent
@@ -125,7 +112,8 @@ def extract_features(model, data_dir, out, feature: str = "bimodal_dae.both", sl
     if feat.model is not None:
         models[feat.model] = load_model(path, device=device)
     prep = Preprocessor.load(prep_path, device=device)
-    utts, skipped = read_corpus(data_dir, progress=progress)
+    skipped: list[dict] = []  # the reader's, then the preprocessing's (Preprocessor.skipped has the same form)
+    utts = readers.read_folder(data_dir, progress=progress, skipped=skipped)
     try:
         ds = prep.transform(utts, progress=progress, strict=False)
     except DataError as exc:

@@ -289,15 +289,18 @@ def load_frame_cache(path: Path) -> dict:
     try:
         arrays = read_npz(path, "frame cache")
         index = json.loads(str(arrays["index"]))
-    except (DataError, KeyError, ValueError) as e:  # a broken cache is rebuilt, never fatal
-        log.warning("ignoring unreadable frame cache %s (%s)", path, e)
+        # video crops are stored once as uint8 (they are uint8 / 255 exactly) to keep the file small;
+        # entries that shared one array (clean and noisy versions of an utterance) share it again
+        videos = {j: arrays[f"video{j}"].astype(np.float32) / 255.0
+                  for j in {e["video"] for e in index} if j is not None}
+        cache = {_as_key(e["key"]): (arrays[f"audio{i}"], None if e["video"] is None else videos[e["video"]],
+                                     float(e["fps"]))
+                 for i, e in enumerate(index)}
+    except (DataError, KeyError, ValueError, TypeError) as e:  # a broken cache is rebuilt, never fatal
+        log.warning("ignoring unreadable frame cache %s (%s: %s)", path, type(e).__name__, e)
         return {}
-    log.info("frame cache hit: %s (%d entries)", path, len(index))
-    # video crops are stored once as uint8 (they are uint8 / 255 exactly) to keep the file small;
-    # entries that shared one array (clean and noisy versions of an utterance) share it again
-    videos = {j: arrays[f"video{j}"].astype(np.float32) / 255.0 for j in {e["video"] for e in index} if j is not None}
-    return {_as_key(e["key"]): (arrays[f"audio{i}"], None if e["video"] is None else videos[e["video"]], e["fps"])
-            for i, e in enumerate(index)}
+    log.info("frame cache hit: %s (%d entries)", path, len(cache))
+    return cache
 
 
 def _as_key(value):

@@ -552,7 +552,8 @@ def ablation_table(ablation: dict) -> str:
         rows.append([f"**{name}**", _setting_text(v.get("set") or {})] + [pct(mean_std(s, m)) for m in metrics]
                     + ["/".join(map(str, ns)) or "—", "—" if total is None else f"{total:.0f}"])
     lines = [f"# Ablation: `{ablation.get('experiment', '')}`", "",
-             "Mean ± std over runs, in %. Each variant is the base config with the listed dotted settings changed.",
+             "Mean ± 1 sample s.d. (ddof 1) over runs, in %. Each variant is the base config with the listed dotted "
+             "settings changed.",
              ""]
     lines += md_table(["variant", "changed settings"] + [f"`{m}`" for m in metrics] + ["n", "wall time (s)"], rows)
     no_pretraining = [name for name, v in variants.items() if (v.get("set") or {}).get("pretrain.enabled") is False]

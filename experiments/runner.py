@@ -6,6 +6,8 @@
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import time
@@ -139,8 +141,6 @@ def prepare_out_dir(out_dir, flag: str = "--out") -> Path:
 
 def _check_resumable(cfg: Config, out_dir: Path, resume: bool) -> None:
     """Record the config in ``out_dir/config.json``; refuse to resume checkpoints made by another config."""
-    import json
-
     path = out_dir / "config.json"
     current = json.loads(json.dumps(config_record(cfg)))  # the JSON view of every value in effect, as stored
     if resume:
@@ -166,8 +166,6 @@ def _check_resumable(cfg: Config, out_dir: Path, resume: bool) -> None:
 
 def _read_fold_results(done: Path) -> dict:
     """The results of a finished fold (``checkpoints/<fold>/results.json``), read for ``--resume``."""
-    import json
-
     try:
         run = json.loads(done.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -277,9 +275,17 @@ def run_ablation(cfg: Config, out_dir, device=None, resume: bool = False, progre
     resolve_device(None if device is None and cfg.experiment.device == "auto" else device or cfg.experiment.device)
     out_dir = prepare_out_dir(out_dir)
     variants = [("base", {})] + [(v.name or f"variant{i}", v.set) for i, v in enumerate(cfg.ablation)]
+    configs = {name: with_overrides(cfg, settings, source=f"ablation variant '{name}'") for name, settings in variants}
+    corpora: dict[str, list] = {}
+    for vcfg in configs.values():  # every variant's plan, before the first one trains
+        key = json.dumps(dataclasses.asdict(vcfg.data), sort_keys=True)
+        if key not in corpora:
+            corpora[key] = pipeline.load_utterances(vcfg, progress=progress)
+        check_plan(vcfg, corpora[key])
+    corpora.clear()
     table = {}
     for name, settings in variants:
-        vcfg = with_overrides(cfg, settings, source=f"ablation variant '{name}'")
+        vcfg = configs[name]
         log.info("ablation variant %s: %s", name, settings)
         res = run_experiment(vcfg, out_dir / name, device=device, resume=resume, progress=progress,
                              write_report=False)

@@ -24,7 +24,8 @@ def utt(speaker, label, rep=None, group=None):
 
 
 def plan_cfg(**experiment):
-    return config_from_dict({"experiment": {"seeds": [0, 1], **experiment}, "data": {"labels": ["a", "b"]}})
+    return config_from_dict({"experiment": {"seeds": [0, 1], "settings": ["cross_modality"], **experiment},
+                             "data": {"labels": ["a", "b"]}})
 
 
 def test_plan_refuses_folds_with_one_training_speaker():
@@ -42,7 +43,26 @@ def test_plan_refuses_a_label_missing_from_training():
     utts = [utt("s1", "a"), utt("s1", "b"), utt("s2", "a"), utt("s3", "a")]
     problems = plan_problems(plan_cfg(n_folds=3, seeds=[0]), utts)
     # only s1 says "b": the fold that tests s1 trains without it (and the others test no "b", which is fine)
-    assert len(problems) == 1 and "label(s) ['b'] of data.labels have no training utterance" in problems[0]
+    assert len(problems) == 1 and "(data.labels): label(s) ['b'] have no training utterance" in problems[0]
+
+
+def test_plan_groups_as_the_classifier_does_on_a_recordings_split():
+    """Two speakers in two folds: each fold trains on one speaker, whose C search holds out recordings
+    (FoldContext.cv_groups splits a one-speaker training side by recording): the run can go."""
+    utts = [utt(s, lab, group=f"{s}/r{i}") for s in ("s1", "s2") for lab in ("a", "b") for i in range(3)]
+    assert plan_problems(plan_cfg(split="recordings", n_folds=2), utts) == []
+    assert len(plan_problems(plan_cfg(split="kfold", n_folds=2), utts)) == 4  # by speaker: one each
+
+
+def test_plan_checks_the_mcgurk_classifier_and_the_extra_folders(tmp_path):
+    task = [utt(s, lab) for s in ("s1", "s2", "s3") for lab in ("a", "b")]
+    mcgurk = [utt("s1", syl) for syl in ("ga", "ba", "da")]  # only one speaker says the syllables
+    cfg = config_from_dict({"experiment": {"seeds": [0], "n_folds": 3, "settings": ["cross_modality", "mcgurk"]},
+                            "data": {"labels": ["a", "b"], "extra_audio": str(tmp_path / "nowhere")}})
+    problems = plan_problems(cfg, task + mcgurk)
+    assert problems[0] == f"data.extra_audio = {str(tmp_path / 'nowhere')!r}: no such folder"
+    assert any("(data.mcgurk_labels): the training side has 1 speaker(s)" in p for p in problems)
+    assert not any("(data.labels)" in p for p in problems)
 
 
 def test_plan_third_test_counts_repetitions():
@@ -63,7 +83,7 @@ def test_run_on_a_two_speaker_corpus_fails_before_any_preprocessing(tmp_path, mo
     monkeypatch.setattr(pipeline, "prepare_fold", no_work)
     cfg = tiny_config(tmp_path / "c", data={"synth_speakers": 2, "synth_repetitions": 1},
                       experiment={"settings": ["cross_modality"]})
-    with pytest.raises(ConfigError, match="seed 0, fold 0: the training side has 1 speaker"):
+    with pytest.raises(ConfigError, match=r"seed 0, fold 0 \(data.labels\): the training side has 1 speaker"):
         run_experiment(cfg, tmp_path / "out", device="cpu", progress=False)
 
 
@@ -148,3 +168,15 @@ def test_interrupt_says_how_to_resume(tmp_path, capsys, monkeypatch):
     assert main(["-q", "demo", "--out", str(tmp_path / "run")]) == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and "--resume" in err and str(tmp_path / "run") in err and "Traceback" not in err
+
+
+def test_ablation_checks_every_variants_plan_before_the_first_trains(tmp_path, monkeypatch):
+    from experiments import pipeline, runner
+    from experiments.config import AblationVariant
+
+    monkeypatch.setattr(pipeline, "prepare_fold", lambda *a, **k: pytest.fail("trained before every plan was checked"))
+    cfg = tiny_config(tmp_path / "c", data={"synth_speakers": 3, "synth_repetitions": 1},
+                      experiment={"settings": ["cross_modality"], "n_folds": 3})
+    cfg.ablation = [AblationVariant(name="fsdd", set={"data.extra_audio": str(tmp_path / "no-fsdd")})]
+    with pytest.raises(ConfigError, match="data.extra_audio = .*no-fsdd.*: no such folder"):
+        runner.run_ablation(cfg, tmp_path / "out", device="cpu", progress=False)
