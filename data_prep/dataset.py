@@ -46,6 +46,7 @@ from bimodal.io import atomic_savez
 from .audio import MAX_RATE, MIN_RATE, log_spectrogram, resample
 from .mouth_roi import mouth_frames
 from .readers import Utterance, default_workers
+from .utterance import UNLABELLED
 from .whitening import PCAWhitener
 from .windows import (align_audio_to_video, av_windows, deltas, trim_to_common_length, video_frame_bounds,
                       window_plan)
@@ -150,6 +151,14 @@ class PrepConfig:
         return cls(**d)
 
 
+def sample_rows(n_rows: int, n: int, seed: int) -> np.ndarray:
+    """Indices of ``n`` of ``n_rows`` rows drawn at random without replacement (seeded), in order;
+    every row when ``n`` >= ``n_rows``."""
+    if n >= n_rows:
+        return np.arange(n_rows)
+    return np.sort(np.random.default_rng(seed).choice(n_rows, size=max(int(n), 0), replace=False))
+
+
 @dataclass
 class AVDataset:
     """Window vectors of many utterances.
@@ -200,7 +209,7 @@ class AVDataset:
         number), kept in their order; the per-utterance arrays stay as they are."""
         if n >= len(self):
             return self
-        idx = np.sort(np.random.default_rng(seed).choice(len(self), size=max(int(n), 0), replace=False))
+        idx = sample_rows(len(self), n, seed)
         return dataclasses.replace(self, audio=self.audio[idx], video=None if self.video is None else self.video[idx],
                                    utt=self.utt[idx])
 
@@ -573,9 +582,9 @@ class Preprocessor:
         utterances, frames = self._all_frames(utterances, audio_transform, progress, "transform", strict)
         names = list(self.label_names)
         unseen = sorted({u.label for u in utterances} - set(names))
-        if unseen:
+        if set(unseen) - {UNLABELLED}:  # the unlabelled extra data is expected to be new
             log.warning("labels not seen in fit appended to label_names: %s", unseen)
-            names += unseen
+        names += unseen
         index = {n: i for i, n in enumerate(names)}
         A, V, U = [], [], []
         for k, (u, (spec, vid, fps)) in enumerate(zip(utterances, frames)):

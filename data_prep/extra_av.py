@@ -43,7 +43,7 @@ from bimodal.errors import DataError
 from bimodal.io import atomic_savez
 
 from .mouth_roi import crop_boxes, is_mouth_sized, track_mouth_boxes
-from .utterance import Utterance, default_workers
+from .utterance import UNLABELLED, Utterance, default_workers
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,6 @@ CROP_SCALES = (0.6, 0.7, 0.8, 0.9, 1.0, 1.2)
 SCALE_RECORDINGS = 40
 #: Version of the tracked-box cache; part of its key.
 BOXES_VERSION = 1
-UNLABELLED = "(unlabelled)"
 
 
 @dataclass

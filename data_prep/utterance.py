@@ -16,6 +16,11 @@ from tqdm.auto import tqdm
 from bimodal.errors import DataError
 
 
+#: the label of utterances that only the unsupervised stages learn from (extra audio, extra audio-visual
+#: corpora); no classifier ever sees it
+UNLABELLED = "(unlabelled)"
+
+
 @dataclass
 class Utterance:
     """One spoken item. ``video`` is None for audio-only corpora (then ``fps`` is None).

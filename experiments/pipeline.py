@@ -25,6 +25,8 @@ from bimodal.dbn import BimodalDBN
 from bimodal.errors import ConfigError, DataError
 from bimodal.features import pool_slices
 from bimodal.noise import add_white_noise
+from data_prep.dataset import sample_rows
+from data_prep.utterance import UNLABELLED
 
 from . import registry
 from .config import Config, prep_config
@@ -197,7 +199,7 @@ def _extra_audio(folder: str) -> tuple:
     def read(p):
         wave, rate = load_wav(p)
         uid = str(p.relative_to(root).with_suffix(""))
-        return readers.Utterance(wave, rate, None, None, "(unlabelled)", "extra", f"extra/{uid}", str(p))
+        return readers.Utterance(wave, rate, None, None, UNLABELLED, "extra", f"extra/{uid}", str(p))
 
     utts = readers._collect(readers._map_files(read, files, False, "extra audio"), False, root)
     log.info("extra audio: %d WAV files from %s", len(utts), root)
@@ -465,9 +467,8 @@ def extra_frames(cfg: Config, prep, extra_utts: list, fit_frames: list, seed: in
         return None
     frames = np.concatenate([u.video.reshape(len(u.video), -1) for u in extra_utts])
     if cfg.data.extra_av_ratio:
-        n = int(round(cfg.data.extra_av_ratio * sum(len(f[1]) for f in fit_frames)))
-        if n < len(frames):
-            frames = frames[np.sort(np.random.default_rng(seed).choice(len(frames), n, replace=False))]
+        frames = frames[sample_rows(len(frames), int(round(cfg.data.extra_av_ratio * sum(len(f[1]) for f in fit_frames))),
+                                    seed)]
     return frames.astype(np.float32) / 255.0
 
 
