@@ -36,12 +36,33 @@ def _load(args, name_or_path: str):
     return load_config(_config_path(name_or_path), overrides)
 
 
-def cmd_demo(args) -> int:
-    from experiments.runner import run_experiment
+def _backend(args) -> tuple:
+    """(Ray backend or None, torch threads per sequential run or None) from the run options."""
+    from experiments.ray_backend import backend_from_options
 
-    cfg = _load(args, "demo")
-    results = run_experiment(cfg, args.out, device=args.device, resume=args.resume, progress=not args.quiet)
+    return backend_from_options(workers=args.workers, address=args.ray_address, cpus_per_run=args.cpus_per_run,
+                                gpus_per_run=args.gpus_per_run)
+
+
+def _run_and_print(cfg, args) -> None:
+    """``run_experiment`` with the command's options; the summary printed, also of the runs that
+    finished when some failed (the error then ends the command)."""
+    from experiments.runner import RunsFailedError, run_experiment
+
+    backend, threads = _backend(args)
+    try:
+        results = run_experiment(cfg, args.out, device=args.device, resume=args.resume, progress=not args.quiet,
+                                 backend=backend, threads=threads)
+    except RunsFailedError as e:
+        if e.results is not None:
+            _print_summary(e.results, Path(args.out))
+        raise
     _print_summary(results, Path(args.out))
+
+
+def cmd_demo(args) -> int:
+    cfg = _load(args, "demo")
+    _run_and_print(cfg, args)
     return 0
 
 
@@ -64,21 +85,23 @@ def cmd_tune(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from experiments.runner import run_ablation, run_experiment
+    from experiments.runner import run_ablation
 
     cfg = _load(args, args.config)
     if cfg.ablation:
-        run_ablation(cfg, args.out, device=args.device, resume=args.resume, progress=not args.quiet)
+        backend, threads = _backend(args)
+        run_ablation(cfg, args.out, device=args.device, resume=args.resume, progress=not args.quiet,
+                     backend=backend, threads=threads)
         print(f"ablation table: {Path(args.out) / 'ablation.md'}")
     else:
-        results = run_experiment(cfg, args.out, device=args.device, resume=args.resume, progress=not args.quiet)
-        _print_summary(results, Path(args.out))
+        _run_and_print(cfg, args)
     return 0
 
 
 def _print_summary(results: dict, out: Path) -> None:
-    print(f"\n{results['experiment']}: {len(results['runs'])} runs (seeds x speaker folds), "
-          f"{results['timings']['total']:.0f} s")
+    failed = results.get("failed_runs") or []
+    print(f"\n{results['experiment']}: {len(results['runs'])} runs (seeds x speaker folds)"
+          + (f", {len(failed)} failed" if failed else "") + f", {results['timings']['total']:.0f} s")
     for c in results.get("claims", []):
         word = c.get("verdict") or {True: "HELD", False: "NOT HELD", None: "NOT RUN"}[c["held"]]
         vals = ", ".join(f"{k}={v:.3f}" for k, v in c["values"].items() if isinstance(v, float))
@@ -170,6 +193,18 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--resume", action="store_true", help="skip (seed, fold) runs and models already finished")
         sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                         help="override a config value (TOML syntax), e.g. --set finetune.epochs=5")
+        ray = sp.add_argument_group("parallel runs on Ray (pip install -e '.[ray]'; README: Running on several "
+                                    "cores or a Ray cluster)")
+        ray.add_argument("--workers", type=int, default=None, metavar="N",
+                         help="run the (seed, fold) runs as tasks of a local Ray with N worker CPUs")
+        ray.add_argument("--ray-address", default=None, metavar="ADDR",
+                         help="run them on the Ray cluster at ADDR (auto: the one this machine joined); --out and "
+                              "the data must be at the same paths on every node")
+        ray.add_argument("--cpus-per-run", type=float, default=None, metavar="N",
+                         help="CPUs each task takes and its torch threads (default 1); without Ray: the torch "
+                              "threads of each sequential run (default: torch's own)")
+        ray.add_argument("--gpus-per-run", type=float, default=None, metavar="F",
+                         help="share of a GPU each task takes, e.g. 0.5 (default 0: the runs use the CPU)")
 
     d = sub.add_parser("demo", help="the main job: every paper setting, small scale, embedded corpus, CPU-sized")
     run_opts(d)

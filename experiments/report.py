@@ -170,6 +170,18 @@ def _header(results: dict) -> list[str]:
     return lines
 
 
+def _failed_runs(results: dict) -> list[str]:
+    failed = results.get("failed_runs") or []
+    if not failed:
+        return []
+    n = len(failed) + len(results.get("runs") or [])
+    lines = [f"> **{len(failed)} of {n} (seed, fold) runs failed**; every number below is over the "
+             f"{n - len(failed)} that finished. Fix the cause and rerun the same command with `--resume` to run "
+             "only the missing ones.", ""]
+    lines += md_table(["seed", "fold", "error"], [[f["seed"], f["fold"], f["error"]] for f in failed])
+    return lines
+
+
 def _protocol(results: dict) -> list[str]:
     cfg = results.get("config") or {}
     exp, ev, data = cfg.get("experiment") or {}, cfg.get("eval") or {}, cfg.get("data") or {}
@@ -510,7 +522,7 @@ def render_report(results: dict, plots: dict | None = None, out_dir=".", referen
     reference = load_reference() if reference is None else reference
     reference = _beside(reference, ((results.get("config") or {}).get("data") or {}).get("source", "synth"))
     s = results["summary"]
-    lines = _header(results) + _protocol(results)
+    lines = _header(results) + _failed_runs(results) + _protocol(results)
     lines += _cross_modality(s, reference) + _fusion(s, reference) + _shared(s, reference)
     lines += _mcgurk(s, reference) + _matching(s) + _claims(results) + _timings(results)
     lines += _plots(plots or {}, Path(out_dir))
@@ -556,6 +568,14 @@ def ablation_table(ablation: dict) -> str:
              "settings changed.",
              ""]
     lines += md_table(["variant", "changed settings"] + [f"`{m}`" for m in metrics] + ["n", "wall time (s)"], rows)
+    failed = [(name, f) for name, v in variants.items() for f in v.get("failed_runs") or []]
+    if failed:
+        lines += ["", f"**{len(failed)} (seed, fold) runs failed** (their variants' numbers are over the runs that "
+                      "finished): " + "; ".join(f"{name} seed {f['seed']} fold {f['fold']} ({f['error']})"
+                                                 for name, f in failed) + "."]
+    if (ablation.get("execution") or {}).get("backend") == "ray":
+        lines += ["", "The runs of every variant ran together as Ray tasks: each variant's wall time is that of the "
+                      "whole ablation."]
     no_pretraining = [name for name, v in variants.items() if (v.get("set") or {}).get("pretrain.enabled") is False]
     if no_pretraining:
         lines += ["", f"{', '.join(f'**{n}**' for n in no_pretraining)}: `pretrain.enabled = false` trains no RBM, so "

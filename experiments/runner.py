@@ -1,8 +1,11 @@
 """Run an experiment config over seeds and speaker folds; write results, report and plots.
 
 ``run_experiment(cfg, out_dir)`` is what ``bimodal reproduce`` and ``bimodal demo`` call. Every
-(seed, fold) writes its results to ``out_dir/checkpoints/seed{S}_fold{F}/`` as soon as it is done
-(with the trained models), so ``resume=True`` skips finished work after an interruption.
+(seed, fold) is one unit of work (:class:`RunSpec`, :func:`execute_run`) that writes its results to
+``out_dir/checkpoints/seed{S}_fold{F}/`` as soon as it is done (with the trained models), so
+``resume=True`` skips finished work after an interruption. The runs go one after the other in this
+process, or as Ray tasks with a ``backend`` (:mod:`experiments.ray_backend`); either way the
+fragments are gathered in plan order into the same ``results.json``, report and claims.
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bimodal.errors import ConfigError, DataError
+from bimodal.errors import BimodalError, ConfigError, DataError
 from bimodal.evaluation import summarise
 from bimodal.device import resolve_device, seed_everything
 from bimodal.io import atomic_write_json
@@ -55,60 +58,198 @@ class StageTimer:
 
 
 def run_experiment(cfg: Config, out_dir, device=None, resume: bool = False, progress: bool = True,
-                   write_report: bool = True) -> dict:
+                   write_report: bool = True, backend=None, threads: int | None = None) -> dict:
     """Run every (seed, speaker fold) of ``cfg`` and write ``results.json`` (+ report and plots).
 
     Returns the results dict: ``runs`` (one per seed and fold, with per-setting metrics),
     ``summary`` (mean/std/n over runs of every metric), ``claims`` (the paper's claims checked),
-    ``timings`` (seconds per stage) and ``provenance`` (config, seed list, versions, commit, device).
+    ``timings`` (seconds per stage), ``provenance`` (config, seed list, versions, commit, device) and
+    ``failed_runs`` (empty unless a backend ran the runs: see below).
+
+    Each (seed, fold) is one unit of work (:class:`RunSpec`, run by :func:`execute_run`), with its own
+    seed, checkpoint folder ``out_dir/checkpoints/seed{S}_fold{F}/`` and results fragment
+    ``results.json`` there. By default they run one after the other in this process. ``backend``
+    (an :class:`experiments.ray_backend.RayBackend`) runs them as Ray tasks instead, gathers the
+    fragments in the same order and writes the same files; a run that fails there is listed under
+    ``failed_runs`` while the others finish, and :class:`RunsFailedError` is raised once everything
+    is written. ``threads``: torch (and BLAS) threads of each run in this process (default: leave
+    torch's setting alone); a backend sets its own per task.
     """
-    device = resolve_device(None if cfg.experiment.device == "auto" else cfg.experiment.device) \
-        if device is None else resolve_device(device)
+    if backend is not None:
+        job = prepare_experiment(cfg, out_dir, device, resume, progress, backend=backend)
+        backend.execute([job], progress=progress)
+        return finish_experiment(job, write_report)
+    job = prepare_experiment(cfg, out_dir, device, resume, progress)
+    # Per-utterance spectrograms and mouth crops do not depend on the fold: computed once, shared by
+    # all folds, and kept on disk so a second run of the same data and preprocessing skips them.
+    frame_cache = pipeline.load_frame_cache(job.cache_path)
+    n_cached = len(frame_cache)
+    for spec in job.pending:
+        with run_threads(threads):
+            job.runs[spec.key] = execute_run(job.cfg, job.utts, spec, job.device, resume, progress, job.timer,
+                                             frame_cache)
+    if len(frame_cache) > n_cached:
+        pipeline.save_frame_cache(frame_cache, job.cache_path)
+    if threads is not None:
+        job.execution = {"backend": "sequential", "torch_threads": int(threads)}
+        job.provenance["torch_threads"] = int(threads)
+    return finish_experiment(job, write_report)
+
+
+class RunsFailedError(BimodalError):
+    """Some (seed, fold) runs failed; the others' results, the report and the list of failures
+    (``results["failed_runs"]``) are written. ``results`` holds what was written (for an ablation,
+    the ablation dict)."""
+
+    def __init__(self, message: str, results: dict | None = None):
+        super().__init__(message)
+        self.results = results
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """One (seed, speaker fold) run: the unit of work, run in this process or as a Ray task.
+
+    ``ckpt`` is its checkpoint folder; its results fragment is ``ckpt/results.json``."""
+
+    seed: int
+    fold: int
+    train_idx: np.ndarray
+    test_idx: np.ndarray
+    ckpt: Path
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (self.seed, self.fold)
+
+    @property
+    def fragment(self) -> Path:
+        return self.ckpt / "results.json"
+
+
+def plan_runs(cfg: Config, utts: list, out_dir: Path) -> list[RunSpec]:
+    """Every (seed, fold) run of ``cfg``, seeds in the config's order and folds in split order."""
+    specs = []
+    for seed in cfg.experiment.seeds:
+        for fold_i, (tr, te) in enumerate(pipeline.speaker_splits(utts, cfg, seed)):
+            specs.append(RunSpec(seed, fold_i, tr, te, out_dir / "checkpoints" / f"seed{seed}_fold{fold_i}"))
+    return specs
+
+
+def execute_run(cfg: Config, utts: list, spec: RunSpec, device, resume: bool, progress: bool, timer: StageTimer,
+                frame_cache: dict | None = None) -> dict:
+    """Run one (seed, fold) (:func:`run_fold`: it seeds itself from ``spec.seed``) and write its
+    fragment ``spec.ckpt/results.json`` atomically; returns the run's results. Both the sequential
+    loop and a Ray task call this."""
+    run = run_fold(cfg, utts, spec.train_idx, spec.test_idx, spec.seed, spec.fold, device, spec.ckpt, resume,
+                   progress, timer, frame_cache)
+    atomic_write_json(spec.fragment, run)
+    return run
+
+
+class run_threads:
+    """Context manager: torch's intra-op threads and the BLAS pools at ``n`` for one run (restored
+    on exit); ``None`` changes nothing."""
+
+    def __init__(self, n: int | None):
+        self.n = None if n is None else max(1, int(n))
+
+    def __enter__(self):
+        if self.n is not None:
+            from threadpoolctl import threadpool_limits
+
+            self._old = torch.get_num_threads()
+            torch.set_num_threads(self.n)
+            self._blas = threadpool_limits(limits=self.n, user_api="blas")
+        return self
+
+    def __exit__(self, *exc):
+        if self.n is not None:
+            self._blas.restore_original_limits()
+            torch.set_num_threads(self._old)
+        return False
+
+
+@dataclasses.dataclass
+class ExperimentJob:
+    """One experiment's state between planning and gathering: its config, corpus, runs still to do
+    (``pending``) and results of finished ones (``runs``, by (seed, fold)), failures and timings."""
+
+    cfg: Config
+    out_dir: Path
+    device: object  # a torch.device, or under a backend the device string each task resolves
+    utts: list
+    read_skipped: list
+    cache_path: Path
+    specs: list
+    pending: list
+    runs: dict
+    timer: StageTimer
+    t_start: float
+    resume: bool = False
+    failed: list = dataclasses.field(default_factory=list)  # {"seed", "fold", "error"} per failed run
+    execution: dict | None = None  # how the runs were executed (backend, threads), when not the default
+    provenance: dict = dataclasses.field(default_factory=dict)  # values the backend's tasks reported
+
+
+def prepare_experiment(cfg: Config, out_dir, device=None, resume: bool = False, progress: bool = True,
+                       backend=None, corpus: tuple | None = None) -> ExperimentJob:
+    """Everything before the first run: device, output folder, the resume check, the corpus (or
+    ``corpus`` = (utterances, reader warnings) already read), the plan check, the runs, and the
+    fragments of finished runs when ``resume``."""
+    if backend is not None:
+        device = backend.run_device(cfg, device)  # resolved by each task, on its node
+    else:
+        device = resolve_device(None if cfg.experiment.device == "auto" else cfg.experiment.device) \
+            if device is None else resolve_device(device)
     out_dir = prepare_out_dir(out_dir)
     timer = StageTimer()
     t_start = time.perf_counter()
     log.info("experiment %s on %s -> %s", cfg.experiment.name, device, out_dir)
 
     _check_resumable(cfg, out_dir, resume)
-    read_skipped: list[str] = []  # reader warnings: files left out of the corpus
-    with timer("load data"):
-        utts = pipeline.load_utterances(cfg, progress=progress, skipped=read_skipped)
+    if corpus is None:
+        read_skipped: list[str] = []  # reader warnings: files left out of the corpus
+        with timer("load data"):
+            utts = pipeline.load_utterances(cfg, progress=progress, skipped=read_skipped)
+    else:
+        utts, read_skipped = corpus[0], list(corpus[1])
     check_plan(cfg, utts)  # after reading and skipping, before any preprocessing or training
-    runs = []
-    # Per-utterance spectrograms and mouth crops do not depend on the fold: computed once, shared by
-    # all folds, and kept on disk so a second run of the same data and preprocessing skips them.
-    cache_path = pipeline.frame_cache_path(cfg, utts)
-    frame_cache = pipeline.load_frame_cache(cache_path)
-    n_cached = len(frame_cache)
-    for seed in cfg.experiment.seeds:
-        splits = pipeline.speaker_splits(utts, cfg, seed)
-        for fold_i, (tr, te) in enumerate(splits):
-            ckpt = out_dir / "checkpoints" / f"seed{seed}_fold{fold_i}"
-            done = ckpt / "results.json"
-            if resume and done.exists():
-                log.info("resume: seed %d fold %d already done", seed, fold_i)
-                runs.append(_read_fold_results(done))
-                continue
-            run = run_fold(cfg, utts, tr, te, seed, fold_i, device, ckpt, resume, progress, timer, frame_cache)
-            atomic_write_json(done, run)
-            runs.append(run)
+    specs = plan_runs(cfg, utts, out_dir)
+    runs, pending = {}, []
+    for spec in specs:
+        if resume and spec.fragment.exists():
+            log.info("resume: seed %d fold %d already done", spec.seed, spec.fold)
+            runs[spec.key] = _read_fold_results(spec.fragment)
+        else:
+            pending.append(spec)
+    return ExperimentJob(cfg, out_dir, device, utts, read_skipped, pipeline.frame_cache_path(cfg, utts), specs,
+                         pending, runs, timer, t_start, resume)
 
-    if len(frame_cache) > n_cached:
-        pipeline.save_frame_cache(frame_cache, cache_path)
 
+def finish_experiment(job: ExperimentJob, write_report: bool = True) -> dict:
+    """Gather the runs in plan order into ``results.json`` (+ report and plots); raise
+    :class:`RunsFailedError` after writing them when some runs failed."""
+    cfg, out_dir, timer, t_start = job.cfg, job.out_dir, job.timer, job.t_start
+    runs = [job.runs[s.key] for s in job.specs if s.key in job.runs]
+    prov = provenance(device=job.device, seed=list(cfg.experiment.seeds), config=None)
+    prov.update(job.provenance)
     results = {
         "experiment": cfg.experiment.name,
         "description": cfg.experiment.description,
         "results_format": RESULTS_FORMAT,
         "config": config_record(cfg),
-        "provenance": provenance(device=device, seed=list(cfg.experiment.seeds), config=None),
-        "n_utterances": len(utts),
-        "read_skipped": read_skipped,
-        "n_speakers": len({u.speaker for u in utts}),
+        "provenance": prov,
+        "n_utterances": len(job.utts),
+        "read_skipped": job.read_skipped,
+        "n_speakers": len({u.speaker for u in job.utts}),
         "runs": runs,
         "summary": summarise_runs(runs),
         "timings": {**timer.seconds, "total": time.perf_counter() - t_start},
     }
+    if job.execution is not None:
+        results["execution"] = job.execution
+    results["failed_runs"] = sorted(job.failed, key=lambda f: (f["seed"], f["fold"]))
     from .claims import check_claims
 
     results["claims"] = check_claims(results)
@@ -122,7 +263,17 @@ def run_experiment(cfg: Config, out_dir, device=None, resume: bool = False, prog
         results["timings"]["total"] = time.perf_counter() - t_start
         atomic_write_json(out_dir / "results.json", results)
     log.info("wrote %s in %.1f s", out_dir / "results.json", results["timings"]["total"])
+    if job.failed:
+        raise RunsFailedError(failed_message(results["failed_runs"], len(job.specs), out_dir), results)
     return results
+
+
+def failed_message(failed: list[dict], n_runs: int, out_dir: Path) -> str:
+    """What :class:`RunsFailedError` says: which runs failed and why, where the rest is, what to do."""
+    lines = "\n".join(f"  seed {f['seed']} fold {f['fold']}: {f['error']}" for f in failed)
+    return (f"{len(failed)} of {n_runs} (seed, fold) runs failed:\n{lines}\nThe other runs finished: their results "
+            f"are in {out_dir / 'results.json'} (the failures under failed_runs) and the report; fix the cause and "
+            "run the same command with --resume to run only the missing ones.")
 
 
 def prepare_out_dir(out_dir, flag: str = "--out") -> Path:
@@ -268,31 +419,66 @@ def summarise_runs(runs: list[dict]) -> dict:
     return {k: summarise(v, ddof=1) for k, v in values.items()}
 
 
-def run_ablation(cfg: Config, out_dir, device=None, resume: bool = False, progress: bool = True) -> dict:
-    """Run the base config once per ``[[ablation]]`` variant; write ``ablation.json`` and ``ablation.md``."""
+def run_ablation(cfg: Config, out_dir, device=None, resume: bool = False, progress: bool = True,
+                 backend=None, threads: int | None = None) -> dict:
+    """Run the base config once per ``[[ablation]]`` variant; write ``ablation.json`` and ``ablation.md``.
+
+    With a ``backend`` (Ray) the runs of every variant are dispatched together as tasks; a variant
+    with failed runs lists them (``failed_runs``) and :class:`RunsFailedError` is raised once every
+    variant's results and the table are written."""
     from .report import write_ablation_table
 
-    resolve_device(None if device is None and cfg.experiment.device == "auto" else device or cfg.experiment.device)
+    if backend is None:
+        resolve_device(None if device is None and cfg.experiment.device == "auto" else device or cfg.experiment.device)
     out_dir = prepare_out_dir(out_dir)
     variants = [("base", {})] + [(v.name or f"variant{i}", v.set) for i, v in enumerate(cfg.ablation)]
     configs = {name: with_overrides(cfg, settings, source=f"ablation variant '{name}'") for name, settings in variants}
-    corpora: dict[str, list] = {}
+    corpora: dict[str, tuple] = {}
     for vcfg in configs.values():  # every variant's plan, before the first one trains
         key = json.dumps(dataclasses.asdict(vcfg.data), sort_keys=True)
         if key not in corpora:
-            corpora[key] = pipeline.load_utterances(vcfg, progress=progress)
-        check_plan(vcfg, corpora[key])
-    corpora.clear()
-    table = {}
-    for name, settings in variants:
-        vcfg = configs[name]
-        log.info("ablation variant %s: %s", name, settings)
-        res = run_experiment(vcfg, out_dir / name, device=device, resume=resume, progress=progress,
-                             write_report=False)
-        table[name] = {"set": settings, "summary": res["summary"], "timings": res["timings"]}
-    ablation = {"experiment": cfg.experiment.name, "config": config_record(cfg),
-                "provenance": provenance(device=resolve_device(device), seed=list(cfg.experiment.seeds)),
+            skipped: list[str] = []
+            corpora[key] = (pipeline.load_utterances(vcfg, progress=progress, skipped=skipped), skipped)
+        check_plan(vcfg, corpora[key][0])
+    table, failed, execution = {}, {}, None
+    if backend is None:
+        corpora.clear()
+        for name, settings in variants:
+            vcfg = configs[name]
+            log.info("ablation variant %s: %s", name, settings)
+            res = run_experiment(vcfg, out_dir / name, device=device, resume=resume, progress=progress,
+                                 write_report=False, threads=threads)
+            table[name] = {"set": settings, "summary": res["summary"], "timings": res["timings"]}
+    else:
+        # every variant's runs at once: no worker waits for the slowest run of a variant
+        jobs = {name: prepare_experiment(configs[name], out_dir / name, device, resume, progress, backend=backend,
+                                         corpus=corpora[json.dumps(dataclasses.asdict(configs[name].data),
+                                                                   sort_keys=True)])
+                for name, _ in variants}
+        corpora.clear()
+        backend.execute(list(jobs.values()), progress=progress)
+        for name, settings in variants:
+            try:
+                res = finish_experiment(jobs[name], write_report=False)
+            except RunsFailedError as e:
+                res = e.results
+                failed[name] = res["failed_runs"]
+            table[name] = {"set": settings, "summary": res["summary"], "timings": res["timings"],
+                           "failed_runs": res["failed_runs"]}
+        device, execution = jobs["base"].device, jobs["base"].execution
+    prov = provenance(device=device if backend is not None else resolve_device(device),
+                      seed=list(cfg.experiment.seeds))
+    ablation = {"experiment": cfg.experiment.name, "config": config_record(cfg), "provenance": prov,
                 "variants": table}
+    if execution is not None:
+        ablation["execution"] = execution
     atomic_write_json(out_dir / "ablation.json", ablation)
     write_ablation_table(ablation, out_dir / "ablation.md")
+    if failed:
+        lines = "\n".join(f"  variant {name}, seed {f['seed']} fold {f['fold']}: {f['error']}"
+                          for name, fs in failed.items() for f in fs)
+        raise RunsFailedError(f"{sum(map(len, failed.values()))} (seed, fold) runs failed:\n{lines}\nThe other "
+                              f"runs finished: each variant's results.json lists its failures (failed_runs), and "
+                              f"{out_dir / 'ablation.md'} is written; fix the cause and run the same command with "
+                              "--resume to run only the missing ones.", ablation)
     return ablation
