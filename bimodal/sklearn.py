@@ -209,7 +209,10 @@ class _RBMEstimatorBase(_TorchStateMixin, ClassNamePrefixFeaturesOutMixin, Trans
 
     def partial_fit(self, X, y=None):
         """One more epoch (one pass in minibatches) on ``X`` without re-initialising; the first
-        call builds the model. The momentum schedule continues across calls. Returns ``self``."""
+        call builds the model. The momentum schedule continues across calls; with
+        ``persistent=True`` the PCD chains start again at the data on each call (each call is one
+        fit of the RBMs), so many one-epoch calls are not the same as one ``fit`` of as many
+        epochs. Returns ``self``."""
         first = not hasattr(self, "model_")
         X = _writable(validate_data(self, _host_array(X), dtype=np.float32, reset=first))
         if first:
@@ -585,32 +588,32 @@ class BimodalAutoencoderTransformer(_TorchStateMixin, ClassNamePrefixFeaturesOut
         for name in ("audio_visible", "video_visible"):
             if getattr(self, name) not in VISIBLE_KINDS:
                 raise ConfigError(f"{name} must be one of {VISIBLE_KINDS}, got {getattr(self, name)!r}")
-        self.device_ = resolve_device(self.device)
+        device = resolve_device(self.device)
         seed = _seed(self.random_state)
         a_sizes = self._sizes("audio_hidden", audio.shape[1])
         v_sizes = self._sizes("video_hidden", video.shape[1])
         progress = bool(self.verbose)
-        self.dbn_ = None
+        dbn = None  # the fitted attributes are set only once both stages have finished
         if self.pretrain:
             rbm_params = dict(sparsity_target=self.sparsity_target, sparsity_cost=self.sparsity_cost)
             if self.pretrain_learning_rate is not None:
                 rbm_params["lr"] = self.pretrain_learning_rate
             first = {} if self.pretrain_first_layer_learning_rate is None else \
                 {"lr": self.pretrain_first_layer_learning_rate}
-            self.dbn_ = BimodalDBN(a_sizes, v_sizes, self.n_components, audio_visible=self.audio_visible,
-                                   video_visible=self.video_visible, rbm_params=rbm_params,
-                                   first_layer_params=first, device=self.device_, seed=seed)
-            self.dbn_.fit(audio=audio, video=video, epochs=self.pretrain_epochs, batch_size=self.batch_size,
-                          progress=progress)
-            model = BimodalAutoencoder.from_dbn(self.dbn_, tied=self.tied, device=self.device_, seed=seed)
+            dbn = BimodalDBN(a_sizes, v_sizes, self.n_components, audio_visible=self.audio_visible,
+                             video_visible=self.video_visible, rbm_params=rbm_params,
+                             first_layer_params=first, device=device, seed=seed)
+            dbn.fit(audio=audio, video=video, epochs=self.pretrain_epochs, batch_size=self.batch_size,
+                    progress=progress)
+            model = BimodalAutoencoder.from_dbn(dbn, tied=self.tied, device=device, seed=seed)
         else:
             model = BimodalAutoencoder.random_init(
-                a_sizes, v_sizes, self.n_components, tied=self.tied, device=self.device_, seed=seed,
+                a_sizes, v_sizes, self.n_components, tied=self.tied, device=device, seed=seed,
                 audio_output="linear" if self.audio_visible == "gaussian" else "sigmoid",
                 video_output="linear" if self.video_visible == "gaussian" else "sigmoid")
         model.fit(audio=audio, video=video, fractions=fractions, epochs=self.epochs, batch_size=self.batch_size,
                   lr=self.learning_rate, optimizer=self.optimizer, seed=seed, progress=progress)
-        self.model_ = model
+        self.device_, self.dbn_, self.model_ = device, dbn, model
         self.n_views_ = 2
         self.n_features_per_view_ = (audio.shape[1], video.shape[1])
         return self

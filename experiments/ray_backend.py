@@ -212,7 +212,8 @@ class RayBackend:
             for job, spec in todo:
                 spec = dataclasses.replace(spec, ckpt=spec.ckpt.absolute())
                 ref = run_task.remote(cfgs[id(job)], corpus_refs[id(job.utts)], spec, job.device, job.resume,
-                                      self.threads, str(Path(job.cache_path).absolute()), hooks, level)
+                                      self.threads, str(Path(job.cache_path).absolute()), hooks, level,
+                                      [str(r) for r in job.cfg.data.extra_av])
                 pending[ref] = (job, spec)
             log.info("%d runs sent to Ray (%g CPU, %g GPU each; cluster: %s)", len(pending), self.cpus_per_run,
                      self.gpus_per_run, ray.cluster_resources())
@@ -226,7 +227,7 @@ class RayBackend:
                         out = ray.get(ref)
                     except ray.exceptions.RayError as exc:
                         error = _error_text(exc, ray)
-                        if not isinstance(exc, ray.exceptions.RayTaskError):  # its worker died every time
+                        if isinstance(exc, _worker_lost_errors(ray)):  # retried, and lost every time
                             error = f"{error} (its worker died on each of {self.max_retries + 1} attempts)"
                         log.error("seed %d fold %d failed: %s", spec.seed, spec.fold, error)
                         job.failed.append({"seed": spec.seed, "fold": spec.fold, "error": error})
@@ -249,6 +250,12 @@ class RayBackend:
         finally:
             if started:
                 ray.shutdown()
+
+
+def _worker_lost_errors(ray) -> tuple:
+    """Ray's errors for a task whose worker process or node was lost (those Ray retries)."""
+    names = ("WorkerCrashedError", "NodeDiedError", "OutOfMemoryError", "LocalRayletDiedError")
+    return tuple(getattr(ray.exceptions, n) for n in names if hasattr(ray.exceptions, n))
 
 
 def _error_text(exc, ray) -> str:
@@ -298,7 +305,7 @@ def _setup_logging(level: int) -> None:
 
 
 def _run_task(cfg, utts, spec, device: str, resume: bool, threads: int, cache_path: str, hooks: dict,
-              log_level: int) -> dict:
+              log_level: int, extra_av_roots: list) -> dict:
     """One (seed, fold) run in a Ray worker: :func:`experiments.runner.execute_run` with the frame
     cache file loaded here and ``threads`` torch/BLAS threads. Returns the run's results, its stage
     timings and where it ran."""
@@ -313,7 +320,7 @@ def _run_task(cfg, utts, spec, device: str, resume: bool, threads: int, cache_pa
     timer = runner.StageTimer()
     with runner.run_threads(threads):
         frame_cache = pipeline.load_frame_cache(Path(cache_path))  # read here; the fold's new frames are not saved
-        run = runner.execute_run(cfg, utts, spec, dev, resume, False, timer, frame_cache)
+        run = runner.execute_run(cfg, utts, spec, dev, resume, False, timer, frame_cache, extra_av_roots)
     return {"run": run, "timings": timer.seconds, "device": str(dev), "node": platform.node(),
             "cuda_device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None}
 
@@ -333,10 +340,13 @@ def _frames_task(cfg, utts, cache_path: str, device: str, threads: int) -> int:
         prep = Preprocessor(prep_config(cfg), device=resolve_device(device), frame_cache=cache)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the runs warn about unusable utterances themselves
-            try:
-                prep._all_frames(list(utts), None, False, "frames", strict=False)
-            except DataError:
-                pass  # none usable: each run says why
+            extra = pipeline.load_extra_audio(cfg.data.extra_audio) if cfg.data.extra_audio else []
+            for group in (list(utts), extra):  # the runs cache the extra audio's frames too
+                try:
+                    if group:
+                        prep._all_frames(group, None, False, "frames", strict=False)
+                except DataError:
+                    pass  # none usable: each run says why
         if len(cache) > n:
             pipeline.save_frame_cache(cache, path)
     return len(cache) - n

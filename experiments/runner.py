@@ -137,12 +137,16 @@ def plan_runs(cfg: Config, utts: list, out_dir: Path) -> list[RunSpec]:
 
 
 def execute_run(cfg: Config, utts: list, spec: RunSpec, device, resume: bool, progress: bool, timer: StageTimer,
-                frame_cache: dict | None = None) -> dict:
+                frame_cache: dict | None = None, extra_av_roots: list | None = None) -> dict:
     """Run one (seed, fold) (:func:`run_fold`: it seeds itself from ``spec.seed``) and write its
     fragment ``spec.ckpt/results.json`` atomically; returns the run's results. Both the sequential
-    loop and a Ray task call this."""
+    loop and a Ray task call this. ``extra_av_roots``: the ``data.extra_av`` entries as the user gave
+    them, recorded in place of ``cfg``'s (a Ray task runs on absolute paths)."""
     run = run_fold(cfg, utts, spec.train_idx, spec.test_idx, spec.seed, spec.fold, device, spec.ckpt, resume,
                    progress, timer, frame_cache)
+    if extra_av_roots is not None:
+        for info, root in zip(run["extra_av"], extra_av_roots):
+            info["root"] = str(root)
     atomic_write_json(spec.fragment, run)
     return run
 
@@ -249,7 +253,8 @@ def finish_experiment(job: ExperimentJob, write_report: bool = True) -> dict:
     }
     if job.execution is not None:
         results["execution"] = job.execution
-    results["failed_runs"] = sorted(job.failed, key=lambda f: (f["seed"], f["fold"]))
+    order = {s.key: i for i, s in enumerate(job.specs)}
+    results["failed_runs"] = sorted(job.failed, key=lambda f: order[(f["seed"], f["fold"])])  # plan order
     from .claims import check_claims
 
     results["claims"] = check_claims(results)
@@ -428,8 +433,9 @@ def run_ablation(cfg: Config, out_dir, device=None, resume: bool = False, progre
     variant's results and the table are written."""
     from .report import write_ablation_table
 
-    if backend is None:
-        resolve_device(None if device is None and cfg.experiment.device == "auto" else device or cfg.experiment.device)
+    if backend is None:  # resolved once: every variant runs on it and the record names it
+        device = resolve_device(None if device is None and cfg.experiment.device == "auto"
+                                else device or cfg.experiment.device)
     out_dir = prepare_out_dir(out_dir)
     variants = [("base", {})] + [(v.name or f"variant{i}", v.set) for i, v in enumerate(cfg.ablation)]
     configs = {name: with_overrides(cfg, settings, source=f"ablation variant '{name}'") for name, settings in variants}
@@ -440,7 +446,7 @@ def run_ablation(cfg: Config, out_dir, device=None, resume: bool = False, progre
             skipped: list[str] = []
             corpora[key] = (pipeline.load_utterances(vcfg, progress=progress, skipped=skipped), skipped)
         check_plan(vcfg, corpora[key][0])
-    table, failed, execution = {}, {}, None
+    table, failed, execution, run_prov = {}, {}, None, {}
     if backend is None:
         corpora.clear()
         for name, settings in variants:
@@ -465,9 +471,9 @@ def run_ablation(cfg: Config, out_dir, device=None, resume: bool = False, progre
                 failed[name] = res["failed_runs"]
             table[name] = {"set": settings, "summary": res["summary"], "timings": res["timings"],
                            "failed_runs": res["failed_runs"]}
-        device, execution = jobs["base"].device, jobs["base"].execution
-    prov = provenance(device=device if backend is not None else resolve_device(device),
-                      seed=list(cfg.experiment.seeds))
+        device, execution, run_prov = jobs["base"].device, jobs["base"].execution, jobs["base"].provenance
+    prov = provenance(device=device, seed=list(cfg.experiment.seeds))
+    prov.update(run_prov)  # where the tasks ran (device, GPU name, threads)
     ablation = {"experiment": cfg.experiment.name, "config": config_record(cfg), "provenance": prov,
                 "variants": table}
     if execution is not None:

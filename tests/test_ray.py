@@ -208,3 +208,27 @@ def test_run_options_are_checked(capsys):
         RayBackend(workers=1).run_device(cfg, "cuda")
     with pytest.raises(ConfigError, match="use --device cuda"):
         RayBackend(workers=1, gpus_per_run=1).run_device(cfg, "cuda:1")
+
+
+def test_a_task_records_the_extra_av_roots_as_given(tmp_path, monkeypatch):
+    """A Ray task runs on absolute data paths; its results (and fragment) name the extra corpora as
+    the user gave them, as a sequential run does."""
+    import numpy as np
+
+    from experiments import runner
+
+    monkeypatch.setattr(runner, "run_fold", lambda *a, **k: {"extra_av": [{"root": "/abs/grid", "scale": 1.2}]})
+    spec = runner.RunSpec(0, 0, np.arange(2), np.arange(2, 3), tmp_path / "ckpt")
+    (tmp_path / "ckpt").mkdir()
+    run = runner.execute_run(None, [], spec, "cpu", False, False, runner.StageTimer(), None, ["../data/grid"])
+    assert run["extra_av"] == [{"root": "../data/grid", "scale": 1.2}]
+    assert json.loads(spec.fragment.read_text())["extra_av"] == run["extra_av"]
+
+
+def test_only_lost_workers_are_called_dead():
+    ray = pytest.importorskip("ray", reason=NEEDS_RAY)
+    from experiments.ray_backend import _worker_lost_errors
+
+    lost = _worker_lost_errors(ray)
+    assert ray.exceptions.WorkerCrashedError in lost and ray.exceptions.NodeDiedError in lost
+    assert not issubclass(ray.exceptions.GetTimeoutError, lost) and not issubclass(ray.exceptions.RayTaskError, lost)

@@ -240,6 +240,20 @@ def test_bimodal_transformer_without_pretraining_and_pickle():
     assert isinstance(pre.dbn_, BimodalDBN) and pre.transform([Xa, Xv]).shape == (80, 5)
 
 
+def test_bimodal_transformer_failing_fine_tune_leaves_it_unfitted(monkeypatch):
+    """A fit that fails after pretraining sets no fitted attribute (sklearn's contract)."""
+    Xa, Xv = _views()
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("fine-tuning failed")
+
+    monkeypatch.setattr(BimodalAutoencoder, "fit", fail)
+    est = _small_bimodal()
+    with pytest.raises(RuntimeError, match="fine-tuning failed"):
+        est.fit([Xa, Xv])
+    assert not any(hasattr(est, a) for a in ("dbn_", "model_", "device_"))
+
+
 def test_bimodal_transformer_bad_input_names_the_argument():
     Xa, Xv = _views()
     est = _small_bimodal()
