@@ -8,12 +8,13 @@ batches of 64..256. Each row prints the best-of-``--repeats`` seconds per epoch 
 of the two are interleaved, so a change of machine load hits both) and the library step's gain.
 ``--compile`` adds a column for ``fit(compile=True)`` (compilation excluded by a warm-up fit).
 
-The library's :meth:`RBM.training_step` accumulates the outer products and bias sums straight
-into the velocities with in-place ``addmm_`` / ``addmv_``; the textbook form
-(:class:`TextbookRBM`, the library's ``reference_step`` until issue 18) forms the gradient
-``(dW, db_v, db_h)`` with :meth:`RBM.gradient` first and then applies weight decay, sparsity and
-momentum on whole tensors. Both consume the same random draws; tests/test_rbm_steps.py checks
-that they train the same model.
+The library's step (:meth:`RBM.training_step`, on a :class:`bimodal.rbm.TrainingState`) keeps
+each bias as an extra row / column of the weight matrix, writes every conditional into a
+preallocated buffer and takes all the CD statistics with two ``addmm_`` into the velocity; the
+textbook form (:class:`TextbookRBM`) forms the gradient ``(dW, db_v, db_h)`` with
+:meth:`RBM.gradient` first and then applies weight decay, sparsity and momentum on each tensor.
+Both run the same Gibbs phases on the same random draws; tests/test_rbm_steps.py checks that they
+train the same model.
 """
 from __future__ import annotations
 
@@ -38,18 +39,21 @@ QUICK_SIZES = [(100, 512, 64), (260, 512, 100)]
 class TextbookRBM(RBM):
     """An :class:`RBM` whose training step is the update written term by term as in the papers."""
 
-    def training_step(self, v0, lr, momentum, generator, noise=None):
-        h0, v1, v_neg, h_neg = self.gibbs_phases(v0, generator, noise)
+    def _step(self, state, v0, lr, momentum, generator, noise=None):
+        V, H = self.n_visible, self.n_hidden
+        rows = state.rows(v0.shape[0])
+        v_neg, h_neg = self._phases(state, rows, v0, generator, noise)  # the same Gibbs phases and draws
+        v0, h0, v_neg, h_neg = v0[:, :V], rows.h0, v_neg[:, :V], h_neg[:, :H]
+        state.squared_error += torch.nn.functional.mse_loss(rows.v1, v0, reduction="sum")
         dW, db_v, db_h = self.gradient(v0, h0, v_neg, h_neg)
-        dW = dW - self.weight_decay * self.W
+        dW = dW - self.weight_decay * state.W
         pull = self._sparsity_pull(h0)
         if pull is not None:
             db_h = db_h + self.sparsity_cost * pull
-        for param, velocity, grad in ((self.W, self.vel_W, dW), (self.b_v, self.vel_b_v, db_v),
-                                      (self.b_h, self.vel_b_h, db_h)):
+        for param, velocity, grad in ((state.W, state.vel_W, dW), (state.b_v, state.vel_b_v, db_v),
+                                      (state.b_h, state.vel_b_h, db_h)):
             velocity.mul_(momentum).add_(lr * grad)
             param.add_(velocity)
-        return torch.nn.functional.mse_loss(v1.float(), v0.float(), reduction="sum")
 
 
 def _sync(device):

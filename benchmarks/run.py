@@ -28,6 +28,11 @@ Everything is measured in one run on one device, so the printed ratios compare l
     decay, batch 100) trains epoch by epoch until it reaches sklearn's final mean-field
     reconstruction error and exact pseudo-likelihood (on a fixed subset of rows); the wall time
     ratios sklearn / ours are printed (evaluation excluded from both times).
+(h) Small steps, on scikit-learn's own digits binarised as a new user would (4 one-pixel shifts,
+    7188 x 64, 256 hidden): microseconds per CD-1 batch at batch 10, 20, 100, 1000 for ours and
+    sklearn, against the step's five matmuls timed alone at the same shapes (what its arithmetic
+    costs at that size) and against its FLOPs at the large-matmul rate of (c); then (g)'s time to
+    quality with batch 20 for both.
 
 Timings are wall-clock seconds of ``fit`` (including its one host sync per epoch), best of
 ``--repeats``. On a shared CPU, check the load (printed) first: OpenMP threads that spin-wait
@@ -63,14 +68,16 @@ FULL = dict(rbm_visible=784, rbm_hidden=1000, rbm_rows=10000, rbm_epochs=3, batc
             matmul_cpu=2048, matmul_gpu=4096,
             svm_train_speakers=10, svm_test_speakers=3, svm_classes=26, svm_dims=6144,
             svm_Cs=(0.001, 0.01, 0.1, 1.0, 10.0), svm_cv=3,
-            ttq_visible=784, ttq_hidden=256, ttq_rows=5000, ttq_sklearn_epochs=20, ttq_max_epochs=60)
+            ttq_visible=784, ttq_hidden=256, ttq_rows=5000, ttq_sklearn_epochs=20, ttq_max_epochs=60,
+            steps_hidden=256, steps_batches=(10, 20, 100, 1000), steps_ttq_batch=20, steps_digits_copies=4)
 QUICK = dict(rbm_visible=196, rbm_hidden=128, rbm_rows=2000, rbm_epochs=2, batch_sizes=(10, 100),
              audio=100, video=32, hidden=128, shared=128, ae_rows=2000, ae_epochs=1, batch=100,
              matmul_cpu=512, matmul_gpu=1024,
              svm_train_speakers=6, svm_test_speakers=2, svm_classes=10, svm_dims=1536,
              svm_Cs=(0.01, 0.1, 1.0), svm_cv=3,
-             ttq_visible=196, ttq_hidden=64, ttq_rows=1000, ttq_sklearn_epochs=20, ttq_max_epochs=40)
-STAGES = ("rbm", "gaussian", "autoencoder", "svm", "ttq")
+             ttq_visible=196, ttq_hidden=64, ttq_rows=1000, ttq_sklearn_epochs=20, ttq_max_epochs=40,
+             steps_hidden=64, steps_batches=(10, 100), steps_ttq_batch=20, steps_digits_copies=1)
+STAGES = ("rbm", "gaussian", "autoencoder", "svm", "ttq", "steps")
 
 
 # ---------------------------------------------------------------- measuring
@@ -305,12 +312,22 @@ def bench_svm_c_search(sizes: dict, device: torch.device, reference: bool = True
 
 def bench_rbm_time_to_quality(sizes: dict, device: torch.device, fast: dict) -> dict:
     """(g): wall time for our RBM (our defaults) to reach sklearn BernoulliRBM's quality after its epochs."""
+    V, H, N = sizes["ttq_visible"], sizes["ttq_hidden"], sizes["ttq_rows"]
+    return time_to_quality(binary_data(N, V, seed=1), H, device, fast, sklearn_batch=10, our_batch=100,
+                           sklearn_epochs=sizes["ttq_sklearn_epochs"], max_epochs=sizes["ttq_max_epochs"])
+
+
+def time_to_quality(X: np.ndarray, n_hidden: int, device: torch.device, fast: dict, sklearn_batch: int,
+                    our_batch: int, sklearn_epochs: int = 20, max_epochs: int = 60) -> dict:
+    """Seconds for scikit-learn's ``BernoulliRBM`` (its defaults: lr 0.1, PCD-1; ``sklearn_batch``)
+    to train ``sklearn_epochs`` epochs on the binary rows ``X``, and for our RBM (our defaults,
+    ``our_batch``) to reach its mean-field reconstruction error and its exact pseudo-likelihood
+    (on a fixed subset of 500 rows), epoch by epoch; the evaluation is timed by neither."""
     from sklearn.neural_network import BernoulliRBM
 
     from bimodal.rbm import bernoulli_log_pseudo_likelihood
 
-    V, H, N = sizes["ttq_visible"], sizes["ttq_hidden"], sizes["ttq_rows"]
-    X = binary_data(N, V, seed=1)
+    N, V = X.shape
     Xt = torch.as_tensor(X, device=device)
     probe = Xt[: min(N, 500)]  # exact pseudo-likelihood costs rows * V * H: a fixed subset
 
@@ -318,16 +335,16 @@ def bench_rbm_time_to_quality(sizes: dict, device: torch.device, fast: dict) -> 
         return (mean_field_recon_mse(Xt, W, b_v, b_h),
                 float(bernoulli_log_pseudo_likelihood(probe, W, b_v, b_h).mean()))
 
-    sk = BernoulliRBM(n_components=H, n_iter=sizes["ttq_sklearn_epochs"], random_state=0)  # lr 0.1, batch 10
+    sk = BernoulliRBM(n_components=n_hidden, batch_size=sklearn_batch, n_iter=sklearn_epochs, random_state=0)
     t_sk = timed(lambda: sk.fit(X), torch.device("cpu"))
     target_mse, target_pl = quality(*(torch.as_tensor(a, device=device, dtype=torch.float32)
                                       for a in (sk.components_.T, sk.intercept_visible_, sk.intercept_hidden_)))
-    rbm = RBM(V, H, visible="bernoulli", device=device, seed=0)  # our defaults
+    rbm = RBM(V, n_hidden, visible="bernoulli", device=device, seed=0)  # our defaults
     elapsed, t_mse, t_pl, curve = 0.0, None, None, []
-    for epoch in range(1, sizes["ttq_max_epochs"] + 1):
+    for epoch in range(1, max_epochs + 1):
         if epoch > rbm.momentum_epochs:  # one fit per epoch: keep the momentum schedule of one long fit
             rbm.momentum = rbm.final_momentum
-        elapsed += timed(lambda: rbm.fit(Xt, epochs=1, batch_size=100, **fast), device)
+        elapsed += timed(lambda: rbm.fit(Xt, epochs=1, batch_size=our_batch, **fast), device)
         mse, pl = quality(rbm.W, rbm.b_v, rbm.b_h)
         curve.append(dict(epoch=epoch, seconds=elapsed, recon_mse=mse, pseudo_likelihood=pl))
         if t_mse is None and mse <= target_mse:
@@ -336,11 +353,71 @@ def bench_rbm_time_to_quality(sizes: dict, device: torch.device, fast: dict) -> 
             t_pl = (epoch, elapsed)
         if t_mse is not None and t_pl is not None:
             break
-    return dict(sizes=f"{N} rows, {V}->{H}", sklearn_seconds=t_sk, sklearn_epochs=sizes["ttq_sklearn_epochs"],
+    return dict(sizes=f"{N} rows, {V}->{n_hidden}", sklearn_seconds=t_sk, sklearn_epochs=sklearn_epochs,
+                sklearn_batch=sklearn_batch, our_batch=our_batch,
                 target_recon_mse=target_mse, target_pseudo_likelihood=target_pl,
                 ours_epochs_to_recon=t_mse and t_mse[0], ours_seconds_to_recon=t_mse and t_mse[1],
                 ours_epochs_to_pl=t_pl and t_pl[0], ours_seconds_to_pl=t_pl and t_pl[1],
                 ratio_recon=t_mse and t_sk / t_mse[1], ratio_pl=t_pl and t_sk / t_pl[1], curve=curve)
+
+
+def digits_data(copies: int = 4) -> np.ndarray:
+    """scikit-learn's 8x8 digits as a new user would binarise them for an RBM: intensities scaled to
+    [0, 1], each image shifted by one pixel left, right, up and down (the ``nudge`` of
+    scikit-learn's RBM example; ``copies`` of those four, 1797 rows each) and thresholded at 0.5:
+    (1797 * copies, 64) float32 in {0, 1}."""
+    from sklearn.datasets import load_digits
+
+    images = load_digits().images / 16.0
+    shifted = []
+    for dy, dx in ((0, 1), (0, -1), (1, 0), (-1, 0))[:copies]:
+        out = np.zeros_like(images)
+        out[:, max(dy, 0):8 + min(dy, 0), max(dx, 0):8 + min(dx, 0)] = \
+            images[:, max(-dy, 0):8 + min(-dy, 0), max(-dx, 0):8 + min(-dx, 0)]
+        shifted.append(out)
+    return (np.concatenate(shifted).reshape(-1, 64) > 0.5).astype(np.float32)
+
+
+def bench_small_steps(sizes: dict, device: torch.device, fast: dict, repeats: int) -> dict:
+    """(h): what one CD-1 step costs at small batches, on the binarised digits (:func:`digits_data`),
+    against its arithmetic: per batch size, our step and sklearn's (one epoch each, per batch),
+    the five matmuls of the step alone at those shapes (what its arithmetic costs here), and the
+    bound at the device's large-matmul rate; then time to quality against sklearn at batch
+    ``steps_ttq_batch``."""
+    from sklearn.neural_network import BernoulliRBM
+
+    X = digits_data(sizes["steps_digits_copies"])
+    N, V = X.shape
+    H = sizes["steps_hidden"]
+    Xt = torch.as_tensor(X, device=device)
+    peak = matmul_rate(device, sizes["matmul_gpu"] if device.type == "cuda" else sizes["matmul_cpu"])
+    rows = []
+    for B in sizes["steps_batches"]:
+        n_batches = -(-N // B)
+
+        def ours():
+            return RBM(V, H, visible="bernoulli", device=device, seed=0).fit(Xt, epochs=1, batch_size=B, **fast)
+
+        ours()  # warm-up
+        t_ours = timed(ours, device, repeats)
+        sk = BernoulliRBM(n_components=H, batch_size=B, n_iter=1, random_state=0)
+        t_sk = timed(lambda: sk.fit(X), torch.device("cpu"), repeats)
+        v, W = Xt[:B].contiguous(), torch.randn(V, H, device=device) * 0.01
+        h = torch.rand(B, H, device=device)
+
+        def five_matmuls():  # v -> h, h -> v, v -> h, and the two outer products
+            for _ in range(n_batches):
+                v @ W, h @ W.t(), v @ W, v.t() @ h, v.t() @ h
+
+        five_matmuls()
+        t_mm = timed(five_matmuls, device, repeats)
+        flops = cd1_flops(B, V, H)
+        rows.append(dict(batch_size=B, ours_us=t_ours / n_batches * 1e6, sklearn_us=t_sk / n_batches * 1e6,
+                         matmuls_us=t_mm / n_batches * 1e6, bound_us=flops / peak * 1e6,
+                         ours_over_matmuls=t_ours / t_mm, sklearn_over_ours=t_sk / t_ours))
+    ttq = time_to_quality(X, H, device, fast, sklearn_batch=sizes["steps_ttq_batch"],
+                          our_batch=sizes["steps_ttq_batch"], sklearn_epochs=20, max_epochs=20)
+    return dict(sizes=f"{N} rows, {V}->{H}", per_step=rows, time_to_quality=ttq)
 
 
 def read_demo_timings(path) -> dict:
@@ -368,6 +445,16 @@ def _table(rows, columns) -> str:
 
 def _f(spec):
     return lambda x: format(x, spec)
+
+
+def _reached_lines(q: dict) -> list[str]:
+    def reached(ep, sec, ratio):
+        return f"epoch {ep}, {sec:.2f} s, ratio sklearn/ours {ratio:.2f}x" if ep else "not reached"
+
+    return ["    ours reaches its recon MSE: "
+            + reached(q["ours_epochs_to_recon"], q["ours_seconds_to_recon"], q["ratio_recon"]),
+            "    ours reaches its pseudo-likelihood: "
+            + reached(q["ours_epochs_to_pl"], q["ours_seconds_to_pl"], q["ratio_pl"])]
 
 
 def report_text(result: dict) -> str:
@@ -409,17 +496,21 @@ def report_text(result: dict) -> str:
                        f"accuracy difference: {rows[0]['accuracy'] - rows[1]['accuracy']:+.3f}")
     if result.get("rbm_time_to_quality"):
         q = result["rbm_time_to_quality"]
-
-        def reached(ep, sec, ratio):
-            return f"epoch {ep}, {sec:.2f} s, ratio sklearn/ours {ratio:.2f}x" if ep else "not reached"
-
         out += ["", f"(g) RBM time to quality ({q['sizes']}): sklearn BernoulliRBM {q['sklearn_epochs']} epochs "
                     f"{q['sklearn_seconds']:.2f} s -> recon MSE {q['target_recon_mse']:.5f}, "
                     f"pseudo-likelihood {q['target_pseudo_likelihood']:.2f}",
-                "    ours reaches its recon MSE: "
-                + reached(q["ours_epochs_to_recon"], q["ours_seconds_to_recon"], q["ratio_recon"]),
-                "    ours reaches its pseudo-likelihood: "
-                + reached(q["ours_epochs_to_pl"], q["ours_seconds_to_pl"], q["ratio_pl"])]
+                *_reached_lines(q)]
+    if result.get("small_steps"):
+        z = result["small_steps"]
+        out += ["", f"(h) small steps, binarised digits ({z['sizes']}), CD-1, microseconds per batch; "
+                    "matmuls = the step's five matmuls alone, bound = its FLOPs at the rate of (c)"]
+        out.append(_table(z["per_step"], [("batch_size", str), ("ours_us", _f(".0f")), ("sklearn_us", _f(".0f")),
+                                          ("matmuls_us", _f(".0f")), ("bound_us", _f(".1f")),
+                                          ("ours_over_matmuls", _f(".2f")), ("sklearn_over_ours", _f(".2f"))]))
+        q = z["time_to_quality"]
+        out += [f"    time to quality, batch {q['our_batch']} both: sklearn BernoulliRBM {q['sklearn_epochs']} epochs "
+                f"{q['sklearn_seconds']:.2f} s -> recon MSE {q['target_recon_mse']:.5f}, "
+                f"pseudo-likelihood {q['target_pseudo_likelihood']:.2f}", *_reached_lines(q)]
     if result.get("demo_timings"):
         out += ["", f"(e) bimodal demo stage wall times ({result['demo_results']})"]
         out.append(_table([{"stage": k, "seconds": v} for k, v in result["demo_timings"].items()],
@@ -443,7 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", action="store_true", help="also time our RBM with torch.compile (slow first call)")
     p.add_argument("--stages", default=",".join(STAGES),
                    help=f"comma-separated subset of {','.join(STAGES)} (default: all): rbm = (a), gaussian and "
-                        "autoencoder = (b), svm = (f) C search, ttq = (g) time to quality")
+                        "autoencoder = (b), svm = (f) C search, ttq = (g) time to quality, steps = (h) small "
+                        "steps on the digits")
     p.add_argument("--no-svm-reference", action="store_true",
                    help="(f) times our solver only, not LinearSVC (minutes at the full sizes)")
     p.add_argument("--sklearn-float64", action="store_true",
@@ -497,6 +589,7 @@ def main(argv=None) -> int:
               lambda: bench_bimodal_autoencoder(sizes, device, fast, args.repeats))
         stage("svm", "svm_c_search", lambda: bench_svm_c_search(sizes, device, reference=not args.no_svm_reference))
         stage("ttq", "rbm_time_to_quality", lambda: bench_rbm_time_to_quality(sizes, device, fast))
+        stage("steps", "small_steps", lambda: bench_small_steps(sizes, device, fast, args.repeats))
         result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
         result["demo_results"], result["demo_timings"] = args.demo_results, demo
         result["peak_rss_mb"] = _peak_rss_mb()

@@ -9,7 +9,10 @@ The weight decay default, 1e-4, is the experiment config's.
 
 One training step, :meth:`RBM.training_step`, is the update as the papers write it; ``fit`` runs
 it for every batch, also under the opt-in TF32 / bf16 autocast / ``torch.compile`` switches of
-:mod:`bimodal.fast`. tests/test_rbm_steps.py checks it against the formulas.
+:mod:`bimodal.fast`. It works on a :class:`TrainingState`, the parameters with each bias as an
+extra row / column of the weight matrix, so that a step is a handful of matmuls into preallocated
+buffers: what matters at small batches, where the arithmetic takes microseconds and each tensor
+operation's overhead as long. tests/test_rbm_steps.py checks it against the formulas.
 
 Gaussian visibles have unit variance, so the data must be standardised / PCA-whitened first.
 
@@ -171,14 +174,12 @@ class RBM(Persistable, nn.Module):
     def _sample_hidden(self, p: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         return (torch.rand(p.shape, generator=g, device=p.device, dtype=p.dtype) < p).to(p.dtype)
 
-    def _negative_visible(self, h: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        mean = self.visible_mean(h)
-        # Persistent chains must be a real Markov chain, so PCD always samples the visibles.
-        if not (self.sample_visible or self.persistent):
-            return mean
+    def _sample_visible_into(self, mean: torch.Tensor, g: torch.Generator) -> None:
+        """Replace the visible means ``mean`` (a view into a state buffer) by a sample, in place."""
         if self.visible == "gaussian":
-            return mean + torch.randn(mean.shape, generator=g, device=mean.device, dtype=mean.dtype)
-        return (torch.rand(mean.shape, generator=g, device=mean.device, dtype=mean.dtype) < mean).to(mean.dtype)
+            mean.add_(torch.randn(mean.shape, generator=g, device=mean.device, dtype=mean.dtype))
+        else:
+            torch.lt(torch.rand(mean.shape, generator=g, device=mean.device, dtype=mean.dtype), mean, out=mean)
 
     def free_energy_t(self, v: torch.Tensor) -> torch.Tensor:
         """Free energy of each row of the tensor ``v``, shape (N,)."""
@@ -212,7 +213,8 @@ class RBM(Persistable, nn.Module):
         Positive phase: ``h0 = p(h | v0)`` and a binary sample of it (``noise < h0``). Negative
         phase: ``k`` Gibbs steps h → v → h, started from that sample (CD-k) or from the persistent
         chains (PCD-k, which then advance). ``noise`` (B, n_hidden): the uniform draws of the first
-        hidden sample; drawn from ``generator`` when omitted.
+        hidden sample; drawn from ``generator`` when omitted. The same phases as a training step
+        (:meth:`_phases`), with the same draws.
 
         Returns
         -------
@@ -220,33 +222,51 @@ class RBM(Persistable, nn.Module):
         v1 : (B, n_visible) visible mean one Gibbs step from the data (the reconstruction).
         v_neg, h_neg : negative-phase visible state and its hidden probabilities.
         """
+        state = TrainingState(self)
+        v0 = state.augment(v0)
+        rows = state.rows(v0.shape[0])
+        v_neg, h_neg = self._phases(state, rows, v0, generator, noise)
+        V, H = self.n_visible, self.n_hidden
+        return rows.h0.clone(), rows.v1.clone(), v_neg[:, :V].clone(), h_neg[:, :H].clone()
+
+    def _phases(self, state: "TrainingState", rows: "_Rows", v0: torch.Tensor, generator: torch.Generator,
+                noise: torch.Tensor | None = None):
+        """:meth:`gibbs_phases` on the augmented rows ``v0`` (B, n_visible + 1) of ``state``, into
+        the buffers ``rows`` (``state.rows(B)``): ``rows.h0`` the data's hidden probabilities,
+        ``rows.v1`` the reconstruction. Returns the augmented negative phase ``(v_neg, h_neg)``
+        (views of ``rows``' buffers, valid until the next step)."""
         if noise is None:
             noise = self._hidden_noise(v0, generator)
-        h0 = self.hidden_prob(v0)
-        h_state = (noise < h0).to(h0.dtype)
-        v1 = self.visible_mean(h_state)
+        torch.lt(noise, state.hidden(v0, rows.h0), out=rows.h_state)  # the first hidden sample
+        state.visible(rows.h_state_aug, rows.v1)
         n_rows = v0.shape[0]
         if self.persistent:
             if self._chain is None or self._chain.shape[0] < n_rows:
-                self._chain = h_state.clone()  # chains start at the data, one per batch row
-            h_state = self._chain[:n_rows]  # a short last batch advances only the first chains
-            v_neg = self._negative_visible(h_state, generator)
-        else:
-            v_neg = self._negative_visible(h_state, generator) if self.sample_visible else v1
+                self._chain = rows.h_state.clone()  # chains start at the data, one per batch row
+            rows.h_state.copy_(self._chain[:n_rows])  # a short last batch advances only the first chains
+        # Negative phase: k Gibbs steps h -> v -> h from the data's hidden sample (CD-k) or from the
+        # persistent chains (PCD-k). PCD chains must be a real Markov chain, so PCD always samples
+        # the visibles.
+        sample = self.sample_visible or self.persistent
+        v_neg = rows.v1_aug  # CD's visible mean one step from the data: the reconstruction
         for step in range(self.k):
-            if step > 0:
-                v_neg = self._negative_visible(h_state, generator)
-            h_neg = self.hidden_prob(v_neg)
+            if step > 0 or sample:
+                mean = state.visible(rows.h_state_aug, rows.v_neg)
+                if sample:
+                    self._sample_visible_into(mean, generator)
+                v_neg = rows.v_neg_aug
+            h_neg = state.hidden(v_neg, rows.h_neg)
             if step < self.k - 1 or self.persistent:
-                h_state = self._sample_hidden(h_neg, generator)
+                noise = torch.rand(h_neg.shape, generator=generator, device=h_neg.device, dtype=h_neg.dtype)
+                torch.lt(noise, h_neg, out=rows.h_state)
         if self.persistent:
-            self._chain[:n_rows] = h_state.to(self._chain.dtype)
-        return h0, v1, v_neg, h_neg
+            self._chain[:n_rows] = rows.h_state
+        return v_neg, rows.h_neg_aug
 
     def training_step(self, v0: torch.Tensor, lr: float, momentum: float, generator: torch.Generator,
                       noise: torch.Tensor | None = None) -> torch.Tensor:
         """One CD-k / PCD-k update on the minibatch ``v0`` (B, n_visible), in place: the one training
-        step of the RBM, what ``fit`` calls for every batch.
+        step of the RBM (:meth:`_step`, what ``fit`` runs for every batch).
 
         Hinton (2002), Tieleman (2008) for PCD, Lee et al. (2008) for the sparsity term and
         Hinton's practical guide (2010) for momentum and weight decay::
@@ -256,34 +276,42 @@ class RBM(Persistable, nn.Module):
             grad_b_h = <h>_data - <h>_model + sparsity_cost * (sparsity_target - q)
             velocity = momentum * velocity + lr * grad;   θ = θ + velocity
 
-        where ``<.>`` are batch means (:meth:`gradient` computes the CD terms) and ``q`` is a
-        running mean (decay ``sparsity_decay``) of each hidden unit's probability on the data. The
-        velocities take the terms one by one in place (:func:`_momentum_accumulate`), never forming
-        the (n_visible, n_hidden) gradient, which saves time against the textbook form
-        (``python -m benchmarks.rbm_step`` measures how much).
+        where ``<.>`` are batch means and ``q`` is a running mean (decay ``sparsity_decay``) of each
+        hidden unit's probability on the data.
 
         ``noise`` (B, n_hidden), optional: the uniform draws that sample the first hidden state
         (``fit`` draws them for many batches at once); drawn from ``generator`` when omitted.
         Returns the batch's summed squared reconstruction error as a 0-d device tensor (no host
         sync), the reconstruction being the visible mean one Gibbs step from the data.
         """
-        h0, v1, v_neg, h_neg = self.gibbs_phases(v0, generator, noise)
-        # velocity = momentum * velocity + lr * (<.>_data - <.>_model)
-        _momentum_accumulate(self.vel_W, momentum, lr, (v0, h0), (v_neg, h_neg))
-        _momentum_accumulate(self.vel_b_v, momentum, lr, (v0, None), (v_neg, None))
-        _momentum_accumulate(self.vel_b_h, momentum, lr, (h0, None), (h_neg, None))
+        state = TrainingState(self)
+        self._step(state, state.augment(v0), lr, momentum, generator, noise)
+        state.store(self)
+        return state.squared_error[0].clone()
+
+    def _step(self, state: "TrainingState", v0: torch.Tensor, lr: float, momentum: float,
+              generator: torch.Generator, noise: torch.Tensor | None = None) -> None:
+        """:meth:`training_step` on ``state`` (:class:`TrainingState`) and its augmented rows
+        ``v0`` (B, n_visible + 1); the batch's squared reconstruction error is added to
+        ``state.squared_error``.
+
+        Every CD statistic comes from two matmuls into the velocity: ``[v 1]^T [h 1]`` holds
+        ``<v h^T>``, ``<v>`` (last column) and ``<h>`` (last row), so a step is about twenty tensor
+        operations, which is what a small batch costs (the arithmetic is a few microseconds)."""
+        rows = state.rows(v0.shape[0])
+        v_neg, h_neg = self._phases(state, rows, v0, generator, noise)
+        state.accumulate(momentum, lr / v0.shape[0], (v0, rows.h0_aug), (v_neg, h_neg))
         # ... - lr * weight_decay * W
         if self.weight_decay:
-            self.vel_W.add_(self.W, alpha=-lr * self.weight_decay)
+            state.vel_W.add_(state.W, alpha=-lr * self.weight_decay)
         # ... + lr * sparsity_cost * (sparsity_target - q)
-        pull = self._sparsity_pull(h0)
-        if pull is not None:
-            self.vel_b_h.add_(pull, alpha=lr * self.sparsity_cost)
+        if self.sparsity_target is not None and self.sparsity_cost > 0:
+            state.vel_b_h.add_(self._sparsity_pull(rows.h0), alpha=lr * self.sparsity_cost)
         # θ = θ + velocity
-        self.W.add_(self.vel_W)
-        self.b_v.add_(self.vel_b_v)
-        self.b_h.add_(self.vel_b_h)
-        return _squared_error(v1, v0)
+        state.theta.add_(state.velocity)
+        # squared reconstruction error (the ones columns cancel)
+        torch.sub(rows.v1_aug, v0, out=rows.diff)
+        state.squared_error.addmv_(rows.diff_row, rows.diff_flat)
 
     def _hidden_noise(self, v: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return torch.rand((v.shape[0], self.n_hidden), generator=generator, device=v.device)
@@ -335,34 +363,35 @@ class RBM(Persistable, nn.Module):
         g = make_generator(seed, self.device)
         self._chain = None
         # compile: a local wrapper of the same step (torch.compile caches the code; the model keeps nothing).
-        step = maybe_compile(self.training_step, opts.compile)
+        step = maybe_compile(self._step, opts.compile)
         with fast_math(self.device, opts.matmul_precision, opts.autocast_dtype):
             self._fit_epochs(X, opts, step, g)
         return self
 
     def _fit_epochs(self, X, opts: CDOptions, step, g):
         n, batch_size = X.shape[0], opts.batch_size
+        state = TrainingState(self)  # the parameters as the step works on them; written back each epoch
         # Rows per chunk: whole batches, ~16M noise values at most, so memory stays bounded.
         chunk = max(1, _CHUNK_ELEMENTS // (batch_size * self.n_hidden)) * batch_size
         for epoch in tqdm(range(opts.epochs), desc=f"RBM {self.n_visible}->{self.n_hidden}",
                           disable=not opts.progress, leave=False):
             momentum = self.momentum if epoch < self.momentum_epochs else self.final_momentum
-            snapshot = [p.clone() for p in (self.W, self.b_v, self.b_h, self.hidden_mean)]
+            snapshot = (state.theta.clone(), self.hidden_mean.clone())
             perm = torch.randperm(n, generator=g, device=self.device)
-            recon_sq = torch.zeros((), device=self.device)
+            state.squared_error.zero_()
             for c0 in range(0, n, chunk):
-                rows = X[perm[c0:c0 + chunk]]
+                rows = state.augment(X[perm[c0:c0 + chunk]])
                 noise = self._hidden_noise(rows, g)
                 for start in range(0, rows.shape[0], batch_size):
-                    recon_sq += step(rows[start:start + batch_size], self.lr, momentum, g,
-                                     noise[start:start + batch_size])
-            mse = recon_sq / (n * self.n_visible)
+                    step(state, rows[start:start + batch_size], self.lr, momentum, g, noise[start:start + batch_size])
+            state.store(self)
+            mse = state.squared_error[0] / (n * self.n_visible)
             mse_value, finite = torch.stack([mse, self._parameters_finite().to(mse.dtype)]).tolist()  # one sync
             if not (math.isfinite(mse_value) and finite):
-                for p, old in zip((self.W, self.b_v, self.b_h, self.hidden_mean), snapshot):
-                    p.copy_(old)
-                for buf in (self.vel_W, self.vel_b_v, self.vel_b_h):
-                    buf.zero_()
+                state.theta.copy_(snapshot[0])
+                state.velocity.zero_()
+                state.store(self)
+                self.hidden_mean.copy_(snapshot[1])
                 self._chain = None
                 raise TrainingDivergedError(
                     f"RBM ({self.visible} visible, {self.n_visible}->{self.n_hidden}) training diverged at epoch "
@@ -459,37 +488,108 @@ def effective_sparsity_cost(sparsity_cost: float, momentum: float) -> float:
     return float(sparsity_cost) / (1.0 - float(momentum))
 
 
-def _squared_error(estimate: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Summed squared difference in fp32 (one fused kernel), a 0-d tensor."""
-    return F.mse_loss(estimate.float(), target.float(), reduction="sum")
+class TrainingState:
+    """An :class:`RBM`'s parameters and velocities as one ``(n_visible + 1, n_hidden + 1)`` matrix
+    each, the form its training step works on::
 
+        theta = [[W,     b_v],        velocity = [[vel_W,     vel_b_v],
+                 [b_h^T, 0  ]]                    [vel_b_h^T, 0      ]]
 
-def _momentum_accumulate(velocity: torch.Tensor, momentum: float, lr: float, positive, negative) -> None:
-    """``velocity = momentum * velocity + lr * (<x y^T>_positive - <x y^T>_negative)``, in place.
-
-    ``positive``, ``negative``: pairs ``(x, y)`` of row batches, ``x`` (B, n) and ``y`` (B, m), or
-    ``y = None`` for a bias, ``<x>``; ``<.>`` is the mean over the batch's rows. The products go
-    straight into ``velocity`` with BLAS ``addmm_`` / ``addmv_`` (no gradient temporaries).
-
-    Under autocast the hidden (and negative visible) states come in bf16/fp16: the weight term is
-    then one low-precision matmul over the stacked batch ``[positive; negative]`` (the difference
-    of the two phases is accumulated inside the matmul, then rounded once), the bias terms are
-    summed in ``velocity``'s fp32.
+    With the visible rows augmented by a column of ones, ``[v 1] theta[:, :H]`` is ``b_h + v W``;
+    with the hidden rows augmented, ``[h 1] theta[:V, :]^T`` is ``b_v + h W^T``; and
+    ``[v 1]^T [h 1]`` holds ``sum v h^T``, ``sum v`` (last column), ``sum h`` (last row) and the
+    batch size (the corner, which the phases' difference cancels and nothing reads). So every
+    conditional is one matmul written into a preallocated buffer and every CD statistic comes from
+    two matmuls into the velocity. ``W``, ``b_v``, ``b_h``, ``vel_W``, ``vel_b_v``, ``vel_b_h`` are
+    views of the two matrices. Built from the model (a copy); :meth:`store` writes it back.
     """
-    (x_pos, y_pos), (x_neg, y_neg) = positive, negative
-    a_pos, a_neg = lr / x_pos.shape[0], lr / x_neg.shape[0]
-    if y_pos is None:  # bias: <x> = x^T 1 / B
-        ones = torch.ones(max(x_pos.shape[0], x_neg.shape[0]), device=velocity.device, dtype=velocity.dtype)
-        velocity.addmv_(x_pos.t().to(velocity.dtype), ones[:x_pos.shape[0]], beta=momentum, alpha=a_pos)
-        velocity.addmv_(x_neg.t().to(velocity.dtype), ones[:x_neg.shape[0]], alpha=-a_neg)
-    elif all(t.dtype == velocity.dtype for t in (x_pos, y_pos, x_neg, y_neg)):
-        velocity.addmm_(x_pos.t(), y_pos, beta=momentum, alpha=a_pos)
-        velocity.addmm_(x_neg.t(), y_neg, alpha=-a_neg)
-    else:  # autocast: one low-precision matmul over [pos; neg]
-        low = y_pos.dtype
-        xs = torch.cat([x_pos.to(low) * a_pos, x_neg.to(low) * -a_neg])
-        ys = torch.cat([y_pos, y_neg.to(low)])
-        velocity.mul_(momentum).add_(xs.t() @ ys)
+
+    def __init__(self, rbm: "RBM"):
+        V, H = rbm.n_visible, rbm.n_hidden
+        self.n_visible, self.n_hidden, self.bernoulli = V, H, rbm.visible == "bernoulli"
+        kw = dict(device=rbm.W.device, dtype=rbm.W.dtype)
+        self.theta = torch.zeros(V + 1, H + 1, **kw)
+        self.velocity = torch.zeros(V + 1, H + 1, **kw)
+        self.W, self.b_v, self.b_h = self.theta[:V, :H], self.theta[:V, H], self.theta[V, :H]
+        self.vel_W, self.vel_b_v, self.vel_b_h = self.velocity[:V, :H], self.velocity[:V, H], self.velocity[V, :H]
+        self.to_hidden, self.to_visible = self.theta[:, :H], self.theta[:V, :].t()  # (V+1, H), (H+1, V)
+        #: made under autocast (``fit``'s ``autocast_dtype``): the matmuls then run in its low precision
+        self.autocast = torch.is_autocast_enabled(kw["device"].type)
+        #: summed squared reconstruction error of the steps so far, shape (1,) (no host sync)
+        self.squared_error = torch.zeros(1, **kw)
+        self._rows: dict[int, _Rows] = {}
+        for mine, model in zip(self._views(), _trained_tensors(rbm)):
+            mine.copy_(model)
+
+    def _views(self):
+        return self.W, self.b_v, self.b_h, self.vel_W, self.vel_b_v, self.vel_b_h
+
+    def store(self, rbm: "RBM") -> None:
+        """Write the parameters and velocities back into ``rbm``."""
+        for mine, model in zip(self._views(), _trained_tensors(rbm)):
+            model.copy_(mine)
+
+    def augment(self, v: torch.Tensor) -> torch.Tensor:
+        """``[v 1]``: the rows ``v`` (N, n_visible) with a column of ones appended."""
+        out = torch.ones(v.shape[0], self.n_visible + 1, device=self.theta.device, dtype=self.theta.dtype)
+        out[:, :self.n_visible] = v
+        return out
+
+    def rows(self, n: int) -> "_Rows":
+        """The buffers of a batch of ``n`` rows (made once per batch size)."""
+        if n not in self._rows:
+            self._rows[n] = _Rows(n, self.n_visible, self.n_hidden, self.theta.device, self.theta.dtype)
+        return self._rows[n]
+
+    def hidden(self, v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """``out = p(h=1 | v) = sigmoid([v 1] theta[:, :H])`` from augmented rows ``v``; returns ``out``."""
+        if self.autocast:  # out= would bypass autocast: the low-precision product first
+            out.copy_(v @ self.to_hidden)
+        else:
+            torch.mm(v, self.to_hidden, out=out)
+        return out.sigmoid_()
+
+    def visible(self, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """``out = E[v | h]`` from augmented hidden rows ``h``; returns ``out``."""
+        if self.autocast:
+            out.copy_(h @ self.to_visible)
+        else:
+            torch.mm(h, self.to_visible, out=out)
+        return out.sigmoid_() if self.bernoulli else out
+
+    def accumulate(self, momentum: float, alpha: float, positive, negative) -> None:
+        """``velocity = momentum * velocity + alpha * (x_pos^T y_pos - x_neg^T y_neg)`` in place,
+        ``positive = (x_pos, y_pos)``, ``negative = (x_neg, y_neg)`` augmented row batches.
+
+        Under autocast it is one low-precision matmul over the stacked batch ``[pos; neg]`` (the
+        difference of the two phases is accumulated inside the matmul, then rounded once)."""
+        (x_pos, y_pos), (x_neg, y_neg) = positive, negative
+        if self.autocast:
+            low = torch.get_autocast_dtype(self.theta.device.type)
+            xs = torch.cat([x_pos * alpha, x_neg * -alpha]).to(low)
+            ys = torch.cat([y_pos, y_neg]).to(low)
+            self.velocity.mul_(momentum).add_(xs.t() @ ys)
+        else:
+            self.velocity.addmm_(x_pos.t(), y_pos, beta=momentum, alpha=alpha)
+            self.velocity.addmm_(x_neg.t(), y_neg, alpha=-alpha)
+
+
+class _Rows:
+    """Buffers of one batch size for :class:`TrainingState`: the augmented hidden and visible
+    states (``*_aug``, a column of ones last) and views of their units (no ``_aug``)."""
+
+    def __init__(self, n: int, n_visible: int, n_hidden: int, device, dtype):
+        for name, width in (("h0", n_hidden), ("h_state", n_hidden), ("h_neg", n_hidden), ("v1", n_visible),
+                            ("v_neg", n_visible)):
+            aug = torch.ones(n, width + 1, device=device, dtype=dtype)
+            setattr(self, name + "_aug", aug)
+            setattr(self, name, aug[:, :width])
+        self.diff = torch.empty(n, n_visible + 1, device=device, dtype=dtype)  # reconstruction minus data
+        self.diff_row, self.diff_flat = self.diff.view(1, -1), self.diff.view(-1)
+
+
+def _trained_tensors(rbm: "RBM"):
+    return rbm.W, rbm.b_v, rbm.b_h, rbm.vel_W, rbm.vel_b_v, rbm.vel_b_h
 
 
 def bernoulli_log_pseudo_likelihood(X: torch.Tensor, W: torch.Tensor, b_v: torch.Tensor, b_h: torch.Tensor,

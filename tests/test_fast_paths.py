@@ -189,6 +189,27 @@ def test_time_to_quality_reaches_sklearn_targets_on_a_tiny_problem():
     assert q["ratio_pl"] == pytest.approx(q["sklearn_seconds"] / q["ours_seconds_to_pl"])
 
 
+def test_small_steps_bench_on_the_digits():
+    """(h): per-step rows at each batch size, and our RBM reaches sklearn's 20-epoch quality on the
+    binarised digits (one shifted copy, 32 hidden units) well within 20 epochs."""
+    from benchmarks.run import bench_small_steps, digits_data
+
+    X = digits_data(4)
+    assert X.shape == (7188, 64) and set(np.unique(X)) == {0.0, 1.0}
+    np.testing.assert_array_equal(X[:1797].reshape(-1, 8, 8)[:, :, 0], 0)  # shifted right: first column empty
+    sizes = dict(steps_hidden=32, steps_batches=(10, 100), steps_ttq_batch=20, steps_digits_copies=1,
+                 matmul_cpu=256, matmul_gpu=256)
+    z = bench_small_steps(sizes, torch.device("cpu"), {}, repeats=1)
+    assert [r["batch_size"] for r in z["per_step"]] == [10, 100]
+    for r in z["per_step"]:
+        assert r["ours_us"] > 0 and r["matmuls_us"] > 0 and r["bound_us"] > 0
+        assert r["ours_over_matmuls"] == pytest.approx(r["ours_us"] / r["matmuls_us"])
+    q = z["time_to_quality"]
+    assert q["our_batch"] == q["sklearn_batch"] == 20
+    assert q["ours_epochs_to_recon"] is not None and q["ours_epochs_to_recon"] <= 10
+    assert q["curve"][q["ours_epochs_to_recon"] - 1]["recon_mse"] <= q["target_recon_mse"]
+
+
 def test_dbn_passes_fast_options_to_every_rbm():
     from bimodal.dbn import DBN
 

@@ -101,6 +101,34 @@ def test_one_step_follows_the_free_energy_gradient(visible, batch):
         torch.testing.assert_close(new - old, -0.05 * grad, atol=1e-6, rtol=1e-5, msg=name)
 
 
+def test_training_state_holds_the_parameters_as_one_augmented_matrix():
+    """theta = [[W, b_v], [b_h, 0]]: one matmul of augmented rows gives each conditional with its
+    bias, a step's corner stays unused, and store() writes everything back."""
+    from bimodal.rbm import TrainingState
+
+    rbm = _model(dict(visible="bernoulli", **SPARSE))
+    rbm.b_v.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
+    rbm.b_h.normal_(0, 0.1, generator=torch.Generator().manual_seed(2))
+    state = TrainingState(rbm)
+    assert state.theta.shape == (25, 17) and state.theta[24, 16] == 0
+    torch.testing.assert_close(state.theta[:24, :16], rbm.W, rtol=0, atol=0)
+    torch.testing.assert_close(state.theta[:24, 16], rbm.b_v, rtol=0, atol=0)
+    torch.testing.assert_close(state.theta[24, :16], rbm.b_h, rtol=0, atol=0)
+    v = torch.as_tensor(binary_prototypes(5))
+    rows = state.rows(5)
+    torch.testing.assert_close(state.hidden(state.augment(v), rows.h0), rbm.hidden_prob(v), atol=1e-6, rtol=0)
+    assert torch.equal(rows.h0_aug[:, 16], torch.ones(5))  # the ones column is untouched
+    h = (torch.rand(5, 16, generator=torch.Generator().manual_seed(3)) < 0.5).float()
+    rows.h_state.copy_(h)
+    torch.testing.assert_close(state.visible(rows.h_state_aug, rows.v1), rbm.visible_mean(h), atol=1e-6, rtol=0)
+    X = torch.as_tensor(binary_prototypes(40))
+    rbm._step(state, state.augment(X[:20]), 0.05, 0.5, torch.Generator().manual_seed(0))
+    assert abs(float(state.velocity[24, 16])) < 1e-6  # the phases' batch sizes cancel
+    assert not torch.equal(state.W, rbm.W)  # the step trained the state, not yet the model
+    state.store(rbm)
+    assert torch.equal(state.W, rbm.W) and torch.equal(state.vel_b_h, rbm.vel_b_h)
+
+
 # ---------------------------------------------------------------- whole fits == the textbook form
 @pytest.mark.parametrize("case", list(CASES))
 def test_fit_equals_textbook_form_fit(case):
@@ -158,8 +186,7 @@ def test_sparsity_term_weighs_as_cost_over_one_minus_momentum(monkeypatch):
               sparsity_decay=1.0, device="cpu", seed=3)
     rbm.hidden_mean.fill_(0.3)
     # Both phases equal: the CD terms cancel exactly and only the sparsity term moves anything.
-    monkeypatch.setattr(rbm, "gibbs_phases", lambda v0, g, noise=None: (
-        torch.zeros(len(v0), 16), v0, v0, torch.zeros(len(v0), 16)))
+    monkeypatch.setattr(rbm, "_phases", lambda state, rows, v0, g, noise=None: (v0, rows.h0_aug))  # the positive
     v0 = torch.as_tensor(binary_prototypes(20))
     g = torch.Generator().manual_seed(0)
     W0 = rbm.W.clone()
