@@ -14,7 +14,7 @@ Every ``fit`` of :class:`bimodal.rbm.RBM`, :class:`bimodal.autoencoder.DeepAutoe
     CPUs it is slower.
 ``compile`` : bool
     ``torch.compile`` the per-batch step (fuses the elementwise work around the matmuls): the same
-    step function, wrapped for the one ``fit`` (the RBM's :meth:`~bimodal.rbm.RBM.training_step`,
+    step function, wrapped for the one ``fit`` (the RBM's step, ``RBM._step`` behind :meth:`~bimodal.rbm.RBM.training_step`,
     the autoencoders' batch loss); no model keeps compiled code. The first call compiles (tens of
     seconds on a CPU), so it pays off only for long runs. Not measured to pay on CUDA yet
     (``python -m benchmarks.rbm_step --device cuda --compile`` does).

@@ -83,7 +83,8 @@ class CDOptions(FitOptions):
 
     The learning rate, momentum schedule, weight decay and sparsity are the RBM's own
     constructor parameters (they define the model's training objective and are saved with it);
-    every batch is one :meth:`bimodal.rbm.RBM.training_step`, whatever the fast-math switches.
+    every batch is one RBM step (:meth:`bimodal.rbm.RBM.training_step`'s body, on the fit's
+    :class:`bimodal.rbm.TrainingState`), whatever the fast-math switches.
     """
 
 

@@ -179,7 +179,7 @@ class RBM(Persistable, nn.Module):
         if self.visible == "gaussian":
             mean.add_(torch.randn(mean.shape, generator=g, device=mean.device, dtype=mean.dtype))
         else:
-            torch.lt(torch.rand(mean.shape, generator=g, device=mean.device, dtype=mean.dtype), mean, out=mean)
+            _less_into(mean, torch.rand(mean.shape, generator=g, device=mean.device, dtype=mean.dtype), mean)
 
     def free_energy_t(self, v: torch.Tensor) -> torch.Tensor:
         """Free energy of each row of the tensor ``v``, shape (N,)."""
@@ -237,7 +237,7 @@ class RBM(Persistable, nn.Module):
         (views of ``rows``' buffers, valid until the next step)."""
         if noise is None:
             noise = self._hidden_noise(v0, generator)
-        torch.lt(noise, state.hidden(v0, rows.h0), out=rows.h_state)  # the first hidden sample
+        _less_into(rows.h_state, noise, state.hidden(v0, rows.h0))  # the first hidden sample
         state.visible(rows.h_state_aug, rows.v1)
         n_rows = v0.shape[0]
         if self.persistent:
@@ -258,7 +258,7 @@ class RBM(Persistable, nn.Module):
             h_neg = state.hidden(v_neg, rows.h_neg)
             if step < self.k - 1 or self.persistent:
                 noise = torch.rand(h_neg.shape, generator=generator, device=h_neg.device, dtype=h_neg.dtype)
-                torch.lt(noise, h_neg, out=rows.h_state)
+                _less_into(rows.h_state, noise, h_neg)
         if self.persistent:
             self._chain[:n_rows] = rows.h_state
         return v_neg, rows.h_neg_aug
@@ -340,7 +340,7 @@ class RBM(Persistable, nn.Module):
             Fields of :class:`bimodal.options.CDOptions`: ``epochs`` (10), ``batch_size`` (100),
             ``progress``, ``seed`` (default: derived from the model's seed and the number of fits),
             and the opt-in fast math ``matmul_precision``, ``autocast_dtype``, ``compile`` (see
-            :mod:`bimodal.fast`), which all run :meth:`training_step`.
+            :mod:`bimodal.fast`), which all run the one step (:meth:`training_step`'s :meth:`_step`).
 
         The hot loop has no host synchronisation: each chunk of rows is permuted on the device
         with one gather and its hidden-sampling noise drawn with one call, batches are views of
@@ -371,35 +371,39 @@ class RBM(Persistable, nn.Module):
     def _fit_epochs(self, X, opts: CDOptions, step, g):
         n, batch_size = X.shape[0], opts.batch_size
         state = TrainingState(self)  # the parameters as the step works on them; written back each epoch
+        state.rows(min(n, batch_size)), state.rows(n % batch_size or batch_size)  # made outside a compiled step
         # Rows per chunk: whole batches, ~16M noise values at most, so memory stays bounded.
         chunk = max(1, _CHUNK_ELEMENTS // (batch_size * self.n_hidden)) * batch_size
-        for epoch in tqdm(range(opts.epochs), desc=f"RBM {self.n_visible}->{self.n_hidden}",
-                          disable=not opts.progress, leave=False):
-            momentum = self.momentum if epoch < self.momentum_epochs else self.final_momentum
-            snapshot = (state.theta.clone(), self.hidden_mean.clone())
-            perm = torch.randperm(n, generator=g, device=self.device)
-            state.squared_error.zero_()
-            for c0 in range(0, n, chunk):
-                rows = state.augment(X[perm[c0:c0 + chunk]])
-                noise = self._hidden_noise(rows, g)
-                for start in range(0, rows.shape[0], batch_size):
-                    step(state, rows[start:start + batch_size], self.lr, momentum, g, noise[start:start + batch_size])
+        try:
+            for epoch in tqdm(range(opts.epochs), desc=f"RBM {self.n_visible}->{self.n_hidden}",
+                              disable=not opts.progress, leave=False):
+                momentum = self.momentum if epoch < self.momentum_epochs else self.final_momentum
+                snapshot = (state.theta.clone(), self.hidden_mean.clone())
+                perm = torch.randperm(n, generator=g, device=self.device)
+                state.squared_error.zero_()
+                for c0 in range(0, n, chunk):
+                    rows = state.augment(X[perm[c0:c0 + chunk]])
+                    noise = self._hidden_noise(rows, g)
+                    for start in range(0, rows.shape[0], batch_size):
+                        step(state, rows[start:start + batch_size], self.lr, momentum, g,
+                             noise[start:start + batch_size])
+                state.store(self)  # the model's tensors are current after every epoch
+                mse = state.squared_error[0] / (n * self.n_visible)
+                mse_value, finite = torch.stack([mse, self._parameters_finite().to(mse.dtype)]).tolist()  # one sync
+                if not (math.isfinite(mse_value) and finite):
+                    state.theta.copy_(snapshot[0])  # stored by the finally below
+                    state.velocity.zero_()
+                    self.hidden_mean.copy_(snapshot[1])
+                    self._chain = None
+                    raise TrainingDivergedError(
+                        f"RBM ({self.visible} visible, {self.n_visible}->{self.n_hidden}) training diverged at epoch "
+                        f"{epoch + 1}: reconstruction error {mse_value} / non-finite parameters. "
+                        f"Try a lower learning rate than lr={self.lr:g} (Gaussian visibles typically need 1e-3..1e-2) "
+                        f"and check that the data are whitened. Parameters were restored to the last finite epoch.")
+                self.history.append(mse_value)
+                log.debug("RBM epoch %d: recon MSE %.6g", epoch + 1, mse_value)
+        finally:  # an interrupted fit leaves the model as far as it got, as its running means and chains
             state.store(self)
-            mse = state.squared_error[0] / (n * self.n_visible)
-            mse_value, finite = torch.stack([mse, self._parameters_finite().to(mse.dtype)]).tolist()  # one sync
-            if not (math.isfinite(mse_value) and finite):
-                state.theta.copy_(snapshot[0])
-                state.velocity.zero_()
-                state.store(self)
-                self.hidden_mean.copy_(snapshot[1])
-                self._chain = None
-                raise TrainingDivergedError(
-                    f"RBM ({self.visible} visible, {self.n_visible}->{self.n_hidden}) training diverged at epoch "
-                    f"{epoch + 1}: reconstruction error {mse_value} / non-finite parameters. "
-                    f"Try a lower learning rate than lr={self.lr:g} (Gaussian visibles typically need 1e-3..1e-2) "
-                    f"and check that the data are whitened. Parameters were restored to the last finite epoch.")
-            self.history.append(mse_value)
-            log.debug("RBM epoch %d: recon MSE %.6g", epoch + 1, mse_value)
 
     # ---------------------------------------------------------------- sklearn-style inference
     @torch.no_grad()
@@ -543,7 +547,8 @@ class TrainingState:
 
     def hidden(self, v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """``out = p(h=1 | v) = sigmoid([v 1] theta[:, :H])`` from augmented rows ``v``; returns ``out``."""
-        if self.autocast:  # out= would bypass autocast: the low-precision product first
+        # out= would bypass autocast, and Dynamo breaks the graph at a non-contiguous out=
+        if self.autocast or torch.compiler.is_compiling():
             out.copy_(v @ self.to_hidden)
         else:
             torch.mm(v, self.to_hidden, out=out)
@@ -551,7 +556,7 @@ class TrainingState:
 
     def visible(self, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """``out = E[v | h]`` from augmented hidden rows ``h``; returns ``out``."""
-        if self.autocast:
+        if self.autocast or torch.compiler.is_compiling():
             out.copy_(h @ self.to_visible)
         else:
             torch.mm(h, self.to_visible, out=out)
@@ -562,7 +567,9 @@ class TrainingState:
         ``positive = (x_pos, y_pos)``, ``negative = (x_neg, y_neg)`` augmented row batches.
 
         Under autocast it is one low-precision matmul over the stacked batch ``[pos; neg]`` (the
-        difference of the two phases is accumulated inside the matmul, then rounded once)."""
+        difference of the two phases is accumulated inside the matmul, then rounded once); the
+        bias terms (the ones column and row) come out of it too, so in float16 a bias increment far
+        below the velocity's magnitude can round away (bfloat16 keeps float32's range)."""
         (x_pos, y_pos), (x_neg, y_neg) = positive, negative
         if self.autocast:
             low = torch.get_autocast_dtype(self.theta.device.type)
@@ -586,6 +593,16 @@ class _Rows:
             setattr(self, name, aug[:, :width])
         self.diff = torch.empty(n, n_visible + 1, device=device, dtype=dtype)  # reconstruction minus data
         self.diff_row, self.diff_flat = self.diff.view(1, -1), self.diff.view(-1)
+
+
+def _less_into(out: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """``out = (a < b)`` as 0/1 in ``out``'s dtype, written into a view of a state buffer: one
+    kernel with ``out=`` in eager mode, a copy when compiling (Dynamo breaks the graph at an
+    ``out=`` tensor that is not contiguous)."""
+    if torch.compiler.is_compiling():
+        out.copy_(a < b)
+    else:
+        torch.lt(a, b, out=out)
 
 
 def _trained_tensors(rbm: "RBM"):

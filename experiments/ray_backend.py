@@ -340,11 +340,12 @@ def _frames_task(cfg, utts, cache_path: str, device: str, threads: int) -> int:
         prep = Preprocessor(prep_config(cfg), device=resolve_device(device), frame_cache=cache)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the runs warn about unusable utterances themselves
-            extra = pipeline.load_extra_audio(cfg.data.extra_audio) if cfg.data.extra_audio else []
-            for group in (list(utts), extra):  # the runs cache the extra audio's frames too
+            for group in (lambda: list(utts),  # the runs cache the extra audio's frames too
+                          lambda: pipeline.load_extra_audio(cfg.data.extra_audio) if cfg.data.extra_audio else []):
                 try:
-                    if group:
-                        prep._all_frames(group, None, False, "frames", strict=False)
+                    utterances = group()
+                    if utterances:
+                        prep._all_frames(utterances, None, False, "frames", strict=False)
                 except DataError:
                     pass  # none usable: each run says why
         if len(cache) > n:

@@ -433,7 +433,8 @@ def run_ablation(cfg: Config, out_dir, device=None, resume: bool = False, progre
     variant's results and the table are written."""
     from .report import write_ablation_table
 
-    if backend is None:  # resolved once: every variant runs on it and the record names it
+    run_device = device  # each variant resolves its own (a variant may set experiment.device)
+    if backend is None:  # checked before any work, and what the record names
         device = resolve_device(None if device is None and cfg.experiment.device == "auto"
                                 else device or cfg.experiment.device)
     out_dir = prepare_out_dir(out_dir)
@@ -446,13 +447,14 @@ def run_ablation(cfg: Config, out_dir, device=None, resume: bool = False, progre
             skipped: list[str] = []
             corpora[key] = (pipeline.load_utterances(vcfg, progress=progress, skipped=skipped), skipped)
         check_plan(vcfg, corpora[key][0])
-    table, failed, execution, run_prov = {}, {}, None, {}
+    table, failed, execution = {}, {}, None
+    run_prov = {} if threads is None else {"torch_threads": int(threads)}
     if backend is None:
         corpora.clear()
         for name, settings in variants:
             vcfg = configs[name]
             log.info("ablation variant %s: %s", name, settings)
-            res = run_experiment(vcfg, out_dir / name, device=device, resume=resume, progress=progress,
+            res = run_experiment(vcfg, out_dir / name, device=run_device, resume=resume, progress=progress,
                                  write_report=False, threads=threads)
             table[name] = {"set": settings, "summary": res["summary"], "timings": res["timings"]}
     else:

@@ -129,6 +129,61 @@ def test_training_state_holds_the_parameters_as_one_augmented_matrix():
     assert torch.equal(state.W, rbm.W) and torch.equal(state.vel_b_h, rbm.vel_b_h)
 
 
+def _reference_phases(rbm, v0, g, noise, chain):
+    """The Gibbs phases written out with the public conditionals, independently of the step's
+    buffers: returns (h0, v1, v_neg, h_neg, chain after)."""
+    gaussian = rbm.visible == "gaussian"
+    sample = rbm.sample_visible or rbm.persistent
+
+    def negative_visible(h):
+        mean = rbm.visible_mean(h)
+        if not sample:
+            return mean
+        if gaussian:
+            return mean + torch.randn(mean.shape, generator=g)
+        return (torch.rand(mean.shape, generator=g) < mean).float()
+
+    h0 = rbm.hidden_prob(v0)
+    h_state = (noise < h0).float()
+    v1 = rbm.visible_mean(h_state)
+    n = len(v0)
+    if rbm.persistent:
+        chain = h_state.clone() if chain is None or len(chain) < n else chain
+        h_state = chain[:n].clone()
+    v_neg = negative_visible(h_state) if sample else v1
+    for step in range(rbm.k):
+        if step > 0:
+            v_neg = negative_visible(h_state)
+        h_neg = rbm.hidden_prob(v_neg)
+        if step < rbm.k - 1 or rbm.persistent:
+            h_state = (torch.rand(h_neg.shape, generator=g) < h_neg).float()
+    if rbm.persistent:
+        chain = chain.clone()
+        chain[:n] = h_state
+    return h0, v1, v_neg, h_neg, chain
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_gibbs_phases_equal_an_independent_sampler(case):
+    """Every sampling variant (CD-k, PCD with its chains over a full then a short batch, sampled
+    visibles, Gaussian and Bernoulli) draws the same states as the phases written out by hand."""
+    params = CASES[case]
+    rbm = _model(params)
+    rbm.b_v.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
+    rbm.b_h.normal_(0, 0.5, generator=torch.Generator().manual_seed(2))
+    rbm.W.normal_(0, 0.3, generator=torch.Generator().manual_seed(3))
+    X = torch.as_tensor(_data(params, n=27))
+    chain = None
+    for i, v0 in enumerate((X[:20], X[20:])):  # 20 rows, then a short batch of 7
+        noise = torch.rand(len(v0), 16, generator=torch.Generator().manual_seed(10 + i))
+        got = rbm.gibbs_phases(v0, torch.Generator().manual_seed(20 + i), noise)
+        *want, chain = _reference_phases(rbm, v0, torch.Generator().manual_seed(20 + i), noise, chain)
+        for name, a, b in zip(("h0", "v1", "v_neg", "h_neg"), got, want):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5, msg=f"{name}, batch {i}")
+        if rbm.persistent:
+            torch.testing.assert_close(rbm._chain, chain, atol=0, rtol=0)
+
+
 # ---------------------------------------------------------------- whole fits == the textbook form
 @pytest.mark.parametrize("case", list(CASES))
 def test_fit_equals_textbook_form_fit(case):
