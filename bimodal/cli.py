@@ -75,11 +75,13 @@ def cmd_tune(args) -> int:
 
     from bimodal.device import resolve_device
 
-    resolve_device(args.device or (None if cfg.experiment.device == "auto" else cfg.experiment.device))
+    backend, threads = _backend(args)
+    if backend is None:  # a Ray task resolves its device on its node
+        resolve_device(args.device or (None if cfg.experiment.device == "auto" else cfg.experiment.device))
     prepare_out_dir(args.out)
 
     result = tune(cfg, seed=args.seed, device=args.device, progress=not args.quiet,
-                  grids=stage_grids(args.stages) if args.stages else None)
+                  grids=stage_grids(args.stages) if args.stages else None, backend=backend, threads=threads)
     print(write_results(result, args.out))
     return 0
 
@@ -193,10 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--resume", action="store_true", help="skip (seed, fold) runs and models already finished")
         sp.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE",
                         help="override a config value (TOML syntax), e.g. --set finetune.epochs=5")
+        ray_opts(sp, "the (seed, fold) runs")
+
+    def ray_opts(sp, units):
         ray = sp.add_argument_group("parallel runs on Ray (pip install -e '.[ray]'; README: Running on several "
                                     "cores or a Ray cluster)")
         ray.add_argument("--workers", type=int, default=None, metavar="N",
-                         help="run the (seed, fold) runs as tasks of a local Ray with N worker CPUs")
+                         help=f"run {units} as tasks of a local Ray with N worker CPUs")
         ray.add_argument("--ray-address", default=None, metavar="ADDR",
                          help="run them on the Ray cluster at ADDR (auto: the one this machine joined); --out and "
                               "the data must be at the same paths on every node")
@@ -224,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--stages", default=None, metavar="audio_rbm,rbm,dae",
                    help="the stages to run, in this order (default: all that apply)")
     t.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
+    ray_opts(t, "each stage's candidates")
     t.set_defaults(func=cmd_tune)
 
     e = sub.add_parser("extract", help="utterance features from a trained model for your own classifiers")

@@ -251,6 +251,47 @@ class RayBackend:
             if started:
                 ray.shutdown()
 
+    def map(self, fn, calls: list, shared: tuple = (), progress: bool = True, desc: str = "tasks") -> list:
+        """``[fn(*shared, *call) for call in calls]`` as Ray tasks with this backend's resources and
+        threads, the ``shared`` arguments sent once, the results in the order of ``calls``. A task
+        whose worker dies is retried; one that raises is not: the others finish, then
+        :class:`BimodalError` names every failed call with its error. ``fn`` must be importable
+        (a module-level function)."""
+        from tqdm.auto import tqdm
+
+        ray, started = self.connect()
+        refs = []
+        try:
+            self._check_resources(ray)
+            task = ray.remote(_call_task).options(retry_exceptions=False, num_cpus=self.cpus_per_run,
+                                                  num_gpus=self.gpus_per_run, max_retries=self.max_retries)
+            shared_refs = [ray.put(x) for x in shared]  # top-level refs: each task gets the value
+            level = logging.getLogger().getEffectiveLevel()
+            refs = [task.remote(fn, self.threads, level, *shared_refs, *call) for call in calls]
+            index = {ref: i for i, ref in enumerate(refs)}
+            results, failed, pending = [None] * len(refs), [], list(refs)
+            bar = tqdm(total=len(refs), desc=desc, unit="task", disable=not progress)
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                for ref in done:
+                    try:
+                        results[index[ref]] = ray.get(ref)
+                    except ray.exceptions.RayError as exc:
+                        failed.append((index[ref], _error_text(exc, ray)))
+                    bar.update(1)
+            bar.close()
+        except KeyboardInterrupt:
+            for ref in refs:
+                ray.cancel(ref, force=True)
+            raise
+        finally:
+            if started:
+                ray.shutdown()
+        if failed:
+            lines = "\n".join(f"  {desc} {i + 1} of {len(calls)}: {error}" for i, error in sorted(failed))
+            raise BimodalError(f"{len(failed)} of {len(calls)} Ray tasks failed:\n{lines}")
+        return results
+
 
 def _worker_lost_errors(ray) -> tuple:
     """Ray's errors for a task whose worker process or node was lost (those Ray retries)."""
@@ -351,3 +392,12 @@ def _frames_task(cfg, utts, cache_path: str, device: str, threads: int) -> int:
         if len(cache) > n:
             pipeline.save_frame_cache(cache, path)
     return len(cache) - n
+
+
+def _call_task(fn, threads: int, log_level: int, *args):
+    """One :meth:`RayBackend.map` call in a Ray worker, with ``threads`` torch/BLAS threads."""
+    from experiments import runner
+
+    _setup_logging(log_level)
+    with runner.run_threads(threads):
+        return fn(*args)

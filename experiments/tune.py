@@ -30,7 +30,8 @@ two feature scalings (``eval.standardize``); the best scaling is reported per ca
 The feature models learn from what the experiment's do (:attr:`pipeline.FoldData.learning`: with
 ``data.learn_from = "recordings"`` every window of the fitting recordings, never a held-out one).
 
-Run: ``bimodal tune paper_avletters --set data.root='"DIR"' --out DIR [--device cuda]``.
+Run: ``bimodal tune paper_avletters --set data.root='"DIR"' --out DIR [--device cuda]``; with
+``--workers N`` (or ``--ray-address ADDR``) each stage's candidates run as Ray tasks.
 Writes ``DIR/tuning.json`` and ``DIR/tuning.md`` (atomically) with every candidate's score.
 """
 from __future__ import annotations
@@ -52,6 +53,7 @@ from bimodal.io import atomic_write_text
 
 from . import pipeline
 from .config import Config, config_record, with_overrides
+from .runner import run_threads
 
 log = logging.getLogger(__name__)
 
@@ -166,20 +168,32 @@ def tunes_audio_noise(cfg: Config, utts: list) -> bool:
     return "fusion" in cfg.experiment.settings and bool(cfg.eval.snr_db) and all(u.audio is not None for u in utts)
 
 
-def grid_stage(cfg: Config, folds: list, grid: dict, stage: str, seed, device, progress) -> tuple:
-    """Score every combination of ``grid`` on top of ``cfg``; returns (best overrides, rows)."""
+def grid_stage(cfg: Config, folds: list, grid: dict, stage: str, seed, device, progress, backend=None) -> tuple:
+    """Score every combination of ``grid`` on top of ``cfg``; returns (best overrides, rows). With a
+    ``backend`` (:class:`experiments.ray_backend.RayBackend`) the candidates are Ray tasks, the
+    inner folds sent once; ``device`` is then the tasks' device name."""
     keys = list(grid)
+    candidates = [dict(zip(keys, values)) for values in itertools.product(*grid.values())]
+    calls = [(with_overrides(cfg, overrides, "tune"), stage, seed, device) for overrides in candidates]
+    if backend is None:
+        scored = [scored_candidate(folds, *call) for call in tqdm(calls, desc=f"tune {stage}", disable=not progress)]
+    else:
+        scored = backend.map(scored_candidate, calls, shared=(folds,), progress=progress, desc=f"tune {stage}")
     rows = []
-    for values in tqdm(list(itertools.product(*grid.values())), desc=f"tune {stage}", disable=not progress):
-        overrides = dict(zip(keys, values))
-        t0 = time.time()
-        scores = candidate_score(with_overrides(cfg, overrides, "tune"), folds, stage, seed, device)
+    for overrides, (scores, seconds) in zip(candidates, scored):
         best = max(scores, key=scores.get)
         rows.append({"overrides": overrides, "best": best, "score": scores[best], "scores": scores,
-                     "seconds": time.time() - t0})
+                     "seconds": seconds})
         log.info("tune %s %s: %.3f (%s)", stage, overrides, scores[best], best)
     top = max(rows, key=lambda r: r["score"])
     return top["overrides"], rows
+
+
+def scored_candidate(folds: list, cfg: Config, stage: str, seed: int, device) -> tuple[dict, float]:
+    """:func:`candidate_score` and its wall time: one unit of work (a Ray task with a backend)."""
+    t0 = time.time()
+    scores = candidate_score(cfg, folds, stage, seed, resolve_device(device))
+    return scores, time.time() - t0
 
 
 STAGES = {"audio_rbm": AUDIO_SPARSITY_GRID, "rbm": SPARSITY_GRID, "dae": FINETUNE_GRID}
@@ -194,11 +208,23 @@ def stage_grids(names: str) -> dict:
     return {n: STAGES[n] for n in chosen}
 
 
-def tune(cfg: Config, seed: int = 0, device=None, grids: dict | None = None, progress: bool = True) -> dict:
+def tune(cfg: Config, seed: int = 0, device=None, grids: dict | None = None, progress: bool = True,
+         backend=None, threads: int | None = None) -> dict:
     """Run the stages (``grids``: stage name → grid, default stage 0 when :func:`tunes_audio_noise`,
-    then stages 1 and 2); returns ``{"chosen": {...}, "stages": [...], "splits": [...]}``."""
+    then stages 1 and 2); returns ``{"chosen": {...}, "stages": [...], "splits": [...]}``.
+
+    The candidates of a stage are independent: with a ``backend`` (Ray) they run as tasks, each with
+    the backend's threads (the inner folds are whitened here, on the CPU, and sent once); the stages
+    still run one after the other, each on the previous one's choice. ``threads``: torch threads of
+    the sequential candidates (default: torch's own). Same seed and threads per candidate, same
+    numbers either way."""
     check_tunable(cfg)  # before any work
-    device = resolve_device(device)
+    if backend is not None:
+        task_device = backend.run_device(cfg, device)  # resolved by each task, on its node
+        device = resolve_device("cpu")
+    else:
+        device = resolve_device(device)
+        task_device = device
     utts = pipeline.load_utterances(cfg, progress=progress)
     if grids is None:
         grids = {**({"audio_rbm": AUDIO_SPARSITY_GRID} if tunes_audio_noise(cfg, utts) else {}),
@@ -224,8 +250,9 @@ def tune(cfg: Config, seed: int = 0, device=None, grids: dict | None = None, pro
         pipeline.save_frame_cache(frame_cache, cache_path)
     chosen, stages = {}, []
     for stage, grid in grids.items():
-        best, rows = grid_stage(with_overrides(cfg, chosen, "tune") if chosen else cfg, folds, grid, stage, seed,
-                                device, progress)
+        with run_threads(threads):
+            best, rows = grid_stage(with_overrides(cfg, chosen, "tune") if chosen else cfg, folds, grid, stage, seed,
+                                    task_device, progress, backend)
         chosen.update(best)
         stages.append({"stage": stage, "grid": grid, "rows": rows, "chosen": best})
 
@@ -233,7 +260,11 @@ def tune(cfg: Config, seed: int = 0, device=None, grids: dict | None = None, pro
         return held_out_unit(cfg, utts[i])
 
     split_desc = [{"fit": sorted({group(i) for i in a}), "held_out": sorted({group(i) for i in b})} for a, b in splits]
-    return {"chosen": chosen, "stages": stages, "splits": split_desc, "seed": seed, "config": config_record(cfg)}
+    execution = {"backend": "sequential", "torch_threads": threads} if backend is None else \
+        {"backend": "ray", "address": backend.address or "local", "workers": backend.workers,
+         "cpus_per_run": backend.cpus_per_run, "gpus_per_run": backend.gpus_per_run, "torch_threads": backend.threads}
+    return {"chosen": chosen, "stages": stages, "splits": split_desc, "seed": seed, "config": config_record(cfg),
+            "execution": execution}
 
 
 def to_markdown(result: dict) -> str:

@@ -186,6 +186,8 @@ def test_ray_flags_without_ray_name_the_extra(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "Ray is not installed" in err and "pip install -e '.[ray]'" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()  # refused before any work
+    assert main(["-q", "tune", "demo", "--out", str(tmp_path / "tune"), "--workers", "2"]) == 2
+    assert "Ray is not installed" in capsys.readouterr().err and not (tmp_path / "tune").exists()
 
 
 def test_run_options_are_checked(capsys):
@@ -208,6 +210,31 @@ def test_run_options_are_checked(capsys):
         RayBackend(workers=1).run_device(cfg, "cuda")
     with pytest.raises(ConfigError, match="use --device cuda"):
         RayBackend(workers=1, gpus_per_run=1).run_device(cfg, "cuda:1")
+
+
+def test_tune_candidates_on_ray_give_the_sequential_choice(ray_session, corpus):
+    """`bimodal tune --workers 2`: each stage's candidates as Ray tasks (one thread each) score and
+    choose exactly as the sequential loop with one thread."""
+    from experiments.ray_backend import RayBackend
+    from experiments.tune import tune
+
+    cfg = tiny_config(corpus, experiment={"split": "even_odd"})
+    grids = {"rbm": {"pretrain.sparsity_target": [0.01, 0.2]}, "dae": {"finetune.epochs": [1, 2]}}
+    seq = tune(cfg, seed=0, device="cpu", grids=grids, progress=False, threads=1)
+    ray = tune(cfg, seed=0, device="cpu", grids=grids, progress=False, backend=RayBackend(workers=2))
+    assert ray["chosen"] == seq["chosen"]
+    for a, b in zip(seq["stages"], ray["stages"]):
+        assert [(r["overrides"], r["scores"]) for r in a["rows"]] == [(r["overrides"], r["scores"]) for r in b["rows"]]
+    assert ray["execution"]["backend"] == "ray" and seq["execution"] == {"backend": "sequential", "torch_threads": 1}
+
+
+def test_a_failing_task_is_named_after_the_others_finish(ray_session):
+    from bimodal.errors import BimodalError
+    from experiments.ray_backend import RayBackend
+
+    with pytest.raises(BimodalError, match=r"1 of 3 Ray tasks failed:\n  probe 2 of 3: ZeroDivisionError"):
+        RayBackend(workers=2).map(divmod, [(1,), (0,), (2,)], shared=(6,), progress=False, desc="probe")
+    assert RayBackend(workers=2).map(divmod, [(1,), (4,)], shared=(6,), progress=False) == [(6, 0), (1, 2)]
 
 
 def test_a_task_records_the_extra_av_roots_as_given(tmp_path, monkeypatch):
