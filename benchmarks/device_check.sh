@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# One GPU check of bimodal, <= 8 minutes on one H100: device, CUDA tests, `bimodal bench` at the
-# paper-like sizes with TF32 and with bf16, the row-space SVM C search on the GPU, and
-# `bimodal reproduce paper_avletters` on the GPU. Writes ONE JSON with the wall time, status,
-# throughput, fraction of the measured matmul rate and peak GPU memory of every stage.
+# One GPU check of bimodal, <= 9 minutes on one H100: device, CUDA tests, `bimodal bench` at the
+# paper-like sizes with TF32 and with bf16, the row-space SVM C search on the GPU, small RBM steps
+# (bench stage `steps`), `bimodal reproduce paper_avletters` on the GPU, and the same runs packed
+# on the one GPU as Ray tasks (`--workers 3 --gpus-per-run 0.33`; needs Ray). Writes ONE JSON with
+# the wall time, status, throughput, fraction of the measured matmul rate, peak GPU memory and mean
+# GPU utilisation of every stage.
 #
 # Usage (from the root of a clean checkout):
 #   benchmarks/device_check.sh [OUT_JSON]
@@ -16,7 +18,8 @@
 #                 it (default: data.root from AVLETTERS). CHECK_QUICK=1 runs `bench --quick`.
 #                 CPU plumbing test: CHECK_DEVICE=cpu CHECK_QUICK=1 CHECK_CONFIG=demo
 #                 CHECK_SET="--set experiment.seeds=[0] ..." benchmarks/device_check.sh /tmp/x.json
-#   CHECK_BUDGET  total seconds for all stages (default 470); each stage also has its own cap
+#   CHECK_BUDGET  total seconds for all stages (default 530); each stage also has its own cap
+#   CHECK_PACK    runs packed on the device in the `packing` stage (default 3: --gpus-per-run 1/3)
 #   PYTHON        interpreter (default python3)
 #
 # Dependencies. The script installs nothing by default: the GPU machine has no internet, so pip
@@ -36,7 +39,8 @@ cd "$(dirname "$0")/.." || exit 1
 ROOT=$(pwd)
 PY=${PYTHON:-python3}
 DEV=${CHECK_DEVICE:-cuda}
-BUDGET=${CHECK_BUDGET:-470}
+BUDGET=${CHECK_BUDGET:-530}
+PACK=${CHECK_PACK:-3}
 CONFIG=${CHECK_CONFIG:-paper_avletters}
 QUICK=${CHECK_QUICK:+--quick}
 if [ -n "${1:-}" ]; then JSON=$1; elif [ -n "${OUT:-}" ]; then JSON=$OUT/device_check.json; else JSON=$ROOT/device_check.json; fi
@@ -67,7 +71,8 @@ stage() {
   echo "== $name (at most ${cap}s): $*"
   local smi_pid=""
   if command -v nvidia-smi >/dev/null 2>&1; then
-    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 500 > "$WORK/$name.mem" 2>/dev/null &
+    nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader,nounits -lms 500 \
+      > "$WORK/$name.mem" 2>/dev/null &
     smi_pid=$!
   fi
   local t0 rc secs
@@ -116,8 +121,20 @@ stage bench_bf16 60 $PY -m benchmarks.run $QUICK --device "$DEV" --matmul-precis
 stage bench_svm 45 $PY -m benchmarks.run $QUICK --device "$DEV" --stages svm --no-svm-reference \
   --out "$WORK/bench_svm.json"
 
+stage bench_steps 60 $PY -m benchmarks.run $QUICK --device "$DEV" --stages steps --repeats 3 \
+  --out "$WORK/bench_steps.json"
+
 # shellcheck disable=SC2086  # CHECK_SET is a list of words on purpose
 stage reproduce 240 $PY -m bimodal reproduce "$CONFIG" --device "$DEV" --out "$WORK/reproduce" $SET
+
+# The same runs as Ray tasks packed on the one device: wall time and utilisation against `reproduce`.
+PACK_GPU=""
+case "$DEV" in cuda*) PACK_GPU="--gpus-per-run $($PY -c "print(round(1 / $PACK, 3))")";; esac
+# shellcheck disable=SC2086
+stage packing 150 $PY -m bimodal reproduce "$CONFIG" --device "${DEV%%:*}" --workers "$PACK" $PACK_GPU \
+  --out "$WORK/packing" $SET
+# a driver stopped by the cap can leave its local Ray behind
+$PY -m ray.scripts.scripts stop --force > /dev/null 2>&1 || true
 
 # ---------------------------------------------------------------- one JSON
 mkdir -p "$(dirname "$JSON")"
@@ -135,12 +152,23 @@ def load(path):
         return None
 
 
-def peak_mem(name):
+def gpu_samples(name, column):
+    """nvidia-smi samples of one column (0: memory used MB, 1: utilisation %) during a stage."""
     try:
-        vals = [float(x) for x in open(os.path.join(work, name + ".mem")).read().split() if x.strip()]
-        return max(vals) if vals else None
-    except OSError:
-        return None
+        rows = [line.split(",") for line in open(os.path.join(work, name + ".mem")) if line.strip()]
+        return [float(r[column]) for r in rows if len(r) > column and r[column].strip()]
+    except (OSError, ValueError):
+        return []
+
+
+def peak_mem(name):
+    vals = gpu_samples(name, 0)
+    return max(vals) if vals else None
+
+
+def mean_util(name):
+    vals = gpu_samples(name, 1)
+    return sum(vals) / len(vals) if vals else None
 
 
 def tail(name, n=15):
@@ -154,7 +182,7 @@ result = {"wall_seconds_total": int(total), "config": config, "avletters": avlet
 for line in open(os.path.join(work, "stages.tsv")):
     name, status, rc, secs = line.rstrip("\n").split("\t")
     st = {"status": status, "rc": int(rc), "wall_seconds": int(secs or 0) / 1000.0,
-          "peak_gpu_memory_used_mb": peak_mem(name)}
+          "peak_gpu_memory_used_mb": peak_mem(name), "mean_gpu_utilisation_pct": mean_util(name)}
     if status != "ok":
         st["log_tail"] = tail(name)
     result["stages"][name] = st
@@ -163,7 +191,7 @@ for line in tail("env", 400):
     if line.startswith("ENV_JSON "):
         result["env"] = json.loads(line[len("ENV_JSON "):])
 
-for name in ("bench_tf32", "bench_bf16", "bench_svm"):
+for name in ("bench_tf32", "bench_bf16", "bench_svm", "bench_steps"):
     b = load(os.path.join(work, name + ".json"))
     if not b:
         continue
@@ -185,12 +213,21 @@ for name in ("bench_tf32", "bench_bf16", "bench_svm"):
         entry["rbm_time_to_quality"] = q
     if b.get("svm_c_search"):
         entry["svm_c_search"] = b["svm_c_search"]
+    if b.get("small_steps"):
+        z = dict(b["small_steps"])
+        z["time_to_quality"] = {k: v for k, v in z["time_to_quality"].items() if k != "curve"}
+        entry["small_steps"] = z
     result["stages"].setdefault(name, {})["bench"] = entry
 
-rep = load(os.path.join(work, "reproduce", "results.json"))
-if rep:
-    result["stages"].setdefault("reproduce", {})["results"] = {
-        "timings": rep.get("timings"), "summary": rep.get("summary"), "n_utterances": rep.get("n_utterances")}
+for name in ("reproduce", "packing"):
+    rep = load(os.path.join(work, name, "results.json"))
+    if rep:
+        result["stages"].setdefault(name, {})["results"] = {
+            "timings": rep.get("timings"), "summary": rep.get("summary"), "n_utterances": rep.get("n_utterances"),
+            "execution": rep.get("execution")}
+seq, packed = (result["stages"].get(n, {}) for n in ("reproduce", "packing"))
+if seq.get("status") == "ok" and packed.get("status") == "ok":
+    result["packing_speedup"] = seq["wall_seconds"] / packed["wall_seconds"]
 
 tmp = out + ".tmp"
 with open(tmp, "w") as f:
