@@ -310,8 +310,11 @@ class RBM(Persistable, nn.Module):
         # θ = θ + velocity
         state.theta.add_(state.velocity)
         # squared reconstruction error (the ones columns cancel)
-        torch.sub(rows.v1_aug, v0, out=rows.diff)
-        state.squared_error.addmv_(rows.diff_row, rows.diff_flat)
+        if torch.compiler.is_compiling():  # inductor mis-guards the aliased views of rows.diff
+            state.squared_error.add_(((rows.v1_aug - v0) ** 2).sum())
+        else:
+            torch.sub(rows.v1_aug, v0, out=rows.diff)
+            state.squared_error.addmv_(rows.diff_row, rows.diff_flat)
 
     def _hidden_noise(self, v: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return torch.rand((v.shape[0], self.n_hidden), generator=generator, device=v.device)
