@@ -550,20 +550,20 @@ class TrainingState:
 
     def hidden(self, v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """``out = p(h=1 | v) = sigmoid([v 1] theta[:, :H])`` from augmented rows ``v``; returns ``out``."""
-        # out= would bypass autocast, and Dynamo breaks the graph at a non-contiguous out=
-        if self.autocast or torch.compiler.is_compiling():
-            out.copy_(v @ self.to_hidden)
-        else:
-            torch.mm(v, self.to_hidden, out=out)
-        return out.sigmoid_()
+        return self._matmul_into(v, self.to_hidden, out).sigmoid_()
 
     def visible(self, h: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """``out = E[v | h]`` from augmented hidden rows ``h``; returns ``out``."""
-        if self.autocast or torch.compiler.is_compiling():
-            out.copy_(h @ self.to_visible)
-        else:
-            torch.mm(h, self.to_visible, out=out)
+        self._matmul_into(h, self.to_visible, out)
         return out.sigmoid_() if self.bernoulli else out
+
+    def _matmul_into(self, x: torch.Tensor, w: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """``out = x @ w`` into a view of a buffer: one BLAS call with ``out=``, or the product then a
+        copy under autocast (``out=`` would bypass its low precision) and when compiling (Dynamo
+        breaks the graph at a non-contiguous ``out=``)."""
+        if self.autocast or torch.compiler.is_compiling():
+            return out.copy_(x @ w)
+        return torch.mm(x, w, out=out)
 
     def accumulate(self, momentum: float, alpha: float, positive, negative) -> None:
         """``velocity = momentum * velocity + alpha * (x_pos^T y_pos - x_neg^T y_neg)`` in place,

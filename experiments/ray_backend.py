@@ -166,6 +166,17 @@ class RayBackend:
             raise ConfigError(f"--gpus-per-run {self.gpus_per_run:g}: the Ray cluster has {have.get('GPU', 0):g} GPUs, "
                               "so no run could ever start")
 
+    def execution(self) -> dict:
+        """How the work ran, as results.json / tuning.json record it (``execution``)."""
+        return {"backend": "ray", "address": self.address or "local", "workers": self.workers,
+                "cpus_per_run": self.cpus_per_run, "gpus_per_run": self.gpus_per_run,
+                "max_retries": self.max_retries, "torch_threads": self.threads}
+
+    def _remote(self, ray, fn, **options):
+        """``fn`` as a Ray task with each run's resources and retries of a lost worker."""
+        return ray.remote(fn).options(num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run,
+                                      max_retries=self.max_retries, **options)
+
     # ------------------------------------------------------------------ running
     def execute(self, jobs: list, progress: bool = True) -> None:
         """Run the pending runs of every :class:`experiments.runner.ExperimentJob` in ``jobs`` as Ray
@@ -173,11 +184,8 @@ class RayBackend:
         from tqdm.auto import tqdm
 
         todo = [(job, spec) for job in jobs for spec in job.pending]
-        info = {"backend": "ray", "address": self.address or "local", "workers": self.workers,
-                "cpus_per_run": self.cpus_per_run, "gpus_per_run": self.gpus_per_run,
-                "max_retries": self.max_retries, "torch_threads": self.threads}
         for job in jobs:
-            job.execution = dict(info)
+            job.execution = self.execution()
             job.provenance["torch_threads"] = self.threads
         if not todo:
             return
@@ -185,9 +193,8 @@ class RayBackend:
         pending = {}
         try:
             self._check_resources(ray)
-            res = {"num_cpus": self.cpus_per_run, "num_gpus": self.gpus_per_run, "max_retries": self.max_retries}
-            run_task = ray.remote(_run_task).options(retry_exceptions=False, **res)
-            frames_task = ray.remote(_frames_task).options(**res)
+            run_task = self._remote(ray, _run_task, retry_exceptions=False)
+            frames_task = self._remote(ray, _frames_task)
             hooks = {k: os.environ[k] for k in (KILL_ONCE_ENV, FAIL_RUN_ENV) if os.environ.get(k)}
             level = logging.getLogger().getEffectiveLevel()
             corpus_refs, cfgs = {}, {}
@@ -263,8 +270,7 @@ class RayBackend:
         refs = []
         try:
             self._check_resources(ray)
-            task = ray.remote(_call_task).options(retry_exceptions=False, num_cpus=self.cpus_per_run,
-                                                  num_gpus=self.gpus_per_run, max_retries=self.max_retries)
+            task = self._remote(ray, _call_task, retry_exceptions=False)
             shared_refs = [ray.put(x) for x in shared]  # top-level refs: each task gets the value
             level = logging.getLogger().getEffectiveLevel()
             refs = [task.remote(fn, self.threads, level, *shared_refs, *call) for call in calls]

@@ -260,9 +260,7 @@ def tune(cfg: Config, seed: int = 0, device=None, grids: dict | None = None, pro
         return held_out_unit(cfg, utts[i])
 
     split_desc = [{"fit": sorted({group(i) for i in a}), "held_out": sorted({group(i) for i in b})} for a, b in splits]
-    execution = {"backend": "sequential", "torch_threads": threads} if backend is None else \
-        {"backend": "ray", "address": backend.address or "local", "workers": backend.workers,
-         "cpus_per_run": backend.cpus_per_run, "gpus_per_run": backend.gpus_per_run, "torch_threads": backend.threads}
+    execution = {"backend": "sequential", "torch_threads": threads} if backend is None else backend.execution()
     return {"chosen": chosen, "stages": stages, "splits": split_desc, "seed": seed, "config": config_record(cfg),
             "execution": execution}
 
