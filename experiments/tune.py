@@ -18,7 +18,13 @@ trained (``bimodal tune --stages`` picks and orders them):
 1. sparsity of the RBMs: ``pretrain.sparsity_target`` over the paper's {0.01, 0.03, 0.05, 0.07}
    and ``pretrain.sparsity_cost`` over {1, 3, 10}, scored on the video RBM's features;
 2. fine-tuning: ``finetune.epochs`` x ``finetune.lr``, scored on the video-only deep
-   autoencoder's features, with the earlier choices fixed.
+   autoencoder's features, with the earlier choices fixed;
+3. ``shared_size`` (only when asked for: ``--stages shared_size``): the shared layer's size
+   ``model.shared`` over {256, 512, 1024, 1536, 3072} at the config's epochs, scored like stage 2.
+   A size is a cost as well as a score, so this stage does not take the best score: it takes the
+   smallest size whose score is within one standard error of the best (the one-standard-error rule,
+   Hastie et al., *Elements of Statistical Learning* §7.10), the error being the binomial one of the
+   best score over all held-out utterances, sqrt(p (1 - p) / n).
 
 Every candidate's models are trained by the experiment's own training functions
 (:func:`pipeline.pretrain_bimodal_dbn`, :func:`pipeline.fine_tune_model`), so ``data.extra_audio``,
@@ -61,6 +67,9 @@ AUDIO_SPARSITY_GRID = {"pretrain.audio_sparsity_target": [0.01, 0.05],
                        "pretrain.audio_sparsity_cost": [0.0, 0.1, 1.0, 10.0]}
 SPARSITY_GRID = {"pretrain.sparsity_target": [0.01, 0.03, 0.05, 0.07], "pretrain.sparsity_cost": [1.0, 3.0, 10.0]}
 FINETUNE_GRID = {"finetune.epochs": [30, 100], "finetune.lr": [1e-3, 3e-4]}
+SHARED_SIZE_GRID = {"model.shared": [256, 512, 1024, 1536, 3072]}
+# stages that choose a size: the smallest value of this key within one standard error of the best
+SMALLEST_WITHIN_ONE_SE = {"shared_size": "model.shared"}
 STANDARDIZE = ("global", "zscore")
 
 
@@ -126,7 +135,7 @@ def held_out_scores(cfg: Config, feats: tuple, labels: tuple, seed: int, device)
 
 
 def candidate_score(cfg: Config, folds: list, stage: str, seed: int, device) -> dict:
-    """Mean held-out accuracies of one candidate config (``stage``: "audio_rbm", "rbm" or "dae")
+    """Mean held-out accuracies of one candidate config (``stage``: "audio_rbm", "rbm", "dae" or "shared_size")
     over the prepared inner ``folds`` (their whitening does not depend on the tuned values).
 
     The models are trained by the experiment's own functions (:func:`pipeline.pretrain_bimodal_dbn`,
@@ -185,8 +194,20 @@ def grid_stage(cfg: Config, folds: list, grid: dict, stage: str, seed, device, p
         rows.append({"overrides": overrides, "best": best, "score": scores[best], "scores": scores,
                      "seconds": seconds})
         log.info("tune %s %s: %.3f (%s)", stage, overrides, scores[best], best)
+    return choose(rows, stage, sum(f.test.n_utterances for f in folds)), rows
+
+
+def choose(rows: list, stage: str, n_held_out: int) -> dict:
+    """The chosen row's overrides: the best score, or for a size stage
+    (:data:`SMALLEST_WITHIN_ONE_SE`) the smallest size within one binomial standard error of the
+    best score over the ``n_held_out`` held-out utterances (ties: the first row)."""
     top = max(rows, key=lambda r: r["score"])
-    return top["overrides"], rows
+    key = SMALLEST_WITHIN_ONE_SE.get(stage)
+    if key is None:
+        return top["overrides"]
+    p = top["score"]
+    floor = p - np.sqrt(p * (1.0 - p) / max(1, n_held_out))
+    return min((r for r in rows if r["score"] >= floor), key=lambda r: r["overrides"][key])["overrides"]
 
 
 def scored_candidate(folds: list, cfg: Config, stage: str, seed: int, device) -> tuple[dict, float]:
@@ -196,7 +217,8 @@ def scored_candidate(folds: list, cfg: Config, stage: str, seed: int, device) ->
     return scores, time.time() - t0
 
 
-STAGES = {"audio_rbm": AUDIO_SPARSITY_GRID, "rbm": SPARSITY_GRID, "dae": FINETUNE_GRID}
+STAGES = {"audio_rbm": AUDIO_SPARSITY_GRID, "rbm": SPARSITY_GRID, "dae": FINETUNE_GRID,
+          "shared_size": SHARED_SIZE_GRID}
 
 
 def stage_grids(names: str) -> dict:
@@ -277,7 +299,9 @@ def to_markdown(result: dict) -> str:
         lines += [f"## Stage: {st['stage']}", "", "| candidate | held-out accuracy (%) | best scaling, C |", "|---|---|---|"]
         for r in st["rows"]:
             lines.append(f"| {r['overrides']} | {100 * r['score']:.1f} | {r['best']} |")
-        lines += ["", f"Chosen: {st['chosen']}", ""]
+        rule = (" (the smallest within one standard error of the best score)" if st["stage"] in SMALLEST_WITHIN_ONE_SE
+                else "")
+        lines += ["", f"Chosen{rule}: {st['chosen']}", ""]
     return "\n".join(lines)
 
 

@@ -469,6 +469,35 @@ def test_tune_never_touches_the_test_split(tiny_run, monkeypatch):
     assert "held-out accuracy" in tune_mod.to_markdown(result)
 
 
+def test_a_size_stage_takes_the_smallest_size_within_one_standard_error():
+    """Sizes: the smallest whose score is within sqrt(p(1-p)/n) of the best; other stages: the best."""
+    from experiments.tune import choose
+
+    rows = [{"overrides": {"model.shared": s}, "score": p} for s, p in
+            [(1024, 0.50), (256, 0.40), (512, 0.47), (1536, 0.51)]]
+    # n = 100: SE of 0.51 is 0.05, so 0.47 (512) is within it and 0.40 (256) is not
+    assert choose(rows, "shared_size", 100) == {"model.shared": 512}
+    # n = 1600: SE 0.0125, 1024 (0.50) is within it, 512 is not
+    assert choose(rows, "shared_size", 1600) == {"model.shared": 1024}
+    # n = 10000: SE 0.005, only the best itself
+    assert choose(rows, "shared_size", 10000) == {"model.shared": 1536}
+    assert choose(rows, "dae", 100) == {"model.shared": 1536}
+
+
+def test_tune_scores_shared_sizes_on_the_video_autoencoder(tiny_run):
+    """The shared_size stage trains the deep autoencoder at each size and records the rule it chose by."""
+    from experiments import tune as tune_mod
+
+    cfg, _, _ = tiny_run
+    cfg = dataclasses.replace(cfg, experiment=dataclasses.replace(cfg.experiment, split="even_odd"))
+    result = tune_mod.tune(cfg, seed=0, device="cpu", grids={"shared_size": {"model.shared": [4, 16]}},
+                           progress=False)
+    (stage,) = result["stages"]
+    assert [r["overrides"]["model.shared"] for r in stage["rows"]] == [4, 16]
+    assert result["chosen"]["model.shared"] in (4, 16)
+    assert "within one standard error" in tune_mod.to_markdown(result)
+
+
 def _chirp_folder(root: Path, n: int = 3) -> Path:
     """``n`` one-second chirps at 8 kHz under ``root/sub``, as unlabelled extra audio; returns ``root``."""
     import soundfile as sf
