@@ -34,7 +34,9 @@ import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -42,8 +44,9 @@ from tqdm.auto import tqdm
 from bimodal.errors import DataError
 from bimodal.io import atomic_savez
 
+from .container import MAX_AV_MISMATCH_S
 from .mouth_roi import crop_boxes, is_mouth_sized, track_mouth_boxes
-from .utterance import UNLABELLED, Utterance, default_workers
+from .utterance import UNLABELLED, Utterance, _map_files, default_workers
 
 log = logging.getLogger(__name__)
 
@@ -51,27 +54,41 @@ log = logging.getLogger(__name__)
 CROP_SCALES = (0.6, 0.7, 0.8, 0.9, 1.0, 1.2)
 #: Recordings (the first ones, in corpus order) that decide the crop scale.
 SCALE_RECORDINGS = 40
-#: Version of the tracked-box cache; part of its key.
-BOXES_VERSION = 1
+#: Version of the tracked-box cache; part of its key (2: keyed without decoding, usable recordings only).
+BOXES_VERSION = 2
 
 
 @dataclass
 class ExtraRecording:
-    """One extra recording: the utterance as read (full-face ``video``) and its tracked mouth boxes
-    ``(T, 4)`` ``[cx, cy, w, h]`` per frame (:func:`data_prep.mouth_roi.track_mouth_boxes`)."""
+    """One extra recording, read when needed: ``load()`` decodes it (full-face ``video`` and sound
+    track, an :class:`~data_prep.utterance.Utterance`); ``boxes`` ``(T, 4)`` are its tracked mouth
+    boxes ``[cx, cy, w, h]`` per frame (:func:`data_prep.mouth_roi.track_mouth_boxes`).
 
-    utterance: Utterance
-    boxes: np.ndarray
+    Nothing holds the decoded video between uses, so a corpus of any size costs the memory of the
+    recordings being worked on at one time, not of the corpus."""
+
+    name: str
+    utterance_id: str
+    load: Callable[[], Utterance]
+    boxes: np.ndarray | None = None
+    files: tuple = ()  # the files it is read from (their sizes and times key the box cache)
+
+    @classmethod
+    def in_memory(cls, u: Utterance, boxes: np.ndarray) -> "ExtraRecording":
+        """A recording already decoded (``u``) with its boxes."""
+        return cls(str(u.path), str(u.utterance_id), lambda: u, np.asarray(boxes, np.float64))
 
 
 def read_extra_recordings(root, roi_size=(60, 80), track_every: int = 2, cache_dir=None,
                           progress: bool = True) -> list[ExtraRecording]:
-    """Every recording under ``root`` with its tracked mouth boxes.
+    """Every usable recording under ``root`` with its tracked mouth boxes, not kept decoded.
 
     ``root`` is a GRID tree (``ROOT/alignments/`` beside the speaker folders: each sentence,
     trimmed to its speech) or the generic folder layout (``ROOT/<speaker>/<label>/<utt>.<video>``,
-    labels ignored). Boxes are cached under ``cache_dir`` (keyed by the files' paths, sizes and
-    modification times and the tracking settings), since tracking costs ~11 ms a frame.
+    labels ignored). Each recording is decoded, tracked and let go in turn (a few at a time, on
+    threads). Boxes are cached under ``cache_dir`` (keyed by the files' paths, sizes and
+    modification times and the tracking settings), since tracking costs ~11 ms a frame; a
+    recording that cannot be read, or has no video or no sound track, is left out with one warning.
 
     Raises
     ------
@@ -81,52 +98,72 @@ def read_extra_recordings(root, roi_size=(60, 80), track_every: int = 2, cache_d
     if not root.is_dir():
         raise DataError("an extra audio-visual corpus must be a folder (GRID or ROOT/<speaker>/<label>/<utt>.<video>)",
                         path=root, field="data.extra_av")
-    utts = _read_corpus(root, progress)
-    utts = [u for u in utts if u.video is not None and u.audio is not None]
-    if not utts:
-        raise DataError("no recording with both video and a sound track", path=root, field="data.extra_av")
-    cache = _boxes_cache_path(root, utts, roi_size, track_every, cache_dir)
-    boxes = _load_boxes(cache, utts)
+    recordings = _list_corpus(root)
+    cache = _boxes_cache_path(root, recordings, roi_size, track_every, cache_dir)
+    boxes = _load_boxes(cache)
     if boxes is None:
-        def track(u):
+        def track(r: ExtraRecording) -> np.ndarray:
+            u = r.load()
+            if u.video is None or u.audio is None:
+                raise DataError("needs both video and a sound track", path=r.name, field="data.extra_av")
             T, H, W = np.asarray(u.video).shape
             if is_mouth_sized((H, W), tuple(roi_size)):  # already a mouth crop ("auto"): the whole frame
                 return np.tile([W / 2, H / 2, W, H], (T, 1)).astype(np.float64)
             return track_mouth_boxes(np.asarray(u.video), tuple(roi_size), name=u.path, every=track_every)[0]
 
-        with ThreadPoolExecutor(max_workers=default_workers()) as pool:
-            boxes = list(tqdm(pool.map(track, utts), total=len(utts), desc="extra AV: mouth tracking",
-                              disable=not progress, leave=False))
-        atomic_savez(cache, ids=np.array([str(u.utterance_id) for u in utts]), lengths=np.array([len(b) for b in boxes]),
-                     boxes=np.concatenate(boxes))
-        log.info("extra AV: tracked %d recordings, boxes cached in %s", len(utts), cache)
-    return [ExtraRecording(u, b) for u, b in zip(utts, boxes)]
+        tracked = _map_files(track, recordings, progress, "extra AV: reading and mouth tracking")
+        bad = [t for t in tracked if isinstance(t, DataError)]
+        if bad:
+            warnings.warn(f"extra AV {root}: skipped {len(bad)} of {len(tracked)} recordings:\n  "
+                          + "\n  ".join(str(e) for e in bad[:50]), stacklevel=2)
+        boxes = {r.utterance_id: b for r, b in zip(recordings, tracked) if not isinstance(b, DataError)}
+        if boxes:
+            atomic_savez(cache, ids=np.array(list(boxes)), lengths=np.array([len(b) for b in boxes.values()]),
+                         boxes=np.concatenate(list(boxes.values())))
+            log.info("extra AV: tracked %d recordings, boxes cached in %s", len(boxes), cache)
+    usable = [replace(r, boxes=boxes[r.utterance_id]) for r in recordings if r.utterance_id in boxes]
+    if not usable:
+        raise DataError("no recording with both video and a sound track", path=root, field="data.extra_av")
+    return usable
 
 
-def _read_corpus(root: Path, progress: bool) -> list[Utterance]:
-    """A GRID tree's trimmed sentences (unlabelled), else the generic layout's recordings."""
-    from .readers import read_corpus
-
+def _list_corpus(root: Path) -> list[ExtraRecording]:
+    """A GRID tree's sentences (trimmed to the speech, unlabelled), else the generic layout's
+    recordings, listed without decoding."""
     if (root / "alignments").is_dir():
-        sentences = read_corpus("grid", root, view="sentences", progress=progress)
-        return [replace(u, label=UNLABELLED) for u in sentences]
-    return read_corpus("folder", root, progress=progress)
+        from .grid import scan_grid
+
+        return [ExtraRecording(str(video), f"{speaker}/{video.stem}", partial(_grid_sentence, (speaker, video, align)),
+                               files=(str(video), str(align))) for speaker, video, align in scan_grid(root)]
+    from .readers import _read_entry, scan_folder
+
+    return [ExtraRecording(e.video_path, e.utterance_id, partial(_read_entry, e),
+                           files=tuple(dict.fromkeys((e.video_path, e.audio_path)))) for e in scan_folder(root)]
 
 
-def _boxes_cache_path(root: Path, utts, roi_size, track_every: int, cache_dir) -> Path:
+def _grid_sentence(item) -> Utterance:
+    from .grid import DEFAULT_MARGIN_S, _read_recording
+
+    rec = _read_recording(item, frozenset(), DEFAULT_MARGIN_S, MAX_AV_MISMATCH_S, ("sentences",))
+    return replace(rec.sentence, label=UNLABELLED)
+
+
+def _boxes_cache_path(root: Path, recordings: list[ExtraRecording], roi_size, track_every: int, cache_dir) -> Path:
     from .dataset import default_cache_dir
 
     files = []
-    for u in utts:
-        st = os.stat(u.path) if u.path and os.path.exists(u.path) else None
-        files.append((str(u.path), str(u.utterance_id), len(u.video), st and st.st_size, st and st.st_mtime_ns))
+    for r in recordings:
+        for f in r.files or (r.name,):
+            st = os.stat(f) if os.path.exists(f) else None
+            files.append((f, r.utterance_id, st and st.st_size, st and st.st_mtime_ns))
     key = json.dumps({"root": str(root.resolve()), "files": files, "roi": list(roi_size), "every": int(track_every),
                       "version": BOXES_VERSION}, sort_keys=True, default=str)
     folder = Path(cache_dir) if cache_dir else default_cache_dir()
     return folder / f"extra-av-boxes-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
 
 
-def _load_boxes(path: Path, utts) -> list[np.ndarray] | None:
+def _load_boxes(path: Path) -> dict[str, np.ndarray] | None:
+    """The cached boxes by recording id (only the usable recordings are in it), or None."""
     if not path.is_file():
         return None
     try:
@@ -135,9 +172,10 @@ def _load_boxes(path: Path, utts) -> list[np.ndarray] | None:
     except Exception as e:  # noqa: BLE001 - a broken cache is re-tracked, never fatal
         log.warning("ignoring unreadable box cache %s (%s)", path, e)
         return None
-    if ids != [str(u.utterance_id) for u in utts] or list(lengths) != [len(u.video) for u in utts]:
+    if len(ids) != len(lengths) or int(np.sum(lengths)) != len(flat):
+        log.warning("ignoring inconsistent box cache %s", path)
         return None
-    return np.split(flat, np.cumsum(lengths)[:-1])
+    return dict(zip(ids, np.split(flat, np.cumsum(lengths)[:-1])))
 
 
 def standardised_mean(frames: np.ndarray) -> np.ndarray:
@@ -152,14 +190,27 @@ def choose_crop_scale(target_frames: np.ndarray, recordings: list[ExtraRecording
     """The box scale whose crops' standardised mean image is nearest (RMS) the target's.
 
     ``target_frames`` (N, H, W) or (N, H * W): the target's training crops. Returns the chosen scale
-    and every candidate's distance."""
+    and every candidate's distance. The recordings are decoded one at a time."""
     ref = standardised_mean(target_frames)
-    distances = {}
-    for s in scales:
-        crops = np.concatenate([crop_boxes(r.utterance.video, _scaled(r.boxes, s), tuple(roi_size)) for r in recordings])
-        distances[float(s)] = float(np.sqrt(((standardised_mean(crops) - ref) ** 2).mean()))
+    sums, n = {float(s): 0.0 for s in scales}, 0
+    for r in recordings:
+        video = _checked_video(r, r.load())
+        for s in sums:
+            crops = crop_boxes(video, _scaled(r.boxes, s), tuple(roi_size))
+            sums[s] = sums[s] + standardised_mean(crops) * len(crops)
+        n += len(video)
+    distances = {s: float(np.sqrt(((total / n - ref) ** 2).mean())) for s, total in sums.items()}
     best = min(distances, key=distances.get)
     return best, distances
+
+
+def _checked_video(r: ExtraRecording, u: Utterance) -> np.ndarray:
+    """``u`` (the recording ``r`` decoded)'s frames, checked against ``r``'s boxes."""
+    video = np.asarray(u.video)
+    if len(video) != len(r.boxes):
+        raise DataError(f"has {len(video)} frames but {len(r.boxes)} tracked boxes (changed since it was tracked?)",
+                        path=r.name, field="data.extra_av")
+    return video
 
 
 def _scaled(boxes: np.ndarray, scale: float) -> np.ndarray:
@@ -245,9 +296,13 @@ def adapt_to_target(recordings: list[ExtraRecording], target_frames: np.ndarray,
         # the target's frame period; every other HCopy setting as measured on AVLetters' files
         mfcc_options = replace(HTKMFCCOptions(), target_rate_100ns=int(round(1e7 / audio_features_rate)))
 
-    def one(r: ExtraRecording) -> Utterance:
-        u = r.utterance
-        crops = match_intensity(crop_boxes(np.asarray(u.video), _scaled(r.boxes, scale), tuple(roi_size)), mean, std)
+    def one(r: ExtraRecording) -> Utterance | DataError:
+        try:
+            u = r.load()
+            video = _checked_video(r, u)
+        except DataError as exc:
+            return exc
+        crops = match_intensity(crop_boxes(video, _scaled(r.boxes, scale), tuple(roi_size)), mean, std)
         out = replace(u, video=crops, label=UNLABELLED, speaker=f"extra:{u.speaker}",
                       utterance_id=f"extra/{u.utterance_id}", repetition=None)
         if audio_features_rate is not None:

@@ -503,7 +503,7 @@ def extra_av_utterances(cfg: Config, prep, fit_utts: list, fit_frames: list, roo
     if _EXTRA_AV.get(root_key, (None,))[0] != key:
         from data_prep.extra_av import adapt_to_target, read_extra_recordings
 
-        _EXTRA_AV.pop(root_key, None)  # its full-face videos are large: let the old ones go first
+        _EXTRA_AV.pop(root_key, None)  # a corpus' crops can be large: let the old ones go first
         recordings = read_extra_recordings(root, c.roi_size, cfg.data.extra_av_track_every, cfg.data.cache_dir or None,
                                            progress)
         target = np.concatenate([f[1] for f in fit_frames]) * 255.0

@@ -40,6 +40,7 @@ through; ``BIMODAL_TEST_FAIL_RUN=<seed>:<fold>[:<log file>]`` makes that run rai
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -157,6 +158,23 @@ class RayBackend:
                               "`ray start --head` (README: Running on several cores or a Ray cluster)") from None
         return ray, True
 
+    @contextlib.contextmanager
+    def session(self, cancel_on_interrupt):
+        """Ray connected (:meth:`connect`) and checked to have room for one run; on Ctrl-C the tasks
+        in ``cancel_on_interrupt`` (a collection the caller fills as it sends them) are cancelled;
+        Ray is shut down on the way out if this started it."""
+        ray, started = self.connect()
+        try:
+            self._check_resources(ray)
+            yield ray
+        except KeyboardInterrupt:
+            for ref in list(cancel_on_interrupt):  # finished runs keep their fragments: --resume reuses them
+                ray.cancel(ref, force=True)
+            raise
+        finally:
+            if started:
+                ray.shutdown()
+
     def _check_resources(self, ray) -> None:
         have = ray.cluster_resources()
         if have.get("CPU", 0) < self.cpus_per_run:
@@ -189,10 +207,8 @@ class RayBackend:
             job.provenance["torch_threads"] = self.threads
         if not todo:
             return
-        ray, started = self.connect()
         pending = {}
-        try:
-            self._check_resources(ray)
+        with self.session(pending) as ray:
             run_task = self._remote(ray, _run_task, retry_exceptions=False)
             frames_task = self._remote(ray, _frames_task)
             hooks = {k: os.environ[k] for k in (KILL_ONCE_ENV, FAIL_RUN_ENV) if os.environ.get(k)}
@@ -250,13 +266,6 @@ class RayBackend:
             bar.close()
             for job in jobs:
                 job.execution["nodes"] = sorted(nodes)
-        except KeyboardInterrupt:
-            for ref in pending:  # finished runs keep their fragments: --resume continues from them
-                ray.cancel(ref, force=True)
-            raise
-        finally:
-            if started:
-                ray.shutdown()
 
     def map(self, fn, calls: list, shared: tuple = (), progress: bool = True, desc: str = "tasks") -> list:
         """``[fn(*shared, *call) for call in calls]`` as Ray tasks with this backend's resources and
@@ -266,14 +275,12 @@ class RayBackend:
         (a module-level function)."""
         from tqdm.auto import tqdm
 
-        ray, started = self.connect()
         refs = []
-        try:
-            self._check_resources(ray)
+        with self.session(refs) as ray:
             task = self._remote(ray, _call_task, retry_exceptions=False)
             shared_refs = [ray.put(x) for x in shared]  # top-level refs: each task gets the value
             level = logging.getLogger().getEffectiveLevel()
-            refs = [task.remote(fn, self.threads, level, *shared_refs, *call) for call in calls]
+            refs.extend(task.remote(fn, self.threads, level, *shared_refs, *call) for call in calls)
             index = {ref: i for i, ref in enumerate(refs)}
             results, failed, pending = [None] * len(refs), [], list(refs)
             bar = tqdm(total=len(refs), desc=desc, unit="task", disable=not progress)
@@ -286,13 +293,6 @@ class RayBackend:
                         failed.append((index[ref], _error_text(exc, ray)))
                     bar.update(1)
             bar.close()
-        except KeyboardInterrupt:
-            for ref in refs:
-                ray.cancel(ref, force=True)
-            raise
-        finally:
-            if started:
-                ray.shutdown()
         if failed:
             lines = "\n".join(f"  {desc} {i + 1} of {len(calls)}: {error}" for i, error in sorted(failed))
             raise BimodalError(f"{len(failed)} of {len(calls)} Ray tasks failed:\n{lines}")
@@ -387,14 +387,17 @@ def _frames_task(cfg, utts, cache_path: str, device: str, threads: int) -> int:
         prep = Preprocessor(prep_config(cfg), device=resolve_device(device), frame_cache=cache)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the runs warn about unusable utterances themselves
-            for group in (lambda: list(utts),  # the runs cache the extra audio's frames too
-                          lambda: pipeline.load_extra_audio(cfg.data.extra_audio) if cfg.data.extra_audio else []):
+            def fill(read):
                 try:
-                    utterances = group()
+                    utterances = read()
                     if utterances:
                         prep._all_frames(utterances, None, False, "frames", strict=False)
                 except DataError:
                     pass  # none usable: each run says why
+
+            fill(lambda: list(utts))
+            if cfg.data.extra_audio:  # the runs cache the extra audio's frames too
+                fill(lambda: pipeline.load_extra_audio(cfg.data.extra_audio))
         if len(cache) > n:
             pipeline.save_frame_cache(cache, path)
     return len(cache) - n

@@ -34,7 +34,7 @@ def _faces(T=6, H=120, W=160, seed=0):
 def _recording(frames, uid="s/a"):
     T, H, W = frames.shape
     u = Utterance(np.zeros(16000 * T // 25, np.float32), 16000, frames, 25.0, "(unlabelled)", "s", uid, uid)
-    return ExtraRecording(u, np.tile([W / 2, H / 2, W / 2, W / 2 * 0.75], (T, 1)).astype(np.float64))
+    return ExtraRecording.in_memory(u, np.tile([W / 2, H / 2, W / 2, W / 2 * 0.75], (T, 1)))
 
 
 def test_match_intensity_sets_every_crop_to_the_target_statistics():
@@ -109,6 +109,39 @@ def extra_corpus(tmp_path_factory):
         audio = (0.3 * np.sin(2 * np.pi * (300 + 100 * i) * t) + 0.01 * rng.normal(size=t.size))[None]
         write_av(folder / f"c{i}.mp4", _faces(T=25, seed=i), audio=audio)
     return root
+
+
+def test_extra_recordings_are_decoded_when_used_and_not_kept(tmp_path, extra_corpus, monkeypatch):
+    """A corpus of any size fits: reading tracks each recording and lets its video go; a second
+    read takes the boxes from the cache without decoding; adapting decodes each one again."""
+    import data_prep.readers as readers
+
+    decoded = []
+    read_entry = readers._read_entry
+    monkeypatch.setattr(readers, "_read_entry", lambda e: decoded.append(e.utterance_id) or read_entry(e))
+    recs = read_extra_recordings(extra_corpus, (30, 40), cache_dir=tmp_path, progress=False)
+    assert sorted(decoded) == sorted(r.utterance_id for r in recs) and len(recs) == 3
+    assert all(r.boxes.shape == (25, 4) for r in recs)
+    assert not any(isinstance(v, np.ndarray) and v.ndim == 3 for r in recs for v in vars(r).values())
+    decoded.clear()
+    again = read_extra_recordings(extra_corpus, (30, 40), cache_dir=tmp_path, progress=False)
+    assert decoded == []  # boxes from the cache
+    for a, b in zip(recs, again):
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+    target = np.concatenate([crop_boxes(r.load().video, r.boxes, (30, 40)) for r in recs])
+    decoded.clear()
+    utts, info = adapt_to_target(again, target, (30, 40), scale=1.0, progress=False)
+    assert sorted(decoded) == sorted(r.utterance_id for r in recs)  # once each, for its crops
+    assert [u.video.shape for u in utts] == [(25, 30, 40)] * 3
+
+
+def test_a_recording_that_changed_since_tracking_is_skipped_by_name(extra_corpus):
+    frames = _faces()
+    rec = _recording(frames)
+    short = dataclasses.replace(rec, boxes=rec.boxes[:-1], name="clip.mp4")
+    with pytest.warns(UserWarning, match="clip.mp4.*6 frames but 5 tracked boxes"):
+        utts, _ = adapt_to_target([rec, short], frames, (120, 160), scale=1.0, progress=False)
+    assert len(utts) == 1
 
 
 def test_extra_recordings_reach_every_unsupervised_stage_and_no_classifier(tmp_path, extra_corpus, monkeypatch):

@@ -332,3 +332,25 @@ def test_shared_grid_s1(grid_s1_root):
         assert 0 <= len(u.video) / u.fps - len(u.audio) / u.sample_rate < 1 / u.fps
     assert min(len(t.video) for t in tokens) >= 4  # at least one 4-frame window
     print(f"read 700 GRID recordings in {elapsed:.1f} s")
+
+
+def test_extra_av_lists_a_grid_tree_as_the_reader_cuts_its_sentences(tree):
+    """``data.extra_av`` reads a GRID tree lazily: the same usable sentences, the same frames and
+    sound as the reader's sentence view, unlabelled; the unusable recordings fail when loaded."""
+    from data_prep.extra_av import _list_corpus
+    from data_prep.grid import read_grid
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sentences = {u.utterance_id: u for u in read_grid(tree, view="sentences", progress=False)}
+    loaded, failed = {}, []
+    for r in _list_corpus(tree):
+        try:
+            loaded[r.utterance_id] = r.load()
+        except DataError:
+            failed.append(r.utterance_id)
+    assert set(loaded) == set(sentences) and sorted(failed) == ["s1/noalign", "s2/junk", "s2/short"]
+    for uid, u in loaded.items():
+        np.testing.assert_array_equal(u.video, sentences[uid].video)
+        np.testing.assert_array_equal(u.audio, sentences[uid].audio)
+        assert u.label == "(unlabelled)"
