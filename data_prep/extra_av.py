@@ -54,7 +54,8 @@ log = logging.getLogger(__name__)
 CROP_SCALES = (0.6, 0.7, 0.8, 0.9, 1.0, 1.2)
 #: Recordings (the first ones, in corpus order) that decide the crop scale.
 SCALE_RECORDINGS = 40
-#: Version of the tracked-box cache; part of its key (2: keyed without decoding, usable recordings only).
+#: Version of the tracked-box cache; part of its key (2: keyed without decoding, boxes by recording path,
+#: the skipped recordings' reasons kept).
 BOXES_VERSION = 2
 
 
@@ -100,8 +101,8 @@ def read_extra_recordings(root, roi_size=(60, 80), track_every: int = 2, cache_d
                         path=root, field="data.extra_av")
     recordings = _list_corpus(root)
     cache = _boxes_cache_path(root, recordings, roi_size, track_every, cache_dir)
-    boxes = _load_boxes(cache)
-    if boxes is None:
+    cached = _load_boxes(cache)
+    if cached is None:
         def track(r: ExtraRecording) -> np.ndarray:
             u = r.load()
             if u.video is None or u.audio is None:
@@ -112,18 +113,24 @@ def read_extra_recordings(root, roi_size=(60, 80), track_every: int = 2, cache_d
             return track_mouth_boxes(np.asarray(u.video), tuple(roi_size), name=u.path, every=track_every)[0]
 
         tracked = _map_files(track, recordings, progress, "extra AV: reading and mouth tracking")
-        bad = [t for t in tracked if isinstance(t, DataError)]
-        if bad:
-            warnings.warn(f"extra AV {root}: skipped {len(bad)} of {len(tracked)} recordings:\n  "
-                          + "\n  ".join(str(e) for e in bad[:50]), stacklevel=2)
-        boxes = {r.utterance_id: b for r, b in zip(recordings, tracked) if not isinstance(b, DataError)}
-        if boxes:
-            atomic_savez(cache, ids=np.array(list(boxes)), lengths=np.array([len(b) for b in boxes.values()]),
-                         boxes=np.concatenate(list(boxes.values())))
+        boxes = {r.name: b for r, b in zip(recordings, tracked) if not isinstance(b, DataError)}
+        skipped = {r.name: str(b) for r, b in zip(recordings, tracked) if isinstance(b, DataError)}
+        if boxes:  # the skipped ones are kept with their reasons, to be named again on a cache hit
+            atomic_savez(cache, names=np.array(list(boxes)), lengths=np.array([len(b) for b in boxes.values()]),
+                         boxes=np.concatenate(list(boxes.values())), skipped=np.array(list(skipped), dtype=str),
+                         reasons=np.array(list(skipped.values()), dtype=str))
             log.info("extra AV: tracked %d recordings, boxes cached in %s", len(boxes), cache)
-    usable = [replace(r, boxes=boxes[r.utterance_id]) for r in recordings if r.utterance_id in boxes]
+    else:
+        boxes, skipped = cached
+    if skipped:
+        reasons = list(skipped.values())
+        warnings.warn(f"extra AV {root}: skipped {len(reasons)} of {len(recordings)} recordings:\n  "
+                      + "\n  ".join(reasons[:50]) + (f"\n  ... and {len(reasons) - 50} more" if len(reasons) > 50 else ""),
+                      stacklevel=2)
+    usable = [replace(r, boxes=boxes[r.name]) for r in recordings if r.name in boxes]
     if not usable:
-        raise DataError("no recording with both video and a sound track", path=root, field="data.extra_av")
+        raise DataError(f"none of the {len(recordings)} recordings is usable (listed in the warning)", path=root,
+                        field="data.extra_av")
     return usable
 
 
@@ -156,26 +163,31 @@ def _boxes_cache_path(root: Path, recordings: list[ExtraRecording], roi_size, tr
         for f in r.files or (r.name,):
             st = os.stat(f) if os.path.exists(f) else None
             files.append((f, r.utterance_id, st and st.st_size, st and st.st_mtime_ns))
+    from .grid import DEFAULT_MARGIN_S
+
     key = json.dumps({"root": str(root.resolve()), "files": files, "roi": list(roi_size), "every": int(track_every),
-                      "version": BOXES_VERSION}, sort_keys=True, default=str)
+                      "version": BOXES_VERSION, "grid_trim": [DEFAULT_MARGIN_S, MAX_AV_MISMATCH_S]},
+                     sort_keys=True, default=str)
     folder = Path(cache_dir) if cache_dir else default_cache_dir()
     return folder / f"extra-av-boxes-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
 
 
-def _load_boxes(path: Path) -> dict[str, np.ndarray] | None:
-    """The cached boxes by recording id (only the usable recordings are in it), or None."""
+def _load_boxes(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]] | None:
+    """The cached boxes by recording path (the usable recordings) and the skipped recordings'
+    reasons by path, or None."""
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            ids, lengths, flat = z["ids"].tolist(), z["lengths"], z["boxes"]
+            names, lengths, flat = z["names"].tolist(), z["lengths"], z["boxes"]
+            skipped = dict(zip(z["skipped"].tolist(), z["reasons"].tolist()))
     except Exception as e:  # noqa: BLE001 - a broken cache is re-tracked, never fatal
         log.warning("ignoring unreadable box cache %s (%s)", path, e)
         return None
-    if len(ids) != len(lengths) or int(np.sum(lengths)) != len(flat):
+    if len(names) != len(lengths) or int(np.sum(lengths)) != len(flat):
         log.warning("ignoring inconsistent box cache %s", path)
         return None
-    return dict(zip(ids, np.split(flat, np.cumsum(lengths)[:-1])))
+    return dict(zip(names, np.split(flat, np.cumsum(lengths)[:-1]))), skipped
 
 
 def standardised_mean(frames: np.ndarray) -> np.ndarray:
@@ -192,13 +204,20 @@ def choose_crop_scale(target_frames: np.ndarray, recordings: list[ExtraRecording
     ``target_frames`` (N, H, W) or (N, H * W): the target's training crops. Returns the chosen scale
     and every candidate's distance. The recordings are decoded one at a time."""
     ref = standardised_mean(target_frames)
-    sums, n = {float(s): 0.0 for s in scales}, 0
+    sums, n, bad = {float(s): 0.0 for s in scales}, 0, []
     for r in recordings:
-        video = _checked_video(r, r.load())
+        try:
+            video = _checked_video(r, r.load())
+        except DataError as exc:  # left out here as adapt_to_target leaves it out
+            bad.append(str(exc))
+            continue
         for s in sums:
             crops = crop_boxes(video, _scaled(r.boxes, s), tuple(roi_size))
             sums[s] = sums[s] + standardised_mean(crops) * len(crops)
         n += len(video)
+    if not n:
+        raise DataError(f"none of the {len(recordings)} recordings that choose the mouth box scale is usable:\n  "
+                        + "\n  ".join(bad), field="data.extra_av")
     distances = {s: float(np.sqrt(((total / n - ref) ** 2).mean())) for s, total in sums.items()}
     best = min(distances, key=distances.get)
     return best, distances

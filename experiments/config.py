@@ -83,6 +83,11 @@ class DataConfig:
     # weight the sparsity term gets, and bounds the cost: an epoch costs (1 + ratio) x as much.
     extra_av_ratio: float = 0.0
     extra_av_track_every: int = 2  # detect the mouth in every k-th frame of the extra videos
+    # Beyond the paper: the learning utterances' mouth crops mirrored left-right (with their own sound)
+    # join every unsupervised stage as unlabelled recordings, as the extra corpora do: twice the
+    # learning windows, of the same faces; never the classifiers, never the whitening
+    # (experiments.pipeline.mirrored_windows). Chosen, or not, by `bimodal tune --stages mirror`.
+    mirror_video: bool = False
     cache_dir: str = ""
     # GRID (data.source = "grid"): each word of data.labels is cut from its sentence by the .align
     # timings, widened by this margin on each side (data_prep.grid.cut_span)

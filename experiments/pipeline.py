@@ -351,6 +351,7 @@ class FoldData:
     extra_audio: np.ndarray | None = None  # (M, Da) windows of data.extra_audio, for audio pretraining
     #: windows of the training recordings (``data.learn_from = "recordings"``), unlabelled
     recordings: object | None = None
+    recording_utts: list | None = None  # those recordings (Utterances)
     #: windows of the extra audio-visual corpora (``data.extra_av``) in this fold's front end, unlabelled
     extra_av: object | None = None
     #: how the extra corpora were adapted (:class:`data_prep.extra_av.Adaptation` dicts, one per corpus)
@@ -411,7 +412,7 @@ def prepare_fold(cfg: Config, utts, train_idx, test_idx, seed: int, device, prog
     test = prep.transform(test_utts, progress=progress, strict=False)
     test_utts = used(test_utts, "test")
     fold = FoldData(prep, train, test, train_utts, test_utts, skipped={k: v for k, v in skipped.items() if v},
-                    recordings=rec if recordings is not None else None)
+                    recordings=rec if recordings is not None else None, recording_utts=recordings)
     if extra_utts:
         extra = extra_av_dataset(prep, extra_utts, progress)
         if prep.skipped:
@@ -420,6 +421,8 @@ def prepare_fold(cfg: Config, utts, train_idx, test_idx, seed: int, device, prog
             n_own = len(fold.own_learning.audio)
             extra = extra.sample_windows(int(round(cfg.data.extra_av_ratio * n_own)), seed)
         fold.extra_av, fold.extra_av_info = extra, extra_info
+    if cfg.data.mirror_video:
+        fold = with_mirrored_windows(fold, progress)
     if cfg.data.extra_audio:
         # whitened by this fold's audio whitener (training speakers only) and windowed like any
         # audio-only utterance, so the rows match the audio RBM's input
@@ -472,7 +475,27 @@ def extra_frames(cfg: Config, prep, extra_utts: list, fit_frames: list, seed: in
     return frames.astype(np.float32) / 255.0
 
 
-def extra_av_dataset(prep, extra_utts: list, progress: bool = True):
+def mirrored_utterances(utts: list) -> list:
+    """``utts`` with their mouth video mirrored left-right, as unlabelled recordings (id
+    ``mirror/<id>``); audio unchanged. Utterances without video are left out."""
+    return [dataclasses.replace(u, video=np.ascontiguousarray(np.asarray(u.video)[:, :, ::-1]), label=UNLABELLED,
+                                speaker=f"mirror:{u.speaker}", utterance_id=f"mirror/{u.utterance_id}", repetition=None)
+            for u in utts if u.video is not None]
+
+
+def with_mirrored_windows(fold: FoldData, progress: bool = True) -> FoldData:
+    """``fold`` with the mirrored windows of its learning utterances (:func:`mirrored_utterances`,
+    whitened by the fold's whiteners) appended to its unlabelled extra windows (``fold.extra_av``),
+    which every unsupervised stage learns from and no classifier sees. A new FoldData; ``fold`` is
+    unchanged. The learning recordings are mirrored when the config learns from recordings."""
+    own = fold.recording_utts if fold.recording_utts is not None else fold.train_utts
+    ds = extra_av_dataset(fold.prep, mirrored_utterances(own), progress, what="mirrored mouth crops")
+    extra = ds if fold.extra_av is None else fold.extra_av.concat(ds)
+    skipped = dict(fold.skipped, **({"mirrored": list(fold.prep.skipped)} if fold.prep.skipped else {}))
+    return dataclasses.replace(fold, extra_av=extra, skipped=skipped)
+
+
+def extra_av_dataset(prep, extra_utts: list, progress: bool = True, what: str = "extra audio-visual data"):
     """Windows of the adapted extra recordings, whitened by the fold's whiteners (fitted on the
     corpus alone), as one unlabelled dataset; ``prep.skipped`` lists the unusable ones."""
     # their crops depend on the adaptation, so they never enter the experiment's frame cache
@@ -481,7 +504,7 @@ def extra_av_dataset(prep, extra_utts: list, progress: bool = True):
         ds = prep.transform(extra_utts, progress=progress, strict=False)
     finally:
         prep.frame_cache = cache
-    log.info("extra audio-visual data: %d windows of %d recordings", len(ds), ds.n_utterances)
+    log.info("%s: %d windows of %d recordings", what, len(ds), ds.n_utterances)
     return ds
 
 

@@ -159,16 +159,17 @@ class RayBackend:
         return ray, True
 
     @contextlib.contextmanager
-    def session(self, cancel_on_interrupt):
-        """Ray connected (:meth:`connect`) and checked to have room for one run; on Ctrl-C the tasks
-        in ``cancel_on_interrupt`` (a collection the caller fills as it sends them) are cancelled;
-        Ray is shut down on the way out if this started it."""
+    def session(self, cancel_on_error):
+        """Ray connected (:meth:`connect`) and checked to have room for one run; on Ctrl-C, or any error
+        that ends the caller early, the tasks in ``cancel_on_error`` (a collection the caller fills
+        as it sends them) are cancelled, so none is left running on a cluster; Ray is shut down on the
+        way out if this started it."""
         ray, started = self.connect()
         try:
             self._check_resources(ray)
             yield ray
-        except KeyboardInterrupt:
-            for ref in list(cancel_on_interrupt):  # finished runs keep their fragments: --resume reuses them
+        except BaseException:
+            for ref in list(cancel_on_error):  # finished runs keep their fragments: --resume reuses them
                 ray.cancel(ref, force=True)
             raise
         finally:

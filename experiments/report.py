@@ -218,6 +218,9 @@ def _protocol(results: dict) -> list[str]:
                   f" ({runs[0].get('n_extra_av_windows', '?') if runs else '?'} windows"
                   + (f"; {fitted}" if fitted else "") + ") put into this corpus' front end (data_prep/extra_av.py) "
                   "for every unsupervised stage, never the classifiers; whitening fitted on this corpus alone")
+    if data.get("mirror_video"):
+        learn += (", plus the same utterances' mouth crops mirrored left-right (with their own sound) for every "
+                  "unsupervised stage, never the classifiers or the whitening (beyond the paper)")
 
     def own(m, what):  # a modality's own value, else the shared one
         v = pt.get(f"{m}_sparsity_{what}")

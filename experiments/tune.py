@@ -24,7 +24,11 @@ trained (``bimodal tune --stages`` picks and orders them):
    A size is a cost as well as a score, so this stage does not take the best score: it takes the
    smallest size whose score is within one standard error of the best (the one-standard-error rule,
    Hastie et al., *Elements of Statistical Learning* §7.10), the error being the binomial one of the
-   best score over all held-out utterances, sqrt(p (1 - p) / n).
+   best score over all held-out utterances, sqrt(p (1 - p) / n);
+4. ``mirror`` (only when asked for: ``--stages mirror``; beyond the paper): ``data.mirror_video``
+   off or on (the learning utterances' mouth crops mirrored left-right join the unsupervised
+   stages), scored like stage 2; by the same rule as stage 3, on only when off scores more than
+   one standard error below it.
 
 Every candidate's models are trained by the experiment's own training functions
 (:func:`pipeline.pretrain_bimodal_dbn`, :func:`pipeline.fine_tune_model`), so ``data.extra_audio``,
@@ -68,8 +72,10 @@ AUDIO_SPARSITY_GRID = {"pretrain.audio_sparsity_target": [0.01, 0.05],
 SPARSITY_GRID = {"pretrain.sparsity_target": [0.01, 0.03, 0.05, 0.07], "pretrain.sparsity_cost": [1.0, 3.0, 10.0]}
 FINETUNE_GRID = {"finetune.epochs": [30, 100], "finetune.lr": [1e-3, 3e-4]}
 SHARED_SIZE_GRID = {"model.shared": [256, 512, 1024, 1536, 3072]}
-# stages that choose a size: the smallest value of this key within one standard error of the best
-SMALLEST_WITHIN_ONE_SE = {"shared_size": "model.shared"}
+MIRROR_GRID = {"data.mirror_video": [False, True]}
+# stages whose candidates differ in cost or in what they add: the smallest value of this key (a size;
+# False before True) within one standard error of the best
+SMALLEST_WITHIN_ONE_SE = {"shared_size": "model.shared", "mirror": "data.mirror_video"}
 STANDARDIZE = ("global", "zscore")
 
 
@@ -144,6 +150,8 @@ def candidate_score(cfg: Config, folds: list, stage: str, seed: int, device) -> 
     the RBM stages pretrain only the modality DBN whose first RBM they score."""
     per_split = []
     for fold in folds:
+        if cfg.data.mirror_video:  # the folds are prepared without: the candidate's learning windows
+            fold = pipeline.with_mirrored_windows(fold, progress=False)
         if stage == "audio_rbm":
             models = {"bimodal_dbn": pipeline.pretrain_bimodal_dbn(cfg, fold, seed, device, progress=False,
                                                                    only="audio")}
@@ -178,7 +186,8 @@ def tunes_audio_noise(cfg: Config, utts: list) -> bool:
 
 
 def grid_stage(cfg: Config, folds: list, grid: dict, stage: str, seed, device, progress, backend=None) -> tuple:
-    """Score every combination of ``grid`` on top of ``cfg``; returns (best overrides, rows). With a
+    """Score every combination of ``grid`` on top of ``cfg``; returns (the chosen overrides, by
+    :func:`choose`, and every candidate's row). With a
     ``backend`` (:class:`experiments.ray_backend.RayBackend`) the candidates are Ray tasks, the
     inner folds sent once; ``device`` is then the tasks' device name."""
     keys = list(grid)
@@ -194,19 +203,28 @@ def grid_stage(cfg: Config, folds: list, grid: dict, stage: str, seed, device, p
         rows.append({"overrides": overrides, "best": best, "score": scores[best], "scores": scores,
                      "seconds": seconds})
         log.info("tune %s %s: %.3f (%s)", stage, overrides, scores[best], best)
-    return choose(rows, stage, sum(f.test.n_utterances for f in folds)), rows
+    return choose(rows, stage, held_out_count(folds)), rows
+
+
+def held_out_count(folds: list) -> int:
+    """Held-out utterances over all inner folds: the n of a score's binomial standard error."""
+    return sum(f.test.n_utterances for f in folds)
+
+
+def standard_error(p: float, n: int) -> float:
+    """Binomial standard error of an accuracy ``p`` over ``n`` utterances."""
+    return float(np.sqrt(p * (1.0 - p) / max(1, n)))
 
 
 def choose(rows: list, stage: str, n_held_out: int) -> dict:
-    """The chosen row's overrides: the best score, or for a size stage
-    (:data:`SMALLEST_WITHIN_ONE_SE`) the smallest size within one binomial standard error of the
-    best score over the ``n_held_out`` held-out utterances (ties: the first row)."""
+    """The chosen row's overrides: the best score, or for a stage of :data:`SMALLEST_WITHIN_ONE_SE`
+    the smallest value of its key (a size; False before True) within one binomial standard error of
+    the best score over the ``n_held_out`` held-out utterances (ties: the first row)."""
     top = max(rows, key=lambda r: r["score"])
     key = SMALLEST_WITHIN_ONE_SE.get(stage)
     if key is None:
         return top["overrides"]
-    p = top["score"]
-    floor = p - np.sqrt(p * (1.0 - p) / max(1, n_held_out))
+    floor = top["score"] - standard_error(top["score"], n_held_out)
     return min((r for r in rows if r["score"] >= floor), key=lambda r: r["overrides"][key])["overrides"]
 
 
@@ -218,7 +236,7 @@ def scored_candidate(folds: list, cfg: Config, stage: str, seed: int, device) ->
 
 
 STAGES = {"audio_rbm": AUDIO_SPARSITY_GRID, "rbm": SPARSITY_GRID, "dae": FINETUNE_GRID,
-          "shared_size": SHARED_SIZE_GRID}
+          "shared_size": SHARED_SIZE_GRID, "mirror": MIRROR_GRID}
 
 
 def stage_grids(names: str) -> dict:
@@ -266,7 +284,9 @@ def tune(cfg: Config, seed: int = 0, device=None, grids: dict | None = None, pro
     cache_path = pipeline.frame_cache_path(cfg, utts)
     frame_cache = pipeline.load_frame_cache(cache_path)
     n_cached = len(frame_cache)
-    folds = [pipeline.prepare_fold(cfg, utts, fit_idx, va_idx, seed, device, progress=False, frame_cache=frame_cache)
+    # mirrored windows are added per candidate (candidate_score), so the folds are prepared without them
+    base = with_overrides(cfg, {"data.mirror_video": False}, "tune")
+    folds = [pipeline.prepare_fold(base, utts, fit_idx, va_idx, seed, device, progress=False, frame_cache=frame_cache)
              for fit_idx, va_idx in splits]
     if len(frame_cache) > n_cached:
         pipeline.save_frame_cache(frame_cache, cache_path)
@@ -276,7 +296,11 @@ def tune(cfg: Config, seed: int = 0, device=None, grids: dict | None = None, pro
             best, rows = grid_stage(with_overrides(cfg, chosen, "tune") if chosen else cfg, folds, grid, stage, seed,
                                     task_device, progress, backend)
         chosen.update(best)
-        stages.append({"stage": stage, "grid": grid, "rows": rows, "chosen": best})
+        n = held_out_count(folds)
+        stages.append({"stage": stage, "grid": grid, "rows": rows, "chosen": best, "n_held_out": n,
+                       "standard_error": standard_error(max(r["score"] for r in rows), n),
+                       "rule": ("smallest within one standard error of the best" if stage in SMALLEST_WITHIN_ONE_SE
+                                else "best")})
 
     def group(i):
         return held_out_unit(cfg, utts[i])
@@ -299,7 +323,8 @@ def to_markdown(result: dict) -> str:
         lines += [f"## Stage: {st['stage']}", "", "| candidate | held-out accuracy (%) | best scaling, C |", "|---|---|---|"]
         for r in st["rows"]:
             lines.append(f"| {r['overrides']} | {100 * r['score']:.1f} | {r['best']} |")
-        rule = (" (the smallest within one standard error of the best score)" if st["stage"] in SMALLEST_WITHIN_ONE_SE
+        rule = (f" (the smallest {SMALLEST_WITHIN_ONE_SE[st['stage']]} within one standard error of the best score)"
+                if st["stage"] in SMALLEST_WITHIN_ONE_SE
                 else "")
         lines += ["", f"Chosen{rule}: {st['chosen']}", ""]
     return "\n".join(lines)

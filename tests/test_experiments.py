@@ -484,18 +484,41 @@ def test_a_size_stage_takes_the_smallest_size_within_one_standard_error():
     assert choose(rows, "dae", 100) == {"model.shared": 1536}
 
 
-def test_tune_scores_shared_sizes_on_the_video_autoencoder(tiny_run):
-    """The shared_size stage trains the deep autoencoder at each size and records the rule it chose by."""
+def test_tune_scores_shared_sizes_on_the_video_autoencoder(tiny_run, monkeypatch):
+    """The shared_size stage trains the deep autoencoder at each size, chooses with the standard error
+    of all held-out utterances, and records the rule and its numbers."""
     from experiments import tune as tune_mod
 
     cfg, _, _ = tiny_run
+    seen, choose = [], tune_mod.choose
+    monkeypatch.setattr(tune_mod, "choose", lambda rows, stage, n: seen.append((stage, n)) or choose(rows, stage, n))
     cfg = dataclasses.replace(cfg, experiment=dataclasses.replace(cfg.experiment, split="even_odd"))
     result = tune_mod.tune(cfg, seed=0, device="cpu", grids={"shared_size": {"model.shared": [4, 16]}},
                            progress=False)
     (stage,) = result["stages"]
     assert [r["overrides"]["model.shared"] for r in stage["rows"]] == [4, 16]
-    assert result["chosen"]["model.shared"] in (4, 16)
+    utts = pipeline.load_utterances(cfg, progress=False)
+    held_out = sum(len(b) for _, b in tune_mod.inner_splits(cfg, utts, 0))
+    assert seen == [("shared_size", held_out)]
+    assert stage["n_held_out"] == held_out and 0 < stage["standard_error"] < 0.5
     assert "within one standard error" in tune_mod.to_markdown(result)
+
+
+def test_tune_mirror_stage_adds_mirrored_windows_to_the_candidate_that_asks(tiny_run, monkeypatch):
+    from experiments import tune as tune_mod
+
+    cfg, _, _ = tiny_run
+    cfg = dataclasses.replace(cfg, experiment=dataclasses.replace(cfg.experiment, split="even_odd"),
+                              data=dataclasses.replace(cfg.data, mirror_video=True))  # the folds are made without
+    seen = _record_rbm_fits(monkeypatch)
+    result = tune_mod.tune(cfg, seed=0, device="cpu", grids={"mirror": tune_mod.MIRROR_GRID}, progress=False)
+    (stage,) = result["stages"]
+    assert [r["overrides"] for r in stage["rows"]] == [{"data.mirror_video": False}, {"data.mirror_video": True}]
+    n_folds = len(result["splits"])
+    rows = [n for _, _, n in seen]
+    per_candidate = len(rows) // 2
+    plain, mirrored = rows[:per_candidate], rows[per_candidate:]
+    assert per_candidate % n_folds == 0 and [2 * n for n in plain] == mirrored
 
 
 def _chirp_folder(root: Path, n: int = 3) -> Path:

@@ -135,13 +135,40 @@ def test_extra_recordings_are_decoded_when_used_and_not_kept(tmp_path, extra_cor
     assert [u.video.shape for u in utts] == [(25, 30, 40)] * 3
 
 
-def test_a_recording_that_changed_since_tracking_is_skipped_by_name(extra_corpus):
+@pytest.mark.parametrize("scale", [1.0, 0.0])  # 0: the recording is also among those that choose the scale
+def test_a_recording_that_changed_since_tracking_is_skipped_by_name(scale):
     frames = _faces()
     rec = _recording(frames)
     short = dataclasses.replace(rec, boxes=rec.boxes[:-1], name="clip.mp4")
-    with pytest.warns(UserWarning, match="clip.mp4.*6 frames but 5 tracked boxes"):
-        utts, _ = adapt_to_target([rec, short], frames, (120, 160), scale=1.0, progress=False)
+    with pytest.warns(UserWarning, match="(?s)clip.mp4.*6 frames but 5 tracked boxes"):
+        utts, _ = adapt_to_target([short, rec], crop_boxes(frames, rec.boxes, (30, 40)), (30, 40), scale=scale,
+                                  progress=False)
     assert len(utts) == 1
+
+
+def test_box_cache_follows_the_files_and_names_skipped_recordings_again(tmp_path, extra_corpus, monkeypatch):
+    import os
+    import shutil
+
+    import data_prep.readers as readers
+
+    corpus = tmp_path / "corpus"
+    shutil.copytree(extra_corpus, corpus)
+    (corpus / "x" / "any" / "broken.mp4").write_bytes(b"not a video")
+    decoded = []
+    read_entry = readers._read_entry
+    monkeypatch.setattr(readers, "_read_entry", lambda e: decoded.append(e.utterance_id) or read_entry(e))
+    for _ in range(2):  # tracked, then from the cache: the broken file is named both times
+        with pytest.warns(UserWarning, match="(?s)skipped 1 of 4 recordings.*broken.mp4"):
+            recs = read_extra_recordings(corpus, (30, 40), cache_dir=tmp_path / "cache", progress=False)
+        assert len(recs) == 3
+    assert len(decoded) == 4
+    clip = corpus / "x" / "any" / "c0.mp4"
+    os.utime(clip, ns=(clip.stat().st_atime_ns, clip.stat().st_mtime_ns + 10**9))  # rewritten: tracked again
+    decoded.clear()
+    with pytest.warns(UserWarning, match="broken.mp4"):
+        read_extra_recordings(corpus, (30, 40), cache_dir=tmp_path / "cache", progress=False)
+    assert len(decoded) == 4
 
 
 def test_extra_recordings_reach_every_unsupervised_stage_and_no_classifier(tmp_path, extra_corpus, monkeypatch):
@@ -227,3 +254,29 @@ def test_extra_av_ratio_draws_that_many_windows_per_own_window(tmp_path, extra_c
     assert len(folds[0].learning.audio) == n_train + round(0.1 * n_train)
     np.testing.assert_array_equal(folds[0].extra_av.video, folds[1].extra_av.video)  # seeded by the run's seed
     assert not np.array_equal(folds[0].extra_av.video, folds[2].extra_av.video)
+
+
+def test_mirrored_crops_join_the_learning_windows_only(tmp_path):
+    """data.mirror_video: every learning utterance's crops mirrored left-right, as unlabelled
+    windows beside the corpus' own; train and test windows (what classifiers see) and the whitening
+    are those of the run without it."""
+    cfg = tiny_config(tmp_path / "corpus", experiment={"settings": ["cross_modality"]})
+    mirrored = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, mirror_video=True))
+    utts = pipeline.load_utterances(cfg, progress=False)
+    tr, te = pipeline.speaker_splits(utts, cfg, 0)[0]
+    plain = pipeline.prepare_fold(cfg, utts, tr, te, 0, "cpu", progress=False)
+    fold = pipeline.prepare_fold(mirrored, utts, tr, te, 0, "cpu", progress=False)
+    for a, b in ((plain.train, fold.train), (plain.test, fold.test)):
+        np.testing.assert_array_equal(a.video, b.video)
+        np.testing.assert_array_equal(a.audio, b.audio)
+    assert plain.extra_av is None
+    assert len(fold.extra_av.video) == len(fold.train.video)  # one mirrored window per own window
+    assert all(str(i).startswith("mirror/") for i in fold.extra_av.utterance_ids)
+    assert len(fold.learning.video) == 2 * len(fold.train.video)
+    # the same sound, other pixels: mirroring is a change of the video only
+    np.testing.assert_array_equal(fold.extra_av.audio, fold.train.audio)
+    assert not np.allclose(fold.extra_av.video, fold.train.video)
+    u = fold.train_utts[0]
+    (m,) = pipeline.mirrored_utterances([u])
+    np.testing.assert_array_equal(m.video[:, :, 0], np.asarray(u.video)[:, :, -1])
+    assert m.label == "(unlabelled)" and m.utterance_id == f"mirror/{u.utterance_id}"
