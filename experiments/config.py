@@ -86,7 +86,7 @@ class DataConfig:
     # Beyond the paper: the learning utterances' mouth crops mirrored left-right (with their own sound)
     # join every unsupervised stage as unlabelled recordings, as the extra corpora do: twice the
     # learning windows, of the same faces; never the classifiers, never the whitening
-    # (experiments.pipeline.mirrored_windows). Chosen, or not, by `bimodal tune --stages mirror`.
+    # (experiments.pipeline.with_mirrored_windows). Chosen, or not, by `bimodal tune --stages mirror`.
     mirror_video: bool = False
     cache_dir: str = ""
     # GRID (data.source = "grid"): each word of data.labels is cut from its sentence by the .align

@@ -489,7 +489,11 @@ def with_mirrored_windows(fold: FoldData, progress: bool = True) -> FoldData:
     which every unsupervised stage learns from and no classifier sees. A new FoldData; ``fold`` is
     unchanged. The learning recordings are mirrored when the config learns from recordings."""
     own = fold.recording_utts if fold.recording_utts is not None else fold.train_utts
-    ds = extra_av_dataset(fold.prep, mirrored_utterances(own), progress, what="mirrored mouth crops")
+    mirrored = mirrored_utterances(own)
+    if not mirrored:
+        raise ConfigError("data.mirror_video mirrors the mouth video of the learning utterances, but this corpus' "
+                          "utterances have no video; set data.mirror_video = false")
+    ds = extra_av_dataset(fold.prep, mirrored, progress, what="mirrored mouth crops")
     extra = ds if fold.extra_av is None else fold.extra_av.concat(ds)
     skipped = dict(fold.skipped, **({"mirrored": list(fold.prep.skipped)} if fold.prep.skipped else {}))
     return dataclasses.replace(fold, extra_av=extra, skipped=skipped)

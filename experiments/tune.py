@@ -141,8 +141,9 @@ def held_out_scores(cfg: Config, feats: tuple, labels: tuple, seed: int, device)
 
 
 def candidate_score(cfg: Config, folds: list, stage: str, seed: int, device) -> dict:
-    """Mean held-out accuracies of one candidate config (``stage``: "audio_rbm", "rbm", "dae" or "shared_size")
-    over the prepared inner ``folds`` (their whitening does not depend on the tuned values).
+    """Mean held-out accuracies of one candidate config (``stage``: "audio_rbm", "rbm", or any stage
+    scored like "dae") over the prepared inner ``folds`` (their whitening does not depend on the
+    tuned values; with ``data.mirror_video`` they must hold the mirrored windows, :func:`tune` makes both).
 
     The models are trained by the experiment's own functions (:func:`pipeline.pretrain_bimodal_dbn`,
     :func:`pipeline.fine_tune_model`), so every setting of the recipe (``pretrain.enabled``,
@@ -150,8 +151,6 @@ def candidate_score(cfg: Config, folds: list, stage: str, seed: int, device) -> 
     the RBM stages pretrain only the modality DBN whose first RBM they score."""
     per_split = []
     for fold in folds:
-        if cfg.data.mirror_video:  # the folds are prepared without: the candidate's learning windows
-            fold = pipeline.with_mirrored_windows(fold, progress=False)
         if stage == "audio_rbm":
             models = {"bimodal_dbn": pipeline.pretrain_bimodal_dbn(cfg, fold, seed, device, progress=False,
                                                                    only="audio")}
@@ -185,30 +184,31 @@ def tunes_audio_noise(cfg: Config, utts: list) -> bool:
     return "fusion" in cfg.experiment.settings and bool(cfg.eval.snr_db) and all(u.audio is not None for u in utts)
 
 
-def grid_stage(cfg: Config, folds: list, grid: dict, stage: str, seed, device, progress, backend=None) -> tuple:
-    """Score every combination of ``grid`` on top of ``cfg``; returns (the chosen overrides, by
-    :func:`choose`, and every candidate's row). With a
-    ``backend`` (:class:`experiments.ray_backend.RayBackend`) the candidates are Ray tasks, the
-    inner folds sent once; ``device`` is then the tasks' device name."""
+def grid_stage(cfg: Config, fold_sets: dict, grid: dict, stage: str, seed, device, progress, backend=None) -> dict:
+    """Score every combination of ``grid`` on top of ``cfg`` on the inner folds (``fold_sets``: by
+    ``data.mirror_video``, the folds without and, when a candidate needs them, with mirrored windows).
+    Returns the stage's record: every candidate's row, the overrides :func:`choose` picks, the
+    number of held-out utterances, the best score's standard error and the rule. With a ``backend``
+    (:class:`experiments.ray_backend.RayBackend`) the candidates are Ray tasks, the inner folds sent
+    once; ``device`` is then the tasks' device name."""
     keys = list(grid)
     candidates = [dict(zip(keys, values)) for values in itertools.product(*grid.values())]
     calls = [(with_overrides(cfg, overrides, "tune"), stage, seed, device) for overrides in candidates]
     if backend is None:
-        scored = [scored_candidate(folds, *call) for call in tqdm(calls, desc=f"tune {stage}", disable=not progress)]
+        scored = [scored_candidate(fold_sets, *call) for call in tqdm(calls, desc=f"tune {stage}", disable=not progress)]
     else:
-        scored = backend.map(scored_candidate, calls, shared=(folds,), progress=progress, desc=f"tune {stage}")
+        scored = backend.map(scored_candidate, calls, shared=(fold_sets,), progress=progress, desc=f"tune {stage}")
     rows = []
     for overrides, (scores, seconds) in zip(candidates, scored):
         best = max(scores, key=scores.get)
         rows.append({"overrides": overrides, "best": best, "score": scores[best], "scores": scores,
                      "seconds": seconds})
         log.info("tune %s %s: %.3f (%s)", stage, overrides, scores[best], best)
-    return choose(rows, stage, held_out_count(folds)), rows
-
-
-def held_out_count(folds: list) -> int:
-    """Held-out utterances over all inner folds: the n of a score's binomial standard error."""
-    return sum(f.test.n_utterances for f in folds)
+    n = sum(f.test.n_utterances for f in fold_sets[False])  # held-out utterances over all inner folds
+    key = SMALLEST_WITHIN_ONE_SE.get(stage)
+    return {"stage": stage, "grid": grid, "rows": rows, "chosen": choose(rows, stage, n), "n_held_out": n,
+            "standard_error": standard_error(max(r["score"] for r in rows), n),
+            "rule": "best" if key is None else f"the smallest {key} within one standard error of the best score"}
 
 
 def standard_error(p: float, n: int) -> float:
@@ -228,10 +228,11 @@ def choose(rows: list, stage: str, n_held_out: int) -> dict:
     return min((r for r in rows if r["score"] >= floor), key=lambda r: r["overrides"][key])["overrides"]
 
 
-def scored_candidate(folds: list, cfg: Config, stage: str, seed: int, device) -> tuple[dict, float]:
-    """:func:`candidate_score` and its wall time: one unit of work (a Ray task with a backend)."""
+def scored_candidate(fold_sets: dict, cfg: Config, stage: str, seed: int, device) -> tuple[dict, float]:
+    """:func:`candidate_score` on the folds of the candidate's ``data.mirror_video`` and its wall
+    time: one unit of work (a Ray task with a backend)."""
     t0 = time.time()
-    scores = candidate_score(cfg, folds, stage, seed, resolve_device(device))
+    scores = candidate_score(cfg, fold_sets[bool(cfg.data.mirror_video)], stage, seed, resolve_device(device))
     return scores, time.time() - t0
 
 
@@ -284,23 +285,21 @@ def tune(cfg: Config, seed: int = 0, device=None, grids: dict | None = None, pro
     cache_path = pipeline.frame_cache_path(cfg, utts)
     frame_cache = pipeline.load_frame_cache(cache_path)
     n_cached = len(frame_cache)
-    # mirrored windows are added per candidate (candidate_score), so the folds are prepared without them
+    # prepared without mirrored windows; the mirrored copies are made once, when a candidate needs them
     base = with_overrides(cfg, {"data.mirror_video": False}, "tune")
     folds = [pipeline.prepare_fold(base, utts, fit_idx, va_idx, seed, device, progress=False, frame_cache=frame_cache)
              for fit_idx, va_idx in splits]
     if len(frame_cache) > n_cached:
         pipeline.save_frame_cache(frame_cache, cache_path)
-    chosen, stages = {}, []
+    chosen, stages, fold_sets = {}, [], {False: folds}
     for stage, grid in grids.items():
+        stage_cfg = with_overrides(cfg, chosen, "tune") if chosen else cfg
+        if True not in fold_sets and (stage_cfg.data.mirror_video or any(grid.get("data.mirror_video", []))):
+            fold_sets[True] = [pipeline.with_mirrored_windows(f, progress=False) for f in folds]
         with run_threads(threads):
-            best, rows = grid_stage(with_overrides(cfg, chosen, "tune") if chosen else cfg, folds, grid, stage, seed,
-                                    task_device, progress, backend)
-        chosen.update(best)
-        n = held_out_count(folds)
-        stages.append({"stage": stage, "grid": grid, "rows": rows, "chosen": best, "n_held_out": n,
-                       "standard_error": standard_error(max(r["score"] for r in rows), n),
-                       "rule": ("smallest within one standard error of the best" if stage in SMALLEST_WITHIN_ONE_SE
-                                else "best")})
+            record = grid_stage(stage_cfg, fold_sets, grid, stage, seed, task_device, progress, backend)
+        chosen.update(record["chosen"])
+        stages.append(record)
 
     def group(i):
         return held_out_unit(cfg, utts[i])
@@ -323,9 +322,7 @@ def to_markdown(result: dict) -> str:
         lines += [f"## Stage: {st['stage']}", "", "| candidate | held-out accuracy (%) | best scaling, C |", "|---|---|---|"]
         for r in st["rows"]:
             lines.append(f"| {r['overrides']} | {100 * r['score']:.1f} | {r['best']} |")
-        rule = (f" (the smallest {SMALLEST_WITHIN_ONE_SE[st['stage']]} within one standard error of the best score)"
-                if st["stage"] in SMALLEST_WITHIN_ONE_SE
-                else "")
+        rule = "" if st.get("rule", "best") == "best" else f" ({st['rule']})"
         lines += ["", f"Chosen{rule}: {st['chosen']}", ""]
     return "\n".join(lines)
 

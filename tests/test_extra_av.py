@@ -280,3 +280,6 @@ def test_mirrored_crops_join_the_learning_windows_only(tmp_path):
     (m,) = pipeline.mirrored_utterances([u])
     np.testing.assert_array_equal(m.video[:, :, 0], np.asarray(u.video)[:, :, -1])
     assert m.label == "(unlabelled)" and m.utterance_id == f"mirror/{u.utterance_id}"
+    audio_only = dataclasses.replace(plain, train_utts=[dataclasses.replace(v, video=None) for v in plain.train_utts])
+    with pytest.raises(ConfigError, match="data.mirror_video.*no video"):
+        pipeline.with_mirrored_windows(audio_only, progress=False)
