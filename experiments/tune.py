@@ -28,7 +28,15 @@ trained (``bimodal tune --stages`` picks and orders them):
 4. ``mirror`` (only when asked for: ``--stages mirror``; beyond the paper): ``data.mirror_video``
    off or on (the learning utterances' mouth crops mirrored left-right join the unsupervised
    stages), scored like stage 2; by the same rule as stage 3, on only when off scores more than
-   one standard error below it.
+   one standard error below it;
+5. ``frontend`` (only when asked for: ``--stages frontend``; beyond the paper):
+   ``data.prep.video_frontend`` "pca" (the paper's whitened pixels) or "conv" (the codes of a
+   convolutional autoencoder trained on each inner fold's fitting crops,
+   :mod:`bimodal.conv_frontend`), scored like stage 2; by the rule of stage 3, "conv" (the costlier)
+   only when "pca" scores more than one standard error below it.
+
+The inner folds are whitened and windowed once per preprocessing a stage's candidates need
+(:func:`prep_key`: the video front end and the mirrored windows), never per candidate.
 
 Every candidate's models are trained by the experiment's own training functions
 (:func:`pipeline.pretrain_bimodal_dbn`, :func:`pipeline.fine_tune_model`), so ``data.extra_audio``,
@@ -62,7 +70,7 @@ from bimodal.errors import ConfigError
 from bimodal.io import atomic_write_text
 
 from . import pipeline
-from .config import Config, config_record, with_overrides
+from .config import Config, config_record, prep_config, with_overrides
 from .runner import run_threads
 
 log = logging.getLogger(__name__)
@@ -73,9 +81,11 @@ SPARSITY_GRID = {"pretrain.sparsity_target": [0.01, 0.03, 0.05, 0.07], "pretrain
 FINETUNE_GRID = {"finetune.epochs": [30, 100], "finetune.lr": [1e-3, 3e-4]}
 SHARED_SIZE_GRID = {"model.shared": [256, 512, 1024, 1536, 3072]}
 MIRROR_GRID = {"data.mirror_video": [False, True]}
-# stages whose candidates differ in cost or in what they add: the smallest value of this key (a size;
-# False before True) within one standard error of the best
-SMALLEST_WITHIN_ONE_SE = {"shared_size": "model.shared", "mirror": "data.mirror_video"}
+FRONTEND_GRID = {"data.prep.video_frontend": ["pca", "conv"]}
+# stages whose candidates differ in cost or in what they add, listed in their grids cheapest first:
+# the first candidate (in grid order) within one standard error of the best
+CHEAPEST_WITHIN_ONE_SE = {"shared_size": "model.shared", "mirror": "data.mirror_video",
+                          "frontend": "data.prep.video_frontend"}
 STANDARDIZE = ("global", "zscore")
 
 
@@ -204,11 +214,13 @@ def grid_stage(cfg: Config, fold_sets: dict, grid: dict, stage: str, seed, devic
         rows.append({"overrides": overrides, "best": best, "score": scores[best], "scores": scores,
                      "seconds": seconds})
         log.info("tune %s %s: %.3f (%s)", stage, overrides, scores[best], best)
-    n = sum(f.test.n_utterances for f in fold_sets[False])  # held-out utterances over all inner folds
-    key = SMALLEST_WITHIN_ONE_SE.get(stage)
+    # held-out utterances over all inner folds (the same utterances in every fold set)
+    n = sum(f.test.n_utterances for f in next(iter(fold_sets.values())))
+    key = CHEAPEST_WITHIN_ONE_SE.get(stage)
     return {"stage": stage, "grid": grid, "rows": rows, "chosen": choose(rows, stage, n), "n_held_out": n,
             "standard_error": standard_error(max(r["score"] for r in rows), n),
-            "rule": "best" if key is None else f"the smallest {key} within one standard error of the best score"}
+            "rule": "best" if key is None else
+            f"the first {key} of {grid[key]} (cheapest first) within one standard error of the best score"}
 
 
 def standard_error(p: float, n: int) -> float:
@@ -217,27 +229,33 @@ def standard_error(p: float, n: int) -> float:
 
 
 def choose(rows: list, stage: str, n_held_out: int) -> dict:
-    """The chosen row's overrides: the best score, or for a stage of :data:`SMALLEST_WITHIN_ONE_SE`
-    the smallest value of its key (a size; False before True) within one binomial standard error of
-    the best score over the ``n_held_out`` held-out utterances (ties: the first row)."""
+    """The chosen row's overrides: the best score (ties: the first row), or for a stage of
+    :data:`CHEAPEST_WITHIN_ONE_SE` the first row (its grid lists the candidates cheapest first: sizes
+    ascending, off before on, "pca" before "conv") whose score is within one binomial standard error
+    of the best score over the ``n_held_out`` held-out utterances."""
     top = max(rows, key=lambda r: r["score"])
-    key = SMALLEST_WITHIN_ONE_SE.get(stage)
-    if key is None:
+    if stage not in CHEAPEST_WITHIN_ONE_SE:
         return top["overrides"]
     floor = top["score"] - standard_error(top["score"], n_held_out)
-    return min((r for r in rows if r["score"] >= floor), key=lambda r: r["overrides"][key])["overrides"]
+    return next(r for r in rows if r["score"] >= floor)["overrides"]
 
 
 def scored_candidate(fold_sets: dict, cfg: Config, stage: str, seed: int, device) -> tuple[dict, float]:
-    """:func:`candidate_score` on the folds of the candidate's ``data.mirror_video`` and its wall
-    time: one unit of work (a Ray task with a backend)."""
+    """:func:`candidate_score` on the folds of the candidate's preprocessing (:func:`prep_key`) and
+    its wall time: one unit of work (a Ray task with a backend)."""
     t0 = time.time()
-    scores = candidate_score(cfg, fold_sets[bool(cfg.data.mirror_video)], stage, seed, resolve_device(device))
+    scores = candidate_score(cfg, fold_sets[prep_key(cfg)], stage, seed, resolve_device(device))
     return scores, time.time() - t0
 
 
+def prep_key(cfg: Config) -> tuple[bool, str]:
+    """What of a candidate's config its inner folds' windows depend on, among the tuned keys:
+    ``(data.mirror_video, data.prep.video_frontend)``."""
+    return bool(cfg.data.mirror_video), prep_config(cfg).video_frontend
+
+
 STAGES = {"audio_rbm": AUDIO_SPARSITY_GRID, "rbm": SPARSITY_GRID, "dae": FINETUNE_GRID,
-          "shared_size": SHARED_SIZE_GRID, "mirror": MIRROR_GRID}
+          "shared_size": SHARED_SIZE_GRID, "mirror": MIRROR_GRID, "frontend": FRONTEND_GRID}
 
 
 def stage_grids(names: str) -> dict:
@@ -280,22 +298,34 @@ def tune(cfg: Config, seed: int = 0, device=None, grids: dict | None = None, pro
         raise ConfigError("tune stage 'audio_rbm' scores audio features under the fusion setting's noise: it needs "
                           "'fusion' in experiment.settings, a non-empty eval.snr_db and a corpus with waveforms")
     splits = inner_splits(cfg, utts, seed)
-    # The tuned values do not touch the preprocessing: whiten and window each inner fold once, from
+    # Whiten and window each inner fold once per preprocessing the candidates need (prep_key), from
     # the experiment's own frame cache (so a later `bimodal reproduce` of the config reuses it).
     cache_path = pipeline.frame_cache_path(cfg, utts)
     frame_cache = pipeline.load_frame_cache(cache_path)
     n_cached = len(frame_cache)
-    # prepared without mirrored windows; the mirrored copies are made once, when a candidate needs them
-    base = with_overrides(cfg, {"data.mirror_video": False}, "tune")
-    folds = [pipeline.prepare_fold(base, utts, fit_idx, va_idx, seed, device, progress=False, frame_cache=frame_cache)
-             for fit_idx, va_idx in splits]
+    fold_sets: dict = {}
+
+    def make_folds(key):
+        if key in fold_sets:
+            return
+        mirror, frontend = key
+        if mirror:  # the plain folds' whiteners, with the mirrored windows appended
+            make_folds((False, frontend))
+            fold_sets[key] = [pipeline.with_mirrored_windows(f, progress=False) for f in fold_sets[(False, frontend)]]
+            return
+        base = with_overrides(cfg, {"data.mirror_video": False, "data.prep.video_frontend": frontend}, "tune")
+        fold_sets[key] = [pipeline.prepare_fold(base, utts, fit_idx, va_idx, seed, device, progress=False,
+                                                frame_cache=frame_cache) for fit_idx, va_idx in splits]
+
+    make_folds(prep_key(cfg))
     if len(frame_cache) > n_cached:
         pipeline.save_frame_cache(frame_cache, cache_path)
-    chosen, stages, fold_sets = {}, [], {False: folds}
+    chosen, stages = {}, []
     for stage, grid in grids.items():
         stage_cfg = with_overrides(cfg, chosen, "tune") if chosen else cfg
-        if True not in fold_sets and (stage_cfg.data.mirror_video or any(grid.get("data.mirror_video", []))):
-            fold_sets[True] = [pipeline.with_mirrored_windows(f, progress=False) for f in folds]
+        keys = list(grid)
+        for values in itertools.product(*grid.values()):
+            make_folds(prep_key(with_overrides(stage_cfg, dict(zip(keys, values)), "tune")))
         with run_threads(threads):
             record = grid_stage(stage_cfg, fold_sets, grid, stage, seed, task_device, progress, backend)
         chosen.update(record["chosen"])

@@ -9,7 +9,7 @@ import torch
 
 from bimodal.errors import ConfigError, DataError
 from experiments import claims, pipeline
-from experiments.config import config_from_dict
+from experiments.config import config_from_dict, with_overrides
 from helpers import nest_metrics
 
 TINY = {
@@ -469,12 +469,13 @@ def test_tune_never_touches_the_test_split(tiny_run, monkeypatch):
     assert "held-out accuracy" in tune_mod.to_markdown(result)
 
 
-def test_a_size_stage_takes_the_smallest_size_within_one_standard_error():
-    """Sizes: the smallest whose score is within sqrt(p(1-p)/n) of the best; other stages: the best."""
+def test_a_cost_stage_takes_the_cheapest_candidate_within_one_standard_error():
+    """Sizes (rows in grid order, smallest first): the first whose score is within sqrt(p(1-p)/n) of
+    the best; other stages: the best."""
     from experiments.tune import choose
 
     rows = [{"overrides": {"model.shared": s}, "score": p} for s, p in
-            [(1024, 0.50), (256, 0.40), (512, 0.47), (1536, 0.51)]]
+            [(256, 0.40), (512, 0.47), (1024, 0.50), (1536, 0.51)]]
     # n = 100: SE of 0.51 is 0.05, so 0.47 (512) is within it and 0.40 (256) is not
     assert choose(rows, "shared_size", 100) == {"model.shared": 512}
     # n = 1600: SE 0.0125, 1024 (0.50) is within it, 512 is not
@@ -482,6 +483,11 @@ def test_a_size_stage_takes_the_smallest_size_within_one_standard_error():
     # n = 10000: SE 0.005, only the best itself
     assert choose(rows, "shared_size", 10000) == {"model.shared": 1536}
     assert choose(rows, "dae", 100) == {"model.shared": 1536}
+    # a stage of named candidates: the grid's order is the cost order ("pca" before "conv", though
+    # "conv" sorts first), so the cheaper one is kept within one SE and the other must beat it by more
+    fronts = [{"overrides": {"data.prep.video_frontend": f}, "score": p} for f, p in [("pca", 0.47), ("conv", 0.51)]]
+    assert choose(fronts, "frontend", 100) == {"data.prep.video_frontend": "pca"}
+    assert choose(fronts, "frontend", 10000) == {"data.prep.video_frontend": "conv"}
 
 
 def test_tune_scores_shared_sizes_on_the_video_autoencoder(tiny_run, monkeypatch):
@@ -519,6 +525,38 @@ def test_tune_mirror_stage_adds_mirrored_windows_to_the_candidate_that_asks(tiny
     per_candidate = len(rows) // 2
     plain, mirrored = rows[:per_candidate], rows[per_candidate:]
     assert per_candidate % n_folds == 0 and [2 * n for n in plain] == mirrored
+
+
+def test_tune_frontend_stage_whitens_each_front_end_once_per_fold(tiny_run, monkeypatch):
+    """The conv candidate's folds are prepared with a conv autoencoder trained on each inner fold's
+    fitting crops only (never a held-out one), the pca candidate's without; each front end's folds
+    are made once, not per candidate."""
+    from data_prep.dataset import Preprocessor
+    from experiments import tune as tune_mod
+
+    cfg, _, _ = tiny_run
+    cfg = dataclasses.replace(cfg, experiment=dataclasses.replace(cfg.experiment, split="even_odd"))
+    cfg = with_overrides(cfg, {"data.prep.conv_code_dim": 8, "data.prep.conv_channels": 4,
+                               "data.prep.conv_epochs": 1}, "test")
+    fits, fit = [], Preprocessor.fit
+
+    def recording_fit(self, utts, *a, **k):
+        fits.append((self.cfg.video_frontend, {u.utterance_id for u in utts}))
+        out = fit(self, utts, *a, **k)
+        assert (self.video_model is not None) == (self.cfg.video_frontend == "conv")
+        return out
+
+    monkeypatch.setattr(Preprocessor, "fit", recording_fit)
+    result = tune_mod.tune(cfg, seed=0, device="cpu", grids={"frontend": tune_mod.FRONTEND_GRID}, progress=False)
+    (stage,) = result["stages"]
+    assert [r["overrides"] for r in stage["rows"]] == [{"data.prep.video_frontend": "pca"},
+                                                      {"data.prep.video_frontend": "conv"}]
+    n_folds = len(result["splits"])
+    assert [f for f, _ in fits] == ["pca"] * n_folds + ["conv"] * n_folds
+    utts = pipeline.load_utterances(cfg, progress=False)
+    fitting = [{utts[i].utterance_id for i in a} for a, _ in tune_mod.inner_splits(cfg, utts, 0)]
+    assert [ids for _, ids in fits] == fitting * 2
+    assert "cheapest first" in stage["rule"] and stage["chosen"] in [r["overrides"] for r in stage["rows"]]
 
 
 def _chirp_folder(root: Path, n: int = 3) -> Path:
