@@ -250,6 +250,8 @@ def _protocol(results: dict) -> list[str]:
                                          "sentences" if data.get("source") == "grid" else
                                          "docs/tuning.md tells how the defaults were chosen on AVLetters' training "
                                          "repetitions with `bimodal tune`") + ")"],
+        *([["video front end", _video_frontend(data.get("prep") or {})]] if (data.get("prep") or {}).get("video_frontend")
+          else []),
         ["temporal slices pooled", ev.get("slices", "?")],
         *([["test SNRs (dB, white noise on audio)", ev.get("snr_db", "?")]]
           if "fusion" in (exp.get("settings") or []) else []),
@@ -262,6 +264,17 @@ def _protocol(results: dict) -> list[str]:
             "Every number is the mean ± 2 sample standard deviations (ddof 1; shown as ± 0.0 for a single run) "
             "over the runs, in %, the same spread as the paper's ± (2 sample s.d.); *n* is the number of runs.",
             ""] + md_table(["item", "value"], rows)
+
+
+def _video_frontend(prep: dict) -> str:
+    """What the video rows stand on: the paper's whitened pixels, or a conv autoencoder's codes."""
+    if prep.get("video_frontend") != "conv":
+        return f"the paper's: mouth pixels PCA-whitened to {prep.get('video_pca', '?')} dims, with their deltas"
+    return (f"beyond the paper: a convolutional autoencoder of single mouth frames (bimodal/conv_frontend.py, "
+            f"{prep.get('conv_channels', '?')} channels, {prep.get('conv_epochs', '?')} epochs) trained without labels "
+            f"on the learning crops; its {prep.get('conv_code_dim', '?')}-dim codes, PCA-whitened to "
+            f"{prep.get('video_pca', '?')} with their deltas, replace the whitened pixels, so every video row "
+            f"(`raw.video` = the whitened codes, the RBM and autoencoders on top) stands on them")
 
 
 def _sparsity_weight(pt: dict) -> str:

@@ -311,3 +311,14 @@ def test_ablation_without_variants_is_a_clear_error():
 def test_reference_file_is_found_next_to_the_module():
     ref = load_reference()
     assert ref["mcgurk"]["rows"]["ga/ba"]["da"] == "58.7"
+
+
+@pytest.mark.parametrize("frontend", ["pca", "conv"])
+def test_protocol_names_the_video_front_end(tmp_path, frontend):
+    """A run on the conv front end says so (beyond the paper, every video row on its codes)."""
+    results = _results(with_artifacts=False)
+    results["config"]["data"]["prep"] = {"video_frontend": frontend, "video_pca": 32, "conv_code_dim": 64,
+                                         "conv_channels": 64, "conv_epochs": 10}
+    row = _table_row(_section(write_report(results, tmp_path).read_text(), "Protocol"), "video front end")
+    assert ("beyond the paper" in row[1] and "64-dim codes" in row[1]) == (frontend == "conv")
+    assert ("PCA-whitened to 32 dims" in row[1]) == (frontend == "pca")
