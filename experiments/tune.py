@@ -18,13 +18,15 @@ trained (``bimodal tune --stages`` picks and orders them):
 1. sparsity of the RBMs: ``pretrain.sparsity_target`` over the paper's {0.01, 0.03, 0.05, 0.07}
    and ``pretrain.sparsity_cost`` over {1, 3, 10}, scored on the video RBM's features;
 2. fine-tuning: ``finetune.epochs`` x ``finetune.lr``, scored on the video-only deep
-   autoencoder's features, with the earlier choices fixed;
+   autoencoder's features, with the earlier choices fixed; epochs are a cost, so by the rule of
+   stage 3: the fewest epochs whose best learning rate scores within one standard error of the
+   best candidate;
 3. ``shared_size`` (only when asked for: ``--stages shared_size``): the shared layer's size
    ``model.shared`` over {256, 512, 1024, 1536, 3072} at the config's epochs, scored like stage 2.
    A size is a cost as well as a score, so this stage does not take the best score: it takes the
    smallest size whose score is within one standard error of the best (the one-standard-error rule,
    Hastie et al., *Elements of Statistical Learning* §7.10), the error being the binomial one of the
-   best score over all held-out utterances, sqrt(p (1 - p) / n);
+   best score over all held-out utterances, sqrt(p (1 - p) / n) (stages 2, 4 and 5 use the same rule);
 4. ``mirror`` (only when asked for: ``--stages mirror``; beyond the paper): ``data.mirror_video``
    off or on (the learning utterances' mouth crops mirrored left-right join the unsupervised
    stages), scored like stage 2; by the same rule as stage 3, on only when off scores more than
@@ -82,9 +84,9 @@ FINETUNE_GRID = {"finetune.epochs": [30, 100], "finetune.lr": [1e-3, 3e-4]}
 SHARED_SIZE_GRID = {"model.shared": [256, 512, 1024, 1536, 3072]}
 MIRROR_GRID = {"data.mirror_video": [False, True]}
 FRONTEND_GRID = {"data.prep.video_frontend": ["pca", "conv"]}
-# stages whose candidates differ in cost or in what they add, listed in their grids cheapest first:
-# the first candidate (in grid order) within one standard error of the best
-CHEAPEST_WITHIN_ONE_SE = {"shared_size": "model.shared", "mirror": "data.mirror_video",
+# stages whose candidates differ in cost or in what they add, by the key that sets the cost (its grid
+# lists it cheapest first): the cheapest candidate within one standard error of the best
+CHEAPEST_WITHIN_ONE_SE = {"dae": "finetune.epochs", "shared_size": "model.shared", "mirror": "data.mirror_video",
                           "frontend": "data.prep.video_frontend"}
 STANDARDIZE = ("global", "zscore")
 
@@ -230,14 +232,19 @@ def standard_error(p: float, n: int) -> float:
 
 def choose(rows: list, stage: str, n_held_out: int) -> dict:
     """The chosen row's overrides: the best score (ties: the first row), or for a stage of
-    :data:`CHEAPEST_WITHIN_ONE_SE` the first row (its grid lists the candidates cheapest first: sizes
-    ascending, off before on, "pca" before "conv") whose score is within one binomial standard error
-    of the best score over the ``n_held_out`` held-out utterances."""
+    :data:`CHEAPEST_WITHIN_ONE_SE` the cheapest row whose score is within one binomial standard
+    error of the best score over the ``n_held_out`` held-out utterances: the first value of the
+    stage's cost key in grid order (fewer epochs, smaller sizes, off before on, "pca" before "conv"),
+    and among the rows with that value (other keys of the grid) the best score."""
     top = max(rows, key=lambda r: r["score"])
-    if stage not in CHEAPEST_WITHIN_ONE_SE:
+    key = CHEAPEST_WITHIN_ONE_SE.get(stage)
+    if key is None:
         return top["overrides"]
     floor = top["score"] - standard_error(top["score"], n_held_out)
-    return next(r for r in rows if r["score"] >= floor)["overrides"]
+    costs = list(dict.fromkeys(r["overrides"][key] for r in rows))  # grid order = cost order
+    within = [r for r in rows if r["score"] >= floor]
+    cheapest = min(costs.index(r["overrides"][key]) for r in within)
+    return max((r for r in within if costs.index(r["overrides"][key]) == cheapest), key=lambda r: r["score"])["overrides"]
 
 
 def scored_candidate(fold_sets: dict, cfg: Config, stage: str, seed: int, device) -> tuple[dict, float]:

@@ -437,7 +437,7 @@ def test_a_foreign_manifest_gives_no_onsets(tmp_path):
 
 
 def test_tune_never_touches_the_test_split(tiny_run, monkeypatch):
-    """`bimodal tune` scores candidates on held-out training groups only and returns the best one."""
+    """`bimodal tune` scores candidates on held-out training groups only and returns the chosen one."""
     from experiments import tune as tune_mod
 
     cfg, _, _ = tiny_run
@@ -465,7 +465,11 @@ def test_tune_never_touches_the_test_split(tiny_run, monkeypatch):
     for st in result["stages"]:
         best = max(r["score"] for r in st["rows"])
         assert all(0.0 <= r["score"] <= 1.0 for r in st["rows"])
-        assert [r for r in st["rows"] if r["overrides"] == st["chosen"]][0]["score"] == best
+        chosen = [r for r in st["rows"] if r["overrides"] == st["chosen"]][0]["score"]
+        if st["stage"] in tune_mod.CHEAPEST_WITHIN_ONE_SE:  # fine-tuning epochs are a cost
+            assert best - st["standard_error"] <= chosen <= best and "one standard error" in st["rule"]
+        else:
+            assert chosen == best and st["rule"] == "best"
     assert "held-out accuracy" in tune_mod.to_markdown(result)
 
 
@@ -482,7 +486,12 @@ def test_a_cost_stage_takes_the_cheapest_candidate_within_one_standard_error():
     assert choose(rows, "shared_size", 1600) == {"model.shared": 1024}
     # n = 10000: SE 0.005, only the best itself
     assert choose(rows, "shared_size", 10000) == {"model.shared": 1536}
-    assert choose(rows, "dae", 100) == {"model.shared": 1536}
+    assert choose(rows, "rbm", 100) == {"model.shared": 1536}
+    # fine-tuning: the fewest epochs within one SE, at that number of epochs the best learning rate
+    ft = [{"overrides": {"finetune.epochs": e, "finetune.lr": lr}, "score": p} for e, lr, p in
+          [(30, 1e-3, 0.48), (30, 3e-4, 0.50), (100, 1e-3, 0.51), (100, 3e-4, 0.53)]]
+    assert choose(ft, "dae", 208) == {"finetune.epochs": 30, "finetune.lr": 3e-4}   # SE 0.035: floor 0.495
+    assert choose(ft, "dae", 10000) == {"finetune.epochs": 100, "finetune.lr": 3e-4}  # SE 0.005
     # a stage of named candidates: the grid's order is the cost order ("pca" before "conv", though
     # "conv" sorts first), so the cheaper one is kept within one SE and the other must beat it by more
     fronts = [{"overrides": {"data.prep.video_frontend": f}, "score": p} for f, p in [("pca", 0.47), ("conv", 0.51)]]
