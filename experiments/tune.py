@@ -222,7 +222,7 @@ def grid_stage(cfg: Config, fold_sets: dict, grid: dict, stage: str, seed, devic
     return {"stage": stage, "grid": grid, "rows": rows, "chosen": choose(rows, stage, n), "n_held_out": n,
             "standard_error": standard_error(max(r["score"] for r in rows), n),
             "rule": "best" if key is None else
-            f"the first {key} of {grid[key]} (cheapest first) within one standard error of the best score"}
+            f"the cheapest {key} within one standard error of the best score; cheapest first: {grid[key]}"}
 
 
 def standard_error(p: float, n: int) -> float:
