@@ -268,12 +268,15 @@ def _protocol(results: dict) -> list[str]:
 
 def _video_frontend(prep: dict) -> str:
     """What the video rows stand on: the paper's whitened pixels, or a conv autoencoder's codes."""
+    deltas = prep.get("deltas")
+    with_deltas = {0: "without derivatives", 1: "with their first derivatives",
+                   2: "with their first and second derivatives"}.get(deltas, f"deltas {deltas!r}")
     if prep.get("video_frontend") != "conv":
-        return f"the paper's: mouth pixels PCA-whitened to {prep.get('video_pca', '?')} dims, with their deltas"
+        return f"the paper's: mouth pixels PCA-whitened to {prep.get('video_pca', '?')} dims, {with_deltas}"
     return (f"beyond the paper: a convolutional autoencoder of single mouth frames (bimodal/conv_frontend.py, "
             f"{prep.get('conv_channels', '?')} channels, {prep.get('conv_epochs', '?')} epochs) trained without labels "
             f"on the learning crops; its {prep.get('conv_code_dim', '?')}-dim codes, PCA-whitened to "
-            f"{prep.get('video_pca', '?')} with their deltas, replace the whitened pixels, so every video row "
+            f"{prep.get('video_pca', '?')}, {with_deltas}, replace the whitened pixels, so every video row "
             f"(`raw.video` = the whitened codes, the RBM and autoencoders on top) stands on them")
 
 

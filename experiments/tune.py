@@ -154,8 +154,9 @@ def held_out_scores(cfg: Config, feats: tuple, labels: tuple, seed: int, device)
 
 def candidate_score(cfg: Config, folds: list, stage: str, seed: int, device) -> dict:
     """Mean held-out accuracies of one candidate config (``stage``: "audio_rbm", "rbm", or any stage
-    scored like "dae") over the prepared inner ``folds`` (their whitening does not depend on the
-    tuned values; with ``data.mirror_video`` they must hold the mirrored windows, :func:`tune` makes both).
+    scored like "dae") over the prepared inner ``folds``, which must be those of the candidate's
+    preprocessing (:func:`prep_key`: its front end, whitening and, with ``data.mirror_video``, the
+    mirrored windows; :func:`tune` makes each once).
 
     The models are trained by the experiment's own functions (:func:`pipeline.pretrain_bimodal_dbn`,
     :func:`pipeline.fine_tune_model`), so every setting of the recipe (``pretrain.enabled``,
@@ -198,31 +199,30 @@ def tunes_audio_noise(cfg: Config, utts: list) -> bool:
 
 def grid_stage(cfg: Config, fold_sets: dict, grid: dict, stage: str, seed, device, progress, backend=None) -> dict:
     """Score every combination of ``grid`` on top of ``cfg`` on the inner folds (``fold_sets``: by
-    ``data.mirror_video``, the folds without and, when a candidate needs them, with mirrored windows).
-    Returns the stage's record: every candidate's row, the overrides :func:`choose` picks, the
+    :func:`prep_key`, the folds of every preprocessing the candidates need). Returns the stage's record: every candidate's row, the overrides :func:`choose` picks, the
     number of held-out utterances, the best score's standard error and the rule. With a ``backend``
     (:class:`experiments.ray_backend.RayBackend`) the candidates are Ray tasks, the inner folds sent
     once; ``device`` is then the tasks' device name."""
     keys = list(grid)
-    candidates = [dict(zip(keys, values)) for values in itertools.product(*grid.values())]
-    calls = [(with_overrides(cfg, overrides, "tune"), stage, seed, device) for overrides in candidates]
+    overrides_list = candidates(grid)
+    calls = [(with_overrides(cfg, overrides, "tune"), stage, seed, device) for overrides in overrides_list]
     if backend is None:
         scored = [scored_candidate(fold_sets, *call) for call in tqdm(calls, desc=f"tune {stage}", disable=not progress)]
     else:
         scored = backend.map(scored_candidate, calls, shared=(fold_sets,), progress=progress, desc=f"tune {stage}")
     rows = []
-    for overrides, (scores, seconds) in zip(candidates, scored):
+    for overrides, (scores, seconds) in zip(overrides_list, scored):
         best = max(scores, key=scores.get)
         rows.append({"overrides": overrides, "best": best, "score": scores[best], "scores": scores,
                      "seconds": seconds})
         log.info("tune %s %s: %.3f (%s)", stage, overrides, scores[best], best)
     # held-out utterances over all inner folds (the same utterances in every fold set)
     n = sum(f.test.n_utterances for f in next(iter(fold_sets.values())))
-    key = CHEAPEST_WITHIN_ONE_SE.get(stage)
+    key = cost_key(stage, keys)
     return {"stage": stage, "grid": grid, "rows": rows, "chosen": choose(rows, stage, n), "n_held_out": n,
             "standard_error": standard_error(max(r["score"] for r in rows), n),
-            "rule": "best" if key is None else
-            f"the cheapest {key} within one standard error of the best score; cheapest first: {grid[key]}"}
+            "rule": "best" if key is None else f"the cheapest {key} within one standard error of the best score; "
+                                               f"cheapest first: {cost_order([r['overrides'][key] for r in rows])}"}
 
 
 def standard_error(p: float, n: int) -> float:
@@ -230,18 +230,34 @@ def standard_error(p: float, n: int) -> float:
     return float(np.sqrt(p * (1.0 - p) / max(1, n)))
 
 
+def cost_key(stage: str, keys) -> str | None:
+    """The key that sets a candidate's cost in ``stage`` (:data:`CHEAPEST_WITHIN_ONE_SE`), if the
+    stage's grid (``keys``) varies it; None: the stage takes the best score."""
+    key = CHEAPEST_WITHIN_ONE_SE.get(stage)
+    return key if key in keys else None
+
+
+def cost_order(values: list) -> list:
+    """A cost key's values, cheapest first: numbers and booleans ascending (fewer epochs, smaller
+    sizes, off before on), names in the grid's order ("pca" before "conv")."""
+    values = list(dict.fromkeys(values))
+    if all(isinstance(v, (bool, int, float)) for v in values):
+        return sorted(values)
+    return values
+
+
 def choose(rows: list, stage: str, n_held_out: int) -> dict:
     """The chosen row's overrides: the best score (ties: the first row), or for a stage of
-    :data:`CHEAPEST_WITHIN_ONE_SE` the cheapest row whose score is within one binomial standard
-    error of the best score over the ``n_held_out`` held-out utterances: the first value of the
-    stage's cost key in grid order (fewer epochs, smaller sizes, off before on, "pca" before "conv"),
-    and among the rows with that value (other keys of the grid) the best score."""
+    :data:`CHEAPEST_WITHIN_ONE_SE` whose grid varies its cost key the cheapest row whose score is
+    within one binomial standard error of the best score over the ``n_held_out`` held-out
+    utterances: the cheapest value of the cost key (:func:`cost_order`), and among the rows with
+    that value (other keys of the grid) the best score."""
     top = max(rows, key=lambda r: r["score"])
-    key = CHEAPEST_WITHIN_ONE_SE.get(stage)
+    key = cost_key(stage, top["overrides"])
     if key is None:
         return top["overrides"]
     floor = top["score"] - standard_error(top["score"], n_held_out)
-    costs = list(dict.fromkeys(r["overrides"][key] for r in rows))  # grid order = cost order
+    costs = cost_order([r["overrides"][key] for r in rows])
     within = [r for r in rows if r["score"] >= floor]
     cheapest = min(costs.index(r["overrides"][key]) for r in within)
     return max((r for r in within if costs.index(r["overrides"][key]) == cheapest), key=lambda r: r["score"])["overrides"]
@@ -256,9 +272,29 @@ def scored_candidate(fold_sets: dict, cfg: Config, stage: str, seed: int, device
 
 
 def prep_key(cfg: Config) -> tuple[bool, str]:
-    """What of a candidate's config its inner folds' windows depend on, among the tuned keys:
-    ``(data.mirror_video, data.prep.video_frontend)``."""
-    return bool(cfg.data.mirror_video), prep_config(cfg).video_frontend
+    """What of a candidate's config its inner folds' windows depend on, among what a grid may vary
+    (``data.mirror_video`` and ``data.prep.*``, :func:`check_grid`): ``(mirror_video, the whole
+    data.prep as JSON)``."""
+    return bool(cfg.data.mirror_video), json.dumps(prep_config(cfg).to_dict(), sort_keys=True)
+
+
+def candidates(grid: dict) -> list[dict]:
+    """Every combination of ``grid``'s values, as override dicts, in grid order."""
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*grid.values())]
+
+
+def check_grid(cfg: Config, stage: str, grid: dict) -> None:
+    """A ConfigError before any training for a grid key the inner folds cannot follow (a ``data.*``
+    key other than ``data.mirror_video`` and ``data.prep.*``: the corpus, the split, extra data are
+    the experiment's) or a candidate the config rejects (an unknown key, a value of the wrong type,
+    the conv front end with ``video_pca`` above ``conv_code_dim``, ...)."""
+    bad = [k for k in grid if k.startswith("data.") and k != "data.mirror_video" and not k.startswith("data.prep.")]
+    if bad:
+        raise ConfigError(f"tune stage {stage!r}: grid key(s) {bad} change the corpus or the split; a grid may vary "
+                          "data.mirror_video and data.prep.* among the data settings")
+    for overrides in candidates(grid):
+        prep_key(with_overrides(cfg, overrides, f"tune stage {stage!r}"))
 
 
 STAGES = {"audio_rbm": AUDIO_SPARSITY_GRID, "rbm": SPARSITY_GRID, "dae": FINETUNE_GRID,
@@ -304,6 +340,8 @@ def tune(cfg: Config, seed: int = 0, device=None, grids: dict | None = None, pro
     if "audio_rbm" in grids and not tunes_audio_noise(cfg, utts):
         raise ConfigError("tune stage 'audio_rbm' scores audio features under the fusion setting's noise: it needs "
                           "'fusion' in experiment.settings, a non-empty eval.snr_db and a corpus with waveforms")
+    for stage, grid in grids.items():
+        check_grid(cfg, stage, grid)
     splits = inner_splits(cfg, utts, seed)
     # Whiten and window each inner fold once per preprocessing the candidates need (prep_key), from
     # the experiment's own frame cache (so a later `bimodal reproduce` of the config reuses it).
@@ -312,29 +350,33 @@ def tune(cfg: Config, seed: int = 0, device=None, grids: dict | None = None, pro
     n_cached = len(frame_cache)
     fold_sets: dict = {}
 
-    def make_folds(key):
+    def make_folds(candidate: Config):
+        """The inner folds of ``candidate``'s preprocessing, made once."""
+        key = prep_key(candidate)
         if key in fold_sets:
-            return
-        mirror, frontend = key
-        if mirror:  # the plain folds' whiteners, with the mirrored windows appended
-            make_folds((False, frontend))
-            fold_sets[key] = [pipeline.with_mirrored_windows(f, progress=False) for f in fold_sets[(False, frontend)]]
-            return
-        base = with_overrides(cfg, {"data.mirror_video": False, "data.prep.video_frontend": frontend}, "tune")
-        fold_sets[key] = [pipeline.prepare_fold(base, utts, fit_idx, va_idx, seed, device, progress=False,
+            return key
+        plain = with_overrides(candidate, {"data.mirror_video": False}, "tune")
+        if key[0]:  # the plain folds' whiteners, with the mirrored windows appended
+            fold_sets[key] = [pipeline.with_mirrored_windows(f, progress=False) for f in fold_sets[make_folds(plain)]]
+            return key
+        front = prep_config(plain).video_frontend
+        log.info("tune: whitening %d inner folds (video front end %s%s)", len(splits), front,
+                 ": a conv autoencoder is trained on each fold's fitting crops" if front == "conv" else "")
+        fold_sets[key] = [pipeline.prepare_fold(plain, utts, fit_idx, va_idx, seed, device, progress=False,
                                                 frame_cache=frame_cache) for fit_idx, va_idx in splits]
+        return key
 
-    make_folds(prep_key(cfg))
+    make_folds(cfg)
     if len(frame_cache) > n_cached:
         pipeline.save_frame_cache(frame_cache, cache_path)
     chosen, stages = {}, []
     for stage, grid in grids.items():
         stage_cfg = with_overrides(cfg, chosen, "tune") if chosen else cfg
-        keys = list(grid)
-        for values in itertools.product(*grid.values()):
-            make_folds(prep_key(with_overrides(stage_cfg, dict(zip(keys, values)), "tune")))
+        # only the fold sets this stage's candidates use (a Ray stage sends them to its tasks)
+        needed = {make_folds(with_overrides(stage_cfg, o, "tune")) for o in candidates(grid)}
         with run_threads(threads):
-            record = grid_stage(stage_cfg, fold_sets, grid, stage, seed, task_device, progress, backend)
+            record = grid_stage(stage_cfg, {k: fold_sets[k] for k in needed}, grid, stage, seed, task_device,
+                                progress, backend)
         chosen.update(record["chosen"])
         stages.append(record)
 

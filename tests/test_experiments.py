@@ -492,6 +492,10 @@ def test_a_cost_stage_takes_the_cheapest_candidate_within_one_standard_error():
           [(30, 1e-3, 0.48), (30, 3e-4, 0.50), (100, 1e-3, 0.51), (100, 3e-4, 0.53)]]
     assert choose(ft, "dae", 208) == {"finetune.epochs": 30, "finetune.lr": 3e-4}   # SE 0.035: floor 0.495
     assert choose(ft, "dae", 10000) == {"finetune.epochs": 100, "finetune.lr": 3e-4}  # SE 0.005
+    # numbers are costs by value, whatever the grid's order; a grid without the cost key takes the best
+    assert choose(rows[::-1], "shared_size", 100) == {"model.shared": 512}
+    lr_only = [{"overrides": {"finetune.lr": lr}, "score": p} for lr, p in [(1e-3, 0.50), (3e-4, 0.52)]]
+    assert choose(lr_only, "dae", 100) == {"finetune.lr": 3e-4}
     # a stage of named candidates: the grid's order is the cost order ("pca" before "conv", though
     # "conv" sorts first), so the cheaper one is kept within one SE and the other must beat it by more
     fronts = [{"overrides": {"data.prep.video_frontend": f}, "score": p} for f, p in [("pca", 0.47), ("conv", 0.51)]]
@@ -556,7 +560,15 @@ def test_tune_frontend_stage_whitens_each_front_end_once_per_fold(tiny_run, monk
         return out
 
     monkeypatch.setattr(Preprocessor, "fit", recording_fit)
+    scored_on, score = [], tune_mod.candidate_score
+
+    def recording_score(c, folds, *a, **k):  # which folds each candidate is scored on
+        scored_on.append((pipeline.prep_config(c).video_frontend, {f.prep.cfg.video_frontend for f in folds}))
+        return score(c, folds, *a, **k)
+
+    monkeypatch.setattr(tune_mod, "candidate_score", recording_score)
     result = tune_mod.tune(cfg, seed=0, device="cpu", grids={"frontend": tune_mod.FRONTEND_GRID}, progress=False)
+    assert scored_on == [("pca", {"pca"}), ("conv", {"conv"})]
     (stage,) = result["stages"]
     assert [r["overrides"] for r in stage["rows"]] == [{"data.prep.video_frontend": "pca"},
                                                       {"data.prep.video_frontend": "conv"}]
@@ -566,6 +578,22 @@ def test_tune_frontend_stage_whitens_each_front_end_once_per_fold(tiny_run, monk
     fitting = [{utts[i].utterance_id for i in a} for a, _ in tune_mod.inner_splits(cfg, utts, 0)]
     assert [ids for _, ids in fits] == fitting * 2
     assert "cheapest first" in stage["rule"] and stage["chosen"] in [r["overrides"] for r in stage["rows"]]
+
+
+def test_tune_refuses_a_grid_it_cannot_follow_before_training(tiny_run, monkeypatch):
+    """A grid over the corpus, or a candidate the config rejects in a later stage, fails before any fold
+    is whitened."""
+    from experiments import tune as tune_mod
+
+    cfg, _, _ = tiny_run
+    cfg = dataclasses.replace(cfg, experiment=dataclasses.replace(cfg.experiment, split="even_odd"))
+    monkeypatch.setattr(pipeline, "prepare_fold", lambda *a, **k: pytest.fail("a fold was prepared"))
+    with pytest.raises(ConfigError, match="data.root"):
+        tune_mod.tune(cfg, seed=0, device="cpu", grids={"dae": {"data.root": ["/x"]}}, progress=False)
+    too_wide = {"data.prep.video_frontend": ["conv"], "data.prep.conv_code_dim": [4]}  # video_pca is 8
+    with pytest.raises(ConfigError, match="conv_code_dim"):
+        tune_mod.tune(cfg, seed=0, device="cpu", grids={"dae": tune_mod.FINETUNE_GRID, "frontend": too_wide},
+                      progress=False)
 
 
 def _chirp_folder(root: Path, n: int = 3) -> Path:

@@ -318,7 +318,11 @@ def test_protocol_names_the_video_front_end(tmp_path, frontend):
     """A run on the conv front end says so (beyond the paper, every video row on its codes)."""
     results = _results(with_artifacts=False)
     results["config"]["data"]["prep"] = {"video_frontend": frontend, "video_pca": 32, "conv_code_dim": 64,
-                                         "conv_channels": 64, "conv_epochs": 10}
+                                         "conv_channels": 64, "conv_epochs": 10, "deltas": 1}
     row = _table_row(_section(write_report(results, tmp_path).read_text(), "Protocol"), "video front end")
     assert ("beyond the paper" in row[1] and "64-dim codes" in row[1]) == (frontend == "conv")
     assert ("PCA-whitened to 32 dims" in row[1]) == (frontend == "pca")
+    assert "with their first derivatives" in row[1]
+    results["config"]["data"]["prep"]["deltas"] = 0
+    row = _table_row(_section(write_report(results, tmp_path).read_text(), "Protocol"), "video front end")
+    assert "without derivatives" in row[1] and "with their" not in row[1]
