@@ -271,11 +271,22 @@ def scored_candidate(fold_sets: dict, cfg: Config, stage: str, seed: int, device
     return scores, time.time() - t0
 
 
+# The data settings a grid may vary: those that act after the frames are cut (the frame cache and
+# the utterances kept are the base config's) and never decide which utterances have a window.
+TUNABLE_PREP = ("video_frontend", "conv_code_dim", "conv_channels", "conv_epochs", "conv_batch_size", "conv_lr",
+                "video_pca", "audio_pca", "deltas", "scale_deltas")
+# Settings the inner folds themselves are made from (the split, the noisy test copies): the base config's.
+FIXED_KEYS = ("experiment.", "eval.snr_db", "eval.cv_folds")
+
+
 def prep_key(cfg: Config) -> tuple[bool, str]:
     """What of a candidate's config its inner folds' windows depend on, among what a grid may vary
-    (``data.mirror_video`` and ``data.prep.*``, :func:`check_grid`): ``(mirror_video, the whole
-    data.prep as JSON)``."""
-    return bool(cfg.data.mirror_video), json.dumps(prep_config(cfg).to_dict(), sort_keys=True)
+    (:func:`check_grids`): ``(data.mirror_video, data.prep as JSON)``, the conv settings left out
+    under the PCA front end (they do nothing there)."""
+    prep = prep_config(cfg).to_dict()
+    if prep["video_frontend"] != "conv":
+        prep = {k: v for k, v in prep.items() if not k.startswith("conv_")}
+    return bool(cfg.data.mirror_video), json.dumps(prep, sort_keys=True)
 
 
 def candidates(grid: dict) -> list[dict]:
@@ -284,17 +295,26 @@ def candidates(grid: dict) -> list[dict]:
     return [dict(zip(keys, values)) for values in itertools.product(*grid.values())]
 
 
-def check_grid(cfg: Config, stage: str, grid: dict) -> None:
-    """A ConfigError before any training for a grid key the inner folds cannot follow (a ``data.*``
-    key other than ``data.mirror_video`` and ``data.prep.*``: the corpus, the split, extra data are
-    the experiment's) or a candidate the config rejects (an unknown key, a value of the wrong type,
-    the conv front end with ``video_pca`` above ``conv_code_dim``, ...)."""
-    bad = [k for k in grid if k.startswith("data.") and k != "data.mirror_video" and not k.startswith("data.prep.")]
-    if bad:
-        raise ConfigError(f"tune stage {stage!r}: grid key(s) {bad} change the corpus or the split; a grid may vary "
-                          "data.mirror_video and data.prep.* among the data settings")
-    for overrides in candidates(grid):
-        prep_key(with_overrides(cfg, overrides, f"tune stage {stage!r}"))
+def check_grids(cfg: Config, grids: dict) -> None:
+    """A ConfigError before any training for a grid that is empty, a key the inner folds cannot
+    follow (the corpus, the split, the frames: any ``data.*`` key but ``data.mirror_video`` and the
+    ``data.prep`` fields of :data:`TUNABLE_PREP`; ``experiment.*``, ``eval.snr_db``,
+    ``eval.cv_folds``), or a candidate the config rejects (an unknown key, a wrong type, the conv front
+    end with ``video_pca`` above ``conv_code_dim``, ...) on top of any choice the earlier stages can make."""
+    earlier = [{}]
+    for stage, grid in grids.items():
+        if not grid or any(len(list(v)) == 0 for v in grid.values()):
+            raise ConfigError(f"tune stage {stage!r}: empty grid {grid!r}; every key needs at least one value")
+        bad = [k for k in grid if k.startswith(FIXED_KEYS) or (k.startswith("data.") and k != "data.mirror_video" and
+                                                                k.removeprefix("data.prep.") not in TUNABLE_PREP)]
+        if bad:
+            raise ConfigError(f"tune stage {stage!r}: grid key(s) {bad} change the corpus, the split or the frames the "
+                              f"inner folds are made from; a grid may vary data.mirror_video, data.prep."
+                              f"{{{', '.join(TUNABLE_PREP)}}} and the model, pretrain, finetune and classifier settings")
+        combined = [dict(e, **o) for e in earlier for o in candidates(grid)]
+        for overrides in combined:
+            prep_key(with_overrides(cfg, overrides, f"tune stage {stage!r}"))
+        earlier = combined
 
 
 STAGES = {"audio_rbm": AUDIO_SPARSITY_GRID, "rbm": SPARSITY_GRID, "dae": FINETUNE_GRID,
@@ -340,8 +360,7 @@ def tune(cfg: Config, seed: int = 0, device=None, grids: dict | None = None, pro
     if "audio_rbm" in grids and not tunes_audio_noise(cfg, utts):
         raise ConfigError("tune stage 'audio_rbm' scores audio features under the fusion setting's noise: it needs "
                           "'fusion' in experiment.settings, a non-empty eval.snr_db and a corpus with waveforms")
-    for stage, grid in grids.items():
-        check_grid(cfg, stage, grid)
+    check_grids(cfg, grids)
     splits = inner_splits(cfg, utts, seed)
     # Whiten and window each inner fold once per preprocessing the candidates need (prep_key), from
     # the experiment's own frame cache (so a later `bimodal reproduce` of the config reuses it).
@@ -373,7 +392,7 @@ def tune(cfg: Config, seed: int = 0, device=None, grids: dict | None = None, pro
     for stage, grid in grids.items():
         stage_cfg = with_overrides(cfg, chosen, "tune") if chosen else cfg
         # only the fold sets this stage's candidates use (a Ray stage sends them to its tasks)
-        needed = {make_folds(with_overrides(stage_cfg, o, "tune")) for o in candidates(grid)}
+        needed = list(dict.fromkeys(make_folds(with_overrides(stage_cfg, o, "tune")) for o in candidates(grid)))
         with run_threads(threads):
             record = grid_stage(stage_cfg, {k: fold_sets[k] for k in needed}, grid, stage, seed, task_device,
                                 progress, backend)

@@ -594,6 +594,15 @@ def test_tune_refuses_a_grid_it_cannot_follow_before_training(tiny_run, monkeypa
     with pytest.raises(ConfigError, match="conv_code_dim"):
         tune_mod.tune(cfg, seed=0, device="cpu", grids={"dae": tune_mod.FINETUNE_GRID, "frontend": too_wide},
                       progress=False)
+    # valid alone, invalid after a choice an earlier stage can make (conv codes of 8 dims, 16 kept)
+    later = {"frontend": {"data.prep.video_frontend": ["pca", "conv"], "data.prep.conv_code_dim": [8]},
+             "pca": {"data.prep.video_pca": [16]}}
+    with pytest.raises(ConfigError, match="conv_code_dim"):
+        tune_mod.tune(cfg, seed=0, device="cpu", grids=later, progress=False)
+    for grid, match in [({"data.prep.roi_size": [[8, 8]]}, "the frames"), ({"experiment.split": ["kfold"]}, "the split"),
+                        ({"eval.snr_db": [[0.0]]}, "the split"), ({"finetune.lr": []}, "empty grid")]:
+        with pytest.raises(ConfigError, match=match):
+            tune_mod.tune(cfg, seed=0, device="cpu", grids={"dae": grid}, progress=False)
 
 
 def _chirp_folder(root: Path, n: int = 3) -> Path:
