@@ -122,8 +122,8 @@ class ConvFrameAutoencoder(Persistable, nn.Module):
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
         self._init_weights(make_generator(seed, "cpu"))
         self.history: list[float] = []
-        # channels-last (NHWC) maps: oneDNN's convolutions and the batch norms run faster on them
-        # on a CPU (1.3x a training step at 64 channels, 2x at 32), and cuDNN prefers them too.
+        # channels-last (NHWC) maps: oneDNN's convolutions and batch norms run faster on them on a
+        # CPU (benchmarks/conv_frontend.py; docs/performance.md has the numbers).
         self.to(self.device, memory_format=torch.channels_last)
         self.eval()  # batch norm uses its running statistics except inside fit
 
