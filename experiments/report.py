@@ -196,7 +196,7 @@ def _protocol(results: dict) -> list[str]:
     versions = ", ".join(f"{k} {v}" for k, v in (prov.get("versions") or {}).items() if v)
     third = split == "third_test"
     by_recording = split == "recordings" and results.get("n_speakers") == 1
-    pt, ft = cfg.get("pretrain") or {}, cfg.get("finetune") or {}
+    pt, ft, prep = cfg.get("pretrain") or {}, cfg.get("finetune") or {}, data.get("prep") or {}
     if third:
         split_text = "third test: every speaker's last repetition tests, the others train (one fold per seed)"
         cv_unit = "training repetition"
@@ -250,8 +250,7 @@ def _protocol(results: dict) -> list[str]:
                                          "sentences" if data.get("source") == "grid" else
                                          "docs/tuning.md tells how the defaults were chosen on AVLetters' training "
                                          "repetitions with `bimodal tune`") + ")"],
-        *([["video front end", _video_frontend(data.get("prep") or {})]] if (data.get("prep") or {}).get("video_frontend")
-          else []),
+        *([["video front end", _video_frontend(prep)]] if prep.get("video_frontend") else []),
         ["temporal slices pooled", ev.get("slices", "?")],
         *([["test SNRs (dB, white noise on audio)", ev.get("snr_db", "?")]]
           if "fusion" in (exp.get("settings") or []) else []),

@@ -38,7 +38,8 @@ trained (``bimodal tune --stages`` picks and orders them):
    only when "pca" scores more than one standard error below it.
 
 The inner folds are whitened and windowed once per preprocessing a stage's candidates need
-(:func:`prep_key`: the video front end and the mirrored windows), never per candidate.
+(:func:`prep_key`: ``data.prep``, e.g. the video front end, and the mirrored windows), never per
+candidate.
 
 Every candidate's models are trained by the experiment's own training functions
 (:func:`pipeline.pretrain_bimodal_dbn`, :func:`pipeline.fine_tune_model`), so ``data.extra_audio``,
@@ -199,8 +200,9 @@ def tunes_audio_noise(cfg: Config, utts: list) -> bool:
 
 def grid_stage(cfg: Config, fold_sets: dict, grid: dict, stage: str, seed, device, progress, backend=None) -> dict:
     """Score every combination of ``grid`` on top of ``cfg`` on the inner folds (``fold_sets``: by
-    :func:`prep_key`, the folds of every preprocessing the candidates need). Returns the stage's record: every candidate's row, the overrides :func:`choose` picks, the
-    number of held-out utterances, the best score's standard error and the rule. With a ``backend``
+    :func:`prep_key`, the folds of every preprocessing the candidates need). Returns the stage's
+    record: every candidate's row, the overrides :func:`choose` picks, the number of held-out
+    utterances, the best score's standard error and the rule. With a ``backend``
     (:class:`experiments.ray_backend.RayBackend`) the candidates are Ray tasks, the inner folds sent
     once; ``device`` is then the tasks' device name."""
     keys = list(grid)
@@ -313,7 +315,7 @@ def check_grids(cfg: Config, grids: dict) -> None:
                               f"{{{', '.join(TUNABLE_PREP)}}} and the model, pretrain, finetune and classifier settings")
         combined = [dict(e, **o) for e in earlier for o in candidates(grid)]
         for overrides in combined:
-            prep_key(with_overrides(cfg, overrides, f"tune stage {stage!r}"))
+            with_overrides(cfg, overrides, f"tune stage {stage!r}")  # validates every section, data.prep included
         earlier = combined
 
 
