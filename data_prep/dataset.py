@@ -301,6 +301,12 @@ class Preprocessor:
         #: Utterances the last fit / transform left out, one dict each (utterance_id, path, reason).
         self.skipped: list[dict] = []
 
+    def __getstate__(self) -> dict:
+        # The frame cache is this process's memo of every utterance's frames, often the largest thing a
+        # preprocessor refers to: a pickled copy (a Ray task's fold) goes without it and computes what
+        # it needs.
+        return dict(self.__dict__, frame_cache=None)
+
     # ------------------------------------------------------------------ per-utterance frames
     def frames(self, u: Utterance, audio_transform: Callable | None = None
                ) -> tuple[np.ndarray, np.ndarray | None, float]:

@@ -248,6 +248,23 @@ def test_frame_cache_shares_crops_between_clean_and_noisy_audio(monkeypatch):
     assert prep.frames(u, noisy)[0] is noisy_spec  # and cached
 
 
+def test_a_pickled_preprocessor_leaves_its_frame_cache_behind():
+    """A Ray task's fold is a pickled copy: it must not carry the experiment's whole frame memo, and
+    it must still transform (computing the frames it needs) exactly as the original does."""
+    import pickle
+
+    train = corpus()
+    cache = {}
+    pre = Preprocessor(PrepConfig(**SMALL), device="cpu", n_workers=1, frame_cache=cache).fit(train, progress=False)
+    assert len(cache) == len(train)
+    blob = pickle.dumps(pre)
+    copy = pickle.loads(blob)
+    assert copy.frame_cache is None and pre.frame_cache is cache and len(cache) == len(train)
+    assert len(blob) < len(pickle.dumps(cache))  # the frames really were left out
+    a, b = pre.transform(train, progress=False), copy.transform(train, progress=False)
+    assert np.array_equal(a.video, b.video) and np.array_equal(a.audio, b.audio)
+
+
 # ---------------------------------------------------------------- the paper's audio front end (issue 9)
 def speech_like(label, speaker, seed, T=30, fps=25.0, rate=16000):
     """A tone whose pitch glides (so frames and their derivatives vary) plus noise, with a moving bar."""
