@@ -513,21 +513,34 @@ class Preprocessor:
 
     # ------------------------------------------------------------------ fit / transform
     def fit(self, train_utterances: Sequence[Utterance], progress: bool = True, strict: bool = True,
-            extra_video: np.ndarray | None = None) -> "Preprocessor":
+            extra_video: np.ndarray | None = None, extra_whitening: Sequence[Utterance] | None = None
+            ) -> "Preprocessor":
         """Fit the audio whitener on all and the video whitener on the audio-visual training utterances,
         then the standard deviations of the derivatives appended after whitening (``scale_deltas``).
 
         ``strict=False`` skips unusable utterances with a warning (listed in ``self.skipped``)
         instead of raising. ``extra_video`` (M, H * W) in [0, 1]: further mouth frames (unlabelled
-        corpora) that the conv video front end learns from besides the training utterances'; the
-        whiteners never see them."""
+        corpora) that the conv video front end learns from besides the training utterances'.
+        ``extra_whitening``: unlabelled audio-visual utterances (other corpora, already in this
+        corpus' front end) whose frames the whiteners and the deltas' scales are fitted on too;
+        unusable ones are left out (named again when they are transformed), and they never enter the
+        frame cache or the class names."""
         c = self.cfg
         train_utterances, frames = self._all_frames(list(train_utterances), None, progress, "fit: features", strict)
-        inputs = [self.audio_input(f[0], u) for u, f in zip(train_utterances, frames)]
+        own_skipped = self.skipped
+        pairs = list(zip(train_utterances, frames))
+        if extra_whitening:
+            # their crops depend on the adaptation to this fold, so they stay out of the frame cache
+            cache, self.frame_cache = self.frame_cache, None
+            try:
+                pairs += list(zip(*self._all_frames(list(extra_whitening), None, progress, "fit: extra features", False)))
+            finally:
+                self.frame_cache, self.skipped = cache, own_skipped
+        inputs = [self.audio_input(f[0], u) for u, f in pairs]
         dims = {x.shape[1] for x in inputs}
         if len(dims) > 1:
             first = inputs[0].shape[1]
-            odd = next(u for u, x in zip(train_utterances, inputs) if x.shape[1] != first)
+            odd = next(u for (u, _), x in zip(pairs, inputs) if x.shape[1] != first)
             raise DataError(f"audio frames have {sorted(dims)} dimensions across utterances; every file must have "
                             f"the same ({train_utterances[0].path} has {first})", path=odd.path, field="audio")
         A = np.concatenate(inputs)
@@ -537,7 +550,7 @@ class Preprocessor:
                         A.shape[1])
             n_audio = A.shape[1]
         self.audio_whitener = PCAWhitener(n_audio, c.pca_eps).fit(A)
-        vids = [f[1] for f in frames if f[1] is not None]
+        vids = [f[1] for f in frames if f[1] is not None]  # the conv front end learns from these (+ extra_video)
         self.video_model = None
         if vids and c.video_frontend == "conv":
             self.video_model = ConvFrameAutoencoder(c.roi_size, c.conv_code_dim, c.conv_channels,
@@ -545,7 +558,8 @@ class Preprocessor:
             learn = vids if extra_video is None else vids + [np.asarray(extra_video, np.float32).reshape(len(extra_video), -1)]
             self.video_model.fit(np.concatenate(learn), epochs=c.conv_epochs, batch_size=c.conv_batch_size,
                                  lr=c.conv_lr, progress=progress)
-        vids = [self.video_features(v) for v in vids]  # what the video whitener sees: pixels or codes
+        # what the video whitener sees: pixels or codes, of the training and the extra_whitening utterances
+        vids = [self.video_features(f[1]) for _, f in pairs if f[1] is not None]
         self.video_whitener = PCAWhitener(c.video_pca, c.pca_eps).fit(np.concatenate(vids)) if vids else None
         self.audio_delta_scale = self.video_delta_scale = None
         if c.scale_deltas:
@@ -557,7 +571,7 @@ class Preprocessor:
                 self.video_delta_scale = _delta_scale([self.video_whitener.transform(v) for v in vids], c.deltas,
                                                       c.delta_width)
         self.label_names = sorted({u.label for u in train_utterances})
-        log.info("fitted whiteners on %d utterances (%d audio frames of %d dims, %d video frames)", len(frames),
+        log.info("fitted whiteners on %d utterances (%d audio frames of %d dims, %d video frames)", len(pairs),
                  len(A), A.shape[1], sum(len(v) for v in vids))
         return self
 

@@ -74,7 +74,7 @@ class DataConfig:
     # recordings join every unsupervised stage (first-layer RBMs, bimodal DBN, autoencoder fine-tuning),
     # never the classifiers; their mouth crops and audio are put into this corpus' front end first
     # (data_prep.extra_av: box scale chosen by mean-image distance to the training crops, intensities
-    # matched, HTK MFCCs for a corpus that ships them); the whitening stays fitted on this corpus alone
+    # matched, HTK MFCCs for a corpus that ships them); the whitening: extra_av_whitening
     extra_av: list[str] = field(default_factory=list)
     extra_av_scale: float = 0.0  # mouth box scale for the extra corpora; 0 = chosen (data_prep.extra_av)
     # How many extra windows join the learning data: ratio x the corpus' own learning windows, drawn at
@@ -83,6 +83,12 @@ class DataConfig:
     # weight the sparsity term gets, and bounds the cost: an epoch costs (1 + ratio) x as much.
     extra_av_ratio: float = 0.0
     extra_av_track_every: int = 2  # detect the mouth in every k-th frame of the extra videos
+    # What the whitening (audio and video PCA, the deltas' scales) is fitted on when there are extra
+    # corpora: "target", this corpus' fitting utterances alone (the classifiers see only this corpus, so
+    # its variation sets the basis), or "both", those and extra recordings with extra_av_ratio x as
+    # many frames (all of them at ratio 0), so the basis also keeps what the extra faces and voices
+    # add. Chosen, or not, by a tune grid over it.
+    extra_av_whitening: str = "target"
     # Beyond the paper: the learning utterances' mouth crops mirrored left-right (with their own sound)
     # join every unsupervised stage as unlabelled recordings, as the extra corpora do: twice the
     # learning windows, of the same faces; never the classifiers, never the whitening
@@ -372,6 +378,11 @@ def _validate(cfg: Config, source: str) -> None:
                               f"\"nine\", \"a\" .. \"z\" without \"w\"); got {odd}")
     if any(not str(r).strip() for r in d.extra_av):
         bad("data.extra_av", "a list of corpus folders", d.extra_av)
+    if d.extra_av_whitening not in ("target", "both"):
+        bad("data.extra_av_whitening", "'target' or 'both'", d.extra_av_whitening)
+    if d.extra_av_whitening == "both" and not d.extra_av:
+        raise ConfigError(f"{source}: data.extra_av_whitening = 'both' fits the whitening on this corpus and the extra "
+                          "corpora, but data.extra_av names none")
     if d.extra_av and prep.mouth_roi != "auto":
         raise ConfigError(f"{source}: data.extra_av tracks the mouth in full-face recordings and uses mouth-sized ones "
                           f"as they are, as data.prep.mouth_roi = 'auto' does; got mouth_roi = {prep.mouth_roi!r}")

@@ -400,7 +400,8 @@ def prepare_fold(cfg: Config, utts, train_idx, test_idx, seed: int, device, prog
     extra_utts, extra_info, fit_frames = (extra_av_corpora(cfg, prep, fit_utts, progress) if cfg.data.extra_av
                                           else ([], [], []))
     prep.fit(fit_utts, progress=progress, strict=False,
-             extra_video=extra_frames(cfg, prep, extra_utts, fit_frames, seed) if extra_utts else None)
+             extra_video=extra_frames(cfg, prep, extra_utts, fit_frames, seed) if extra_utts else None,
+             extra_whitening=whitening_utterances(cfg, extra_utts, fit_frames, seed) if extra_utts else None)
     skipped["fit"] = list(prep.skipped)
     if recordings is not None:
         rec = prep.transform(recordings, progress=progress, strict=False)
@@ -473,6 +474,22 @@ def extra_frames(cfg: Config, prep, extra_utts: list, fit_frames: list, seed: in
         frames = frames[sample_rows(len(frames), int(round(cfg.data.extra_av_ratio * sum(len(f[1]) for f in fit_frames))),
                                     seed)]
     return frames.astype(np.float32) / 255.0
+
+
+def whitening_utterances(cfg: Config, extra_utts: list, fit_frames: list, seed: int) -> list | None:
+    """The extra recordings the whitening is fitted on besides the fitting utterances
+    (``data.extra_av_whitening = "both"``): whole recordings in a seeded random order, as many as
+    reach ``data.extra_av_ratio`` x the fitting utterances' video frames (every one at ratio 0);
+    None under "target"."""
+    if cfg.data.extra_av_whitening != "both" or not extra_utts:
+        return None
+    if not cfg.data.extra_av_ratio:
+        return list(extra_utts)
+    want = cfg.data.extra_av_ratio * sum(len(f[1]) for f in fit_frames)
+    order = np.random.default_rng(seed).permutation(len(extra_utts))
+    reached = np.cumsum([len(extra_utts[i].video) for i in order]) >= want
+    n = int(np.argmax(reached)) + 1 if reached.any() else len(order)
+    return [extra_utts[i] for i in np.sort(order[:n])]
 
 
 def mirrored_utterances(utts: list) -> list:

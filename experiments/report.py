@@ -217,7 +217,10 @@ def _protocol(results: dict) -> list[str]:
         learn += (f", plus the unlabelled audio-visual recordings of {', '.join(f'`{r}`' for r in data['extra_av'])}"
                   f" ({runs[0].get('n_extra_av_windows', '?') if runs else '?'} windows"
                   + (f"; {fitted}" if fitted else "") + ") put into this corpus' front end (data_prep/extra_av.py) "
-                  "for every unsupervised stage, never the classifiers; whitening fitted on this corpus alone")
+                  "for every unsupervised stage, never the classifiers; "
+                  + (f"whitening fitted on this corpus and on {extra_share(data.get('extra_av_ratio'))} "
+                     "(`data.extra_av_whitening`)" if data.get("extra_av_whitening") == "both"
+                     else "whitening fitted on this corpus alone"))
     if data.get("mirror_video"):
         learn += (", plus the same utterances' mouth crops mirrored left-right (with their own sound) for every "
                   "unsupervised stage, never the classifiers or the whitening (beyond the paper)")
@@ -263,6 +266,11 @@ def _protocol(results: dict) -> list[str]:
             "Every number is the mean ± 2 sample standard deviations (ddof 1; shown as ± 0.0 for a single run) "
             "over the runs, in %, the same spread as the paper's ± (2 sample s.d.); *n* is the number of runs.",
             ""] + md_table(["item", "value"], rows)
+
+
+def extra_share(ratio) -> str:
+    """How much of the extra corpora ``data.extra_av_ratio`` draws, in words."""
+    return "every extra recording" if not ratio else f"extra recordings with {ratio:g} x its frames"
 
 
 def _video_frontend(prep: dict) -> str:

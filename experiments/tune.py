@@ -35,11 +35,16 @@ trained (``bimodal tune --stages`` picks and orders them):
    ``data.prep.video_frontend`` "pca" (the paper's whitened pixels) or "conv" (the codes of a
    convolutional autoencoder trained on each inner fold's fitting crops,
    :mod:`bimodal.conv_frontend`), scored like stage 2; by the rule of stage 3, "conv" (the costlier)
-   only when "pca" scores more than one standard error below it.
+   only when "pca" scores more than one standard error below it;
+6. ``whitening`` (only when asked for: ``--stages whitening``, with ``data.extra_av``):
+   ``data.extra_av_whitening`` "target" (the whitening fitted on the corpus' fitting utterances
+   alone) or "both" (and on extra recordings, :func:`pipeline.whitening_utterances`), scored like
+   stage 2; by the rule of stage 3, "both" only when "target" scores more than one standard error
+   below it.
 
 The inner folds are whitened and windowed once per preprocessing a stage's candidates need
-(:func:`prep_key`: ``data.prep``, e.g. the video front end, and the mirrored windows), never per
-candidate.
+(:func:`prep_key`: ``data.prep``, e.g. the video front end, the mirrored windows and what the
+whitening is fitted on), never per candidate.
 
 Every candidate's models are trained by the experiment's own training functions
 (:func:`pipeline.pretrain_bimodal_dbn`, :func:`pipeline.fine_tune_model`), so ``data.extra_audio``,
@@ -85,10 +90,11 @@ FINETUNE_GRID = {"finetune.epochs": [30, 100], "finetune.lr": [1e-3, 3e-4]}
 SHARED_SIZE_GRID = {"model.shared": [256, 512, 1024, 1536, 3072]}
 MIRROR_GRID = {"data.mirror_video": [False, True]}
 FRONTEND_GRID = {"data.prep.video_frontend": ["pca", "conv"]}
+WHITENING_GRID = {"data.extra_av_whitening": ["target", "both"]}
 # stages whose candidates differ in cost or in what they add, by the key that sets the cost (its grid
 # lists it cheapest first): the cheapest candidate within one standard error of the best
 CHEAPEST_WITHIN_ONE_SE = {"dae": "finetune.epochs", "shared_size": "model.shared", "mirror": "data.mirror_video",
-                          "frontend": "data.prep.video_frontend"}
+                          "frontend": "data.prep.video_frontend", "whitening": "data.extra_av_whitening"}
 STANDARDIZE = ("global", "zscore")
 
 
@@ -277,18 +283,20 @@ def scored_candidate(fold_sets: dict, cfg: Config, stage: str, seed: int, device
 # the utterances kept are the base config's) and never decide which utterances have a window.
 TUNABLE_PREP = ("video_frontend", "conv_code_dim", "conv_channels", "conv_epochs", "conv_batch_size", "conv_lr",
                 "video_pca", "audio_pca", "deltas", "scale_deltas")
+# The data.* keys (besides TUNABLE_PREP's) a grid may vary: they act after the frames are cut, too.
+TUNABLE_DATA = ("data.mirror_video", "data.extra_av_whitening")
 # Settings the inner folds themselves are made from (the split, the noisy test copies): the base config's.
 FIXED_KEYS = ("experiment.", "eval.snr_db", "eval.cv_folds")
 
 
-def prep_key(cfg: Config) -> tuple[bool, str]:
+def prep_key(cfg: Config) -> tuple[bool, str, str]:
     """What of a candidate's config its inner folds' windows depend on, among what a grid may vary
-    (:func:`check_grids`): ``(data.mirror_video, data.prep as JSON)``, the conv settings left out
-    under the PCA front end (they do nothing there)."""
+    (:func:`check_grids`): ``(data.mirror_video, data.prep as JSON, data.extra_av_whitening)``, the
+    conv settings left out under the PCA front end (they do nothing there)."""
     prep = prep_config(cfg).to_dict()
     if prep["video_frontend"] != "conv":
         prep = {k: v for k, v in prep.items() if not k.startswith("conv_")}
-    return bool(cfg.data.mirror_video), json.dumps(prep, sort_keys=True)
+    return bool(cfg.data.mirror_video), json.dumps(prep, sort_keys=True), cfg.data.extra_av_whitening
 
 
 def candidates(grid: dict) -> list[dict]:
@@ -299,19 +307,19 @@ def candidates(grid: dict) -> list[dict]:
 
 def check_grids(cfg: Config, grids: dict) -> None:
     """A ConfigError before any training for a grid that is empty, a key the inner folds cannot
-    follow (the corpus, the split, the frames: any ``data.*`` key but ``data.mirror_video`` and the
-    ``data.prep`` fields of :data:`TUNABLE_PREP`; ``experiment.*``, ``eval.snr_db``,
+    follow (the corpus, the split, the frames: any ``data.*`` key but those of :data:`TUNABLE_DATA` and
+    the ``data.prep`` fields of :data:`TUNABLE_PREP`; ``experiment.*``, ``eval.snr_db``,
     ``eval.cv_folds``), or a candidate the config rejects (an unknown key, a wrong type, the conv front
     end with ``video_pca`` above ``conv_code_dim``, ...) on top of any choice the earlier stages can make."""
     earlier = [{}]
     for stage, grid in grids.items():
         if not grid or any(len(list(v)) == 0 for v in grid.values()):
             raise ConfigError(f"tune stage {stage!r}: empty grid {grid!r}; every key needs at least one value")
-        bad = [k for k in grid if k.startswith(FIXED_KEYS) or (k.startswith("data.") and k != "data.mirror_video" and
+        bad = [k for k in grid if k.startswith(FIXED_KEYS) or (k.startswith("data.") and k not in TUNABLE_DATA and
                                                                 k.removeprefix("data.prep.") not in TUNABLE_PREP)]
         if bad:
             raise ConfigError(f"tune stage {stage!r}: grid key(s) {bad} change the corpus, the split or the frames the "
-                              f"inner folds are made from; a grid may vary data.mirror_video, data.prep."
+                              f"inner folds are made from; a grid may vary {', '.join(TUNABLE_DATA)}, data.prep."
                               f"{{{', '.join(TUNABLE_PREP)}}} and the model, pretrain, finetune and classifier settings")
         combined = [dict(e, **o) for e in earlier for o in candidates(grid)]
         for overrides in combined:
@@ -320,7 +328,8 @@ def check_grids(cfg: Config, grids: dict) -> None:
 
 
 STAGES = {"audio_rbm": AUDIO_SPARSITY_GRID, "rbm": SPARSITY_GRID, "dae": FINETUNE_GRID,
-          "shared_size": SHARED_SIZE_GRID, "mirror": MIRROR_GRID, "frontend": FRONTEND_GRID}
+          "shared_size": SHARED_SIZE_GRID, "mirror": MIRROR_GRID, "frontend": FRONTEND_GRID,
+          "whitening": WHITENING_GRID}
 
 
 def stage_grids(names: str) -> dict:

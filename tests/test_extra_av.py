@@ -283,3 +283,72 @@ def test_mirrored_crops_join_the_learning_windows_only(tmp_path):
     audio_only = dataclasses.replace(plain, train_utts=[dataclasses.replace(v, video=None) for v in plain.train_utts])
     with pytest.raises(ConfigError, match="data.mirror_video.*no video"):
         pipeline.with_mirrored_windows(audio_only, progress=False)
+
+
+def test_whitening_on_both_corpora_is_fitted_on_the_extra_frames_too(tmp_path, extra_corpus):
+    """data.extra_av_whitening = "both": the fold's whiteners are those of the corpus' fitting
+    utterances and the adapted extra recordings together; the classes and the frame cache stay the
+    corpus' own, and the windows the models see are whitened by that basis."""
+    from experiments.config import with_overrides
+
+    cfg = tiny_config(tmp_path / "corpus", data={"extra_av": [str(extra_corpus)], "extra_av_whitening": "both"},
+                      experiment={"settings": ["cross_modality"]})
+    utts = pipeline.load_utterances(cfg, progress=False)
+    tr, te = pipeline.speaker_splits(utts, cfg, 0)[0]
+    cache: dict = {}
+    fold = pipeline.prepare_fold(cfg, utts, tr, te, 0, "cpu", progress=False, frame_cache=cache)
+    target = pipeline.prepare_fold(with_overrides(cfg, {"data.extra_av_whitening": "target"}, "test"), utts, tr, te, 0,
+                                   "cpu", progress=False)
+    train_utts = [utts[i] for i in tr]
+    extra_utts, _, _ = pipeline.extra_av_corpora(cfg, Preprocessor(prep_config(cfg), device="cpu"), train_utts,
+                                                 progress=False)
+    assert len(extra_utts) == 3
+    both = Preprocessor(prep_config(cfg), device="cpu").fit(train_utts + extra_utts, progress=False)
+    for w, expected, own in ((fold.prep.audio_whitener, both.audio_whitener, target.prep.audio_whitener),
+                             (fold.prep.video_whitener, both.video_whitener, target.prep.video_whitener)):
+        for k, v in expected.state_dict().items():
+            np.testing.assert_allclose(w.state_dict()[k], v, rtol=1e-5, atol=1e-5)
+        assert not np.allclose(w.state_dict()["mean"], own.state_dict()["mean"], atol=1e-3)  # the extra frames count
+    np.testing.assert_allclose(fold.prep.video_delta_scale, both.video_delta_scale, rtol=1e-5)
+    assert fold.prep.label_names == target.prep.label_names == sorted({u.label for u in train_utts})
+    assert not any("extra/" in str(k[1]) for k in cache)  # the adapted crops are not cached
+    assert len(fold.extra_av.audio) == len(target.extra_av.audio) and not np.allclose(fold.train.video,
+                                                                                       target.train.video)
+
+
+def test_whitening_utterances_reach_the_ratio_with_whole_recordings():
+    frames = [(None, np.zeros((10, 4)), 25.0)] * 3  # 30 fitting frames
+    extra = [Utterance(np.zeros(8), 16000, np.zeros((n, 2, 2), np.uint8), 25.0, "(unlabelled)", "x", f"e{i}", f"e{i}")
+             for i, n in enumerate([5, 12, 7, 20, 9])]
+    cfg = tiny_config("/nonexistent", data={"extra_av": ["/x"], "extra_av_whitening": "both", "extra_av_ratio": 1.0})
+    for seed in (0, 1, 2):
+        chosen = pipeline.whitening_utterances(cfg, extra, frames, seed)
+        n = sum(len(u.video) for u in chosen)
+        assert n >= 30 and n - min(len(u.video) for u in chosen) < 30  # as few whole recordings as reach 30 frames
+        assert [u.utterance_id for u in chosen] == sorted(u.utterance_id for u in chosen)
+        assert chosen == pipeline.whitening_utterances(cfg, extra, frames, seed)  # seeded
+    every = tiny_config("/nonexistent", data={"extra_av": ["/x"], "extra_av_whitening": "both"})
+    assert pipeline.whitening_utterances(every, extra, frames, 0) == extra  # ratio 0: every recording
+    target = tiny_config("/nonexistent", data={"extra_av": ["/x"]})
+    assert pipeline.whitening_utterances(target, extra, frames, 0) is None
+
+
+def test_extra_av_whitening_config_is_checked():
+    with pytest.raises(ConfigError, match="data.extra_av_whitening"):
+        tiny_config("/nonexistent", data={"extra_av": ["/x"], "extra_av_whitening": "extra"})
+    with pytest.raises(ConfigError, match="names none"):
+        tiny_config("/nonexistent", data={"extra_av_whitening": "both"})
+
+
+def test_tune_whitening_stage_is_a_grid_over_the_folds_it_makes():
+    from experiments import tune as tune_mod
+    from experiments.config import with_overrides
+
+    cfg = tiny_config("/nonexistent", data={"extra_av": ["/x"]})
+    tune_mod.check_grids(cfg, {"whitening": tune_mod.WHITENING_GRID})  # a grid the inner folds can follow
+    keys = {tune_mod.prep_key(with_overrides(cfg, o, "test")) for o in tune_mod.candidates(tune_mod.WHITENING_GRID)}
+    assert len(keys) == 2  # each whitening gets its own inner folds
+    with pytest.raises(ConfigError, match="names none"):  # refused before any training without extra corpora
+        tune_mod.check_grids(tiny_config("/nonexistent"), {"whitening": tune_mod.WHITENING_GRID})
+    rows = [{"overrides": {"data.extra_av_whitening": w}, "score": s} for w, s in (("target", 0.50), ("both", 0.53))]
+    assert tune_mod.choose(rows, "whitening", 208) == {"data.extra_av_whitening": "target"}  # within one SE
