@@ -304,7 +304,7 @@ class Preprocessor:
     def __getstate__(self) -> dict:
         # The frame cache is this process's memo of every utterance's frames, often the largest thing a
         # preprocessor refers to: a pickled copy (a Ray task's fold) goes without it and computes what
-        # it needs.
+        # it needs. copy.copy / deepcopy go through here too, and drop it likewise.
         return dict(self.__dict__, frame_cache=None)
 
     # ------------------------------------------------------------------ per-utterance frames
@@ -534,6 +534,9 @@ class Preprocessor:
             cache, self.frame_cache = self.frame_cache, None
             try:
                 pairs += list(zip(*self._all_frames(list(extra_whitening), None, progress, "fit: extra features", False)))
+            except DataError as exc:  # not one of them usable: the whitening is the corpus' own
+                warnings.warn(f"fit: none of the {len(extra_whitening)} extra recordings is usable ({exc}); the "
+                              "whitening is fitted on the training utterances alone", stacklevel=2)
             finally:
                 self.frame_cache, self.skipped = cache, own_skipped
         inputs = [self.audio_input(f[0], u) for u, f in pairs]

@@ -313,7 +313,10 @@ def _check_resumable(cfg: Config, out_dir: Path, resume: bool) -> None:
             raise DataError(f"the config its checkpoints were made with is unreadable ({exc}); a --resume cannot "
                             "check that it continues the same experiment: use a new --out folder", path=path) from None
         stored, now = _flatten_all(stored if isinstance(stored, dict) else {}), _flatten_all(current)
-        changed = sorted(k for k in set(stored) | set(now) if stored.get(k) != now.get(k))
+        # a key added to bimodal since the checkpoints were made changes nothing while it has its default
+        default = _flatten_all(json.loads(json.dumps(config_record(Config()))))
+        changed = sorted(k for k in set(stored) | set(now) if stored.get(k) != now.get(k)
+                         and not (k not in stored and k in default and now.get(k) == default[k]))
         if changed:
             raise ConfigError(f"{out_dir}: --resume with a config that differs from the one its checkpoints were "
                               f"made with (keys: {', '.join(changed)}); use a new --out folder")

@@ -26,7 +26,7 @@ trained (``bimodal tune --stages`` picks and orders them):
    A size is a cost as well as a score, so this stage does not take the best score: it takes the
    smallest size whose score is within one standard error of the best (the one-standard-error rule,
    Hastie et al., *Elements of Statistical Learning* §7.10), the error being the binomial one of the
-   best score over all held-out utterances, sqrt(p (1 - p) / n) (stages 2, 4 and 5 use the same rule);
+   best score over all held-out utterances, sqrt(p (1 - p) / n) (stages 2, 4, 5 and 6 use the same rule);
 4. ``mirror`` (only when asked for: ``--stages mirror``; beyond the paper): ``data.mirror_video``
    off or on (the learning utterances' mouth crops mirrored left-right join the unsupervised
    stages), scored like stage 2; by the same rule as stage 3, on only when off scores more than

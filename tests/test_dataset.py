@@ -265,6 +265,23 @@ def test_a_pickled_preprocessor_leaves_its_frame_cache_behind():
     assert np.array_equal(a.video, b.video) and np.array_equal(a.audio, b.audio)
 
 
+def test_whitening_on_extra_utterances_skips_the_unusable_and_keeps_the_corpus_classes():
+    train = corpus()
+    own = Preprocessor(PrepConfig(**SMALL), device="cpu", n_workers=1).fit(train, progress=False)
+    extra = [utt("z", "x", seed=20 + i, uid=f"extra/{i}") for i in range(2)]
+    short = utt("z", "x", T=2, seed=30, uid="extra/short")  # too short for a window
+    pre = Preprocessor(PrepConfig(**SMALL), device="cpu", n_workers=1)
+    with pytest.warns(UserWarning, match="skipped 1"):
+        pre.fit(train, progress=False, extra_whitening=extra + [short])
+    assert pre.skipped == [] and pre.label_names == own.label_names == ["a", "b"]
+    assert not np.allclose(pre.video_whitener.state_dict()["mean"], own.video_whitener.state_dict()["mean"])
+    with pytest.warns(UserWarning, match="none of the 1 extra recordings is usable"):
+        alone = Preprocessor(PrepConfig(**SMALL), device="cpu", n_workers=1).fit(train, progress=False,
+                                                                                  extra_whitening=[short])
+    for k, v in own.video_whitener.state_dict().items():  # the corpus' own whitening
+        np.testing.assert_allclose(alone.video_whitener.state_dict()[k], v, rtol=1e-6)
+
+
 # ---------------------------------------------------------------- the paper's audio front end (issue 9)
 def speech_like(label, speaker, seed, T=30, fps=25.0, rate=16000):
     """A tone whose pitch glides (so frames and their derivatives vary) plus noise, with a moving bar."""

@@ -290,6 +290,28 @@ def test_resume_refuses_a_changed_config(tiny_run):
         run_experiment(changed, out, device="cpu", resume=True, progress=False, write_report=False)
 
 
+
+def test_resume_accepts_checkpoints_made_before_a_key_existed_while_it_has_its_default(tiny_run, tmp_path, monkeypatch):
+    """Checkpoints made by an older bimodal lack the keys added since: resuming them is the same
+    experiment while those keys keep their defaults, and a different one once they do not."""
+    import shutil
+
+    from experiments import runner
+
+    cfg, out, results = tiny_run
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    stored = json.loads((old / "config.json").read_text())
+    del stored["data"]["mirror_video"], stored["data"]["extra_av_whitening"]  # keys a newer bimodal added
+    (old / "config.json").write_text(json.dumps(stored))
+    monkeypatch.setattr(runner, "run_fold", lambda *a, **k: pytest.fail("resume retrained a finished fold"))
+    again = runner.run_experiment(cfg, old, device="cpu", resume=True, progress=False, write_report=False)
+    assert again["summary"] == results["summary"]
+    (old / "config.json").write_text(json.dumps(stored))
+    with pytest.raises(ConfigError, match="keys: data.mirror_video"):
+        runner.run_experiment(with_overrides(cfg, {"data.mirror_video": True}, "test"), old, device="cpu", resume=True,
+                              progress=False, write_report=False)
+
 @pytest.mark.slow
 def test_extract_on_real_grid_faces(tiny_run, grid_root, tmp_path, capsys):
     # `bimodal extract` with a model of the tiny demo-like run on the four real GRID clips: sound track
