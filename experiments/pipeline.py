@@ -471,9 +471,13 @@ def extra_frames(cfg: Config, prep, extra_utts: list, fit_frames: list, seed: in
         return None
     frames = np.concatenate([u.video.reshape(len(u.video), -1) for u in extra_utts])
     if cfg.data.extra_av_ratio:
-        frames = frames[sample_rows(len(frames), int(round(cfg.data.extra_av_ratio * sum(len(f[1]) for f in fit_frames))),
-                                    seed)]
+        frames = frames[sample_rows(len(frames), int(round(extra_frame_quota(cfg, fit_frames))), seed)]
     return frames.astype(np.float32) / 255.0
+
+
+def extra_frame_quota(cfg: Config, fit_frames: list) -> float:
+    """How many extra video frames ``data.extra_av_ratio`` asks for beside the fitting utterances'."""
+    return cfg.data.extra_av_ratio * sum(len(f[1]) for f in fit_frames)
 
 
 def whitening_utterances(cfg: Config, extra_utts: list, fit_frames: list, seed: int) -> list | None:
@@ -485,7 +489,7 @@ def whitening_utterances(cfg: Config, extra_utts: list, fit_frames: list, seed: 
         return None
     if not cfg.data.extra_av_ratio:
         return list(extra_utts)
-    want = cfg.data.extra_av_ratio * sum(len(f[1]) for f in fit_frames)
+    want = extra_frame_quota(cfg, fit_frames)
     order = np.random.default_rng(seed).permutation(len(extra_utts))
     reached = np.cumsum([len(extra_utts[i].video) for i in order]) >= want
     n = int(np.argmax(reached)) + 1 if reached.any() else len(order)

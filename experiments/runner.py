@@ -298,7 +298,7 @@ def prepare_out_dir(out_dir, flag: str = "--out") -> Path:
 def _check_resumable(cfg: Config, out_dir: Path, resume: bool) -> None:
     """Record the config in ``out_dir/config.json``; refuse to resume checkpoints made by another config."""
     path = out_dir / "config.json"
-    current = json.loads(json.dumps(config_record(cfg)))  # the JSON view of every value in effect, as stored
+    current = _stored_record(cfg)
     if resume:
         for done in sorted(out_dir.glob("checkpoints/*/results.json")):
             made = _read_fold_results(done).get("results_format", 1)
@@ -314,13 +314,18 @@ def _check_resumable(cfg: Config, out_dir: Path, resume: bool) -> None:
                             "check that it continues the same experiment: use a new --out folder", path=path) from None
         stored, now = _flatten_all(stored if isinstance(stored, dict) else {}), _flatten_all(current)
         # a key added to bimodal since the checkpoints were made changes nothing while it has its default
-        default = _flatten_all(json.loads(json.dumps(config_record(Config()))))
+        default = _flatten_all(_stored_record(Config()))
         changed = sorted(k for k in set(stored) | set(now) if stored.get(k) != now.get(k)
                          and not (k not in stored and k in default and now.get(k) == default[k]))
         if changed:
             raise ConfigError(f"{out_dir}: --resume with a config that differs from the one its checkpoints were "
                               f"made with (keys: {', '.join(changed)}); use a new --out folder")
     atomic_write_json(path, current)
+
+
+def _stored_record(cfg: Config) -> dict:
+    """The JSON view of every value of ``cfg`` in effect, as config.json stores it."""
+    return json.loads(json.dumps(config_record(cfg)))
 
 
 def _read_fold_results(done: Path) -> dict:
