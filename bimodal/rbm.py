@@ -50,6 +50,8 @@ DEFAULT_MOMENTUM = 0.5  # for the first DEFAULT_MOMENTUM_EPOCHS epochs of each f
 DEFAULT_FINAL_MOMENTUM = 0.9
 DEFAULT_MOMENTUM_EPOCHS = 5
 DEFAULT_WEIGHT_DECAY = 1e-4
+# Where the sparsity term acts (RBM's sparsity_update): in the velocity, or a separate step after it.
+SPARSITY_UPDATES = ("velocity", "separate")
 
 
 class RBM(Persistable, nn.Module):
@@ -85,6 +87,12 @@ class RBM(Persistable, nn.Module):
         the biases by ``lr * λ / (1 - momentum) * (target - q)`` per batch: λ here weighs as
         ``λ / (1 - m)`` in Lee et al.'s form, 2λ under the first ``momentum_epochs`` epochs'
         momentum of 0.5 and 10λ under the final 0.9 (:func:`effective_sparsity_cost`).
+        Lee's own sparse (C)RBM code adds it to the gradient that the momentum carries, like this.
+    sparsity_update : {"velocity", "separate"}
+        Where the sparsity term acts: ``"velocity"`` (above) or ``"separate"``, the form Lee et al.'s
+        paper writes: after each CD update (momentum included) the hidden biases take their own step
+        ``lr * λ * (target - q)``, which the momentum does not carry, so λ weighs as itself. (Both
+        leave out the sigmoid's derivative of the squared penalty's gradient, as Lee's code does.)
     sample_visible : bool
         Sample the visible units in the negative phase of CD instead of using their means
         (Hinton's guide recommends means; Gaussian samples add unit-variance noise). PCD chains
@@ -110,8 +118,8 @@ class RBM(Persistable, nn.Module):
                  k: int = 1, persistent: bool = False, momentum: float = DEFAULT_MOMENTUM,
                  final_momentum: float = DEFAULT_FINAL_MOMENTUM, momentum_epochs: int = DEFAULT_MOMENTUM_EPOCHS,
                  weight_decay: float = DEFAULT_WEIGHT_DECAY, sparsity_target: float | None = None,
-                 sparsity_cost: float = 0.0, sparsity_decay: float = 0.9, sample_visible: bool = False,
-                 init_std: float = 0.01, device=None, seed: int | None = 0):
+                 sparsity_cost: float = 0.0, sparsity_decay: float = 0.9, sparsity_update: str = "velocity",
+                 sample_visible: bool = False, init_std: float = 0.01, device=None, seed: int | None = 0):
         super().__init__()
         if visible not in VISIBLE_KINDS:
             raise ConfigError(f"RBM: visible must be one of {VISIBLE_KINDS}, got {visible!r}")
@@ -121,6 +129,8 @@ class RBM(Persistable, nn.Module):
             raise ConfigError(f"RBM: k (Gibbs steps) must be >= 1, got {k}")
         if sparsity_target is not None and not 0.0 < sparsity_target < 1.0:
             raise ConfigError(f"RBM: sparsity_target must be in (0, 1), got {sparsity_target}")
+        if sparsity_update not in SPARSITY_UPDATES:
+            raise ConfigError(f"RBM: sparsity_update must be one of {SPARSITY_UPDATES}, got {sparsity_update!r}")
         self.n_visible, self.n_hidden, self.visible = int(n_visible), int(n_hidden), visible
         self.lr = DEFAULT_LR[visible] if lr is None else float(lr)
         self.k, self.persistent = int(k), bool(persistent)
@@ -129,6 +139,7 @@ class RBM(Persistable, nn.Module):
         self.weight_decay = float(weight_decay)
         self.sparsity_target = None if sparsity_target is None else float(sparsity_target)
         self.sparsity_cost, self.sparsity_decay = float(sparsity_cost), float(sparsity_decay)
+        self.sparsity_update = sparsity_update
         self.sample_visible, self.init_std = bool(sample_visible), float(init_std)
         self.seed = seed
         self.device = resolve_device(device)
@@ -154,7 +165,8 @@ class RBM(Persistable, nn.Module):
                     persistent=self.persistent, momentum=self.momentum, final_momentum=self.final_momentum,
                     momentum_epochs=self.momentum_epochs, weight_decay=self.weight_decay,
                     sparsity_target=self.sparsity_target, sparsity_cost=self.sparsity_cost,
-                    sparsity_decay=self.sparsity_decay, sample_visible=self.sample_visible,
+                    sparsity_decay=self.sparsity_decay, sparsity_update=self.sparsity_update,
+                    sample_visible=self.sample_visible,
                     init_std=self.init_std, seed=self.seed)
 
     def extra_repr(self) -> str:
@@ -277,7 +289,8 @@ class RBM(Persistable, nn.Module):
             velocity = momentum * velocity + lr * grad;   θ = θ + velocity
 
         where ``<.>`` are batch means and ``q`` is a running mean (decay ``sparsity_decay``) of each
-        hidden unit's probability on the data.
+        hidden unit's probability on the data. With ``sparsity_update="separate"`` the sparsity term
+        leaves ``grad_b_h`` and ``b_h += lr * sparsity_cost * (sparsity_target - q)`` follows the update.
 
         ``noise`` (B, n_hidden), optional: the uniform draws that sample the first hidden state
         (``fit`` draws them for many batches at once); drawn from ``generator`` when omitted.
@@ -304,11 +317,14 @@ class RBM(Persistable, nn.Module):
         # ... - lr * weight_decay * W
         if self.weight_decay:
             state.vel_W.add_(state.W, alpha=-lr * self.weight_decay)
-        # ... + lr * sparsity_cost * (sparsity_target - q)
-        if self.sparsity_target is not None and self.sparsity_cost > 0:
-            state.vel_b_h.add_(self._sparsity_pull(rows.h0), alpha=lr * self.sparsity_cost)
+        # ... + lr * sparsity_cost * (sparsity_target - q), in the velocity or as a step of its own
+        pull = self._sparsity_pull(rows.h0)
+        if pull is not None and self.sparsity_update == "velocity":
+            state.vel_b_h.add_(pull, alpha=lr * self.sparsity_cost)
         # θ = θ + velocity
         state.theta.add_(state.velocity)
+        if pull is not None and self.sparsity_update == "separate":
+            state.b_h.add_(pull, alpha=lr * self.sparsity_cost)
         # squared reconstruction error (the ones columns cancel)
         if torch.compiler.is_compiling():  # inductor mis-guards the aliased views of rows.diff
             state.squared_error.add_(((rows.v1_aug - v0) ** 2).sum())

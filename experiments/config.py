@@ -29,7 +29,7 @@ from bimodal.augment import DEFAULT_FRACTIONS, check_fractions
 from bimodal.autoencoder import DEFAULT_KL_WEIGHT, SHARED_KINDS
 from bimodal.errors import ConfigError
 from bimodal.options import OPTIMIZERS, CDOptions, FineTuneOptions
-from bimodal.rbm import DEFAULT_FINAL_MOMENTUM, DEFAULT_LR, DEFAULT_WEIGHT_DECAY
+from bimodal.rbm import DEFAULT_FINAL_MOMENTUM, DEFAULT_LR, DEFAULT_WEIGHT_DECAY, SPARSITY_UPDATES
 from data_prep.dataset import PrepConfig
 from data_prep.readers import READERS
 
@@ -140,6 +140,10 @@ class PretrainConfig:
     audio_sparsity_cost: float | None = 0.1
     video_sparsity_target: float | None = None
     video_sparsity_cost: float | None = None
+    # Where every RBM's sparsity term acts (bimodal.rbm.RBM's sparsity_update): "velocity" (inside
+    # the momentum, as Lee's code; a cost weighs cost / (1 - momentum) in the paper's form) or
+    # "separate" (a step of its own after each CD update, as Lee et al. 2008 write it).
+    sparsity_update: str = "velocity"
     cd_k: int = 1
     persistent: bool = False
 
@@ -204,6 +208,7 @@ _CHOICES = {
     ("model", "shared_layer"): SHARED_KINDS,
     ("finetune", "optimizer"): OPTIMIZERS,
     ("eval", "classifier"): ("svm", "logreg"),
+    ("pretrain", "sparsity_update"): SPARSITY_UPDATES,
     ("eval", "backend"): ("auto", "gram", "torch", "sklearn"),
     ("eval", "matching_similarity"): ("cosine", "euclidean"),
 }

@@ -591,7 +591,7 @@ def build_bimodal_dbn(cfg: Config, n_audio: int, n_video: int, seed: int, device
     m, p = cfg.model, cfg.pretrain
     rbm_params = dict(lr=p.lr_bernoulli, k=p.cd_k, persistent=p.persistent, final_momentum=p.final_momentum,
                       weight_decay=p.weight_decay, sparsity_target=p.sparsity_target or None,
-                      sparsity_cost=p.sparsity_cost)
+                      sparsity_cost=p.sparsity_cost, sparsity_update=p.sparsity_update)
     return BimodalDBN([n_audio, *m.audio_hidden], [n_video, *m.video_hidden], m.shared, rbm_params=rbm_params,
                       first_layer_params=dict(lr=p.lr_gaussian), device=device, seed=seed,
                       audio_first_layer_params=modality_sparsity(cfg, "audio"),

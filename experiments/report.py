@@ -294,6 +294,8 @@ def _sparsity_weight(pt: dict) -> str:
     final = pt.get("final_momentum")
     if not pt.get("sparsity_target") or not isinstance(final, (int, float)) or not 0 <= final < 1:
         return ""
+    if pt.get("sparsity_update") == "separate":
+        return " (a separate step on the hidden biases after each CD update, Lee et al.'s form)"
     return (f" (added to the hidden biases' velocity: in Lee et al.'s separate-step form a cost weighs "
             f"{effective_sparsity_cost(1.0, DEFAULT_MOMENTUM):g}x itself for the first {DEFAULT_MOMENTUM_EPOCHS} "
             f"epochs, {effective_sparsity_cost(1.0, final):g}x after)")

@@ -40,7 +40,12 @@ trained (``bimodal tune --stages`` picks and orders them):
    ``data.extra_av_whitening`` "target" (the whitening fitted on the corpus' fitting utterances
    alone) or "both" (and on extra recordings, :func:`pipeline.whitening_utterances`), scored like
    stage 2; by the rule of stage 3, "both" only when "target" scores more than one standard error
-   below it.
+   below it;
+7. ``sparsity_update`` (only when asked for: ``--stages sparsity_update``): where the RBMs'
+   sparsity term acts, ``pretrain.sparsity_update`` "velocity" (inside the momentum) or
+   "separate" (a step of its own, Lee et al.'s form; :class:`bimodal.rbm.RBM`), each over stage
+   1's targets and the costs {1, 3, 10, 30, 100} (a velocity cost weighs 2-10x in the separate
+   form), scored like stage 1, the best score.
 
 The inner folds are whitened and windowed once per preprocessing a stage's candidates need
 (:func:`prep_key`: ``data.prep``, e.g. the video front end, the mirrored windows and what the
@@ -91,6 +96,13 @@ SHARED_SIZE_GRID = {"model.shared": [256, 512, 1024, 1536, 3072]}
 MIRROR_GRID = {"data.mirror_video": [False, True]}
 FRONTEND_GRID = {"data.prep.video_frontend": ["pca", "conv"]}
 WHITENING_GRID = {"data.extra_av_whitening": ["target", "both"]}
+# Where the sparsity term acts (bimodal.rbm.RBM's sparsity_update), each form over the paper's targets
+# and costs that span both forms' weights (a velocity cost weighs 2-10x in the separate form)
+SPARSITY_UPDATE_GRID = {"pretrain.sparsity_update": ["velocity", "separate"],
+                        "pretrain.sparsity_target": [0.01, 0.03, 0.05, 0.07],
+                        "pretrain.sparsity_cost": [1.0, 3.0, 10.0, 30.0, 100.0]}
+# stages scored on the video RBM's features (the others but "audio_rbm" on the video-only deep AE's)
+VIDEO_RBM_STAGES = ("rbm", "sparsity_update")
 # stages whose candidates differ in cost or in what they add, by the key that sets the cost (its grid
 # lists it cheapest first): the cheapest candidate within one standard error of the best
 CHEAPEST_WITHIN_ONE_SE = {"dae": "finetune.epochs", "shared_size": "model.shared", "mirror": "data.mirror_video",
@@ -180,7 +192,7 @@ def candidate_score(cfg: Config, folds: list, stage: str, seed: int, device) -> 
                                              (pipeline.label_strings(fold.train), pipeline.label_strings(fold.test)),
                                              seed, device))
             continue
-        if stage == "rbm":
+        if stage in VIDEO_RBM_STAGES:
             models = {"bimodal_dbn": pipeline.pretrain_bimodal_dbn(cfg, fold, seed, device, progress=False,
                                                                    only="video")}
             feature = "rbm.video"
@@ -329,7 +341,7 @@ def check_grids(cfg: Config, grids: dict) -> None:
 
 STAGES = {"audio_rbm": AUDIO_SPARSITY_GRID, "rbm": SPARSITY_GRID, "dae": FINETUNE_GRID,
           "shared_size": SHARED_SIZE_GRID, "mirror": MIRROR_GRID, "frontend": FRONTEND_GRID,
-          "whitening": WHITENING_GRID}
+          "whitening": WHITENING_GRID, "sparsity_update": SPARSITY_UPDATE_GRID}
 
 
 def stage_grids(names: str) -> dict:
@@ -364,7 +376,7 @@ def tune(cfg: Config, seed: int = 0, device=None, grids: dict | None = None, pro
                  "rbm": SPARSITY_GRID, "dae": FINETUNE_GRID}
         if not cfg.pretrain.enabled:  # no RBM is trained: nothing for the RBM stages to choose
             grids = {"dae": FINETUNE_GRID}
-    rbm_stages = sorted(set(grids) & {"audio_rbm", "rbm"})
+    rbm_stages = sorted(set(grids) & {"audio_rbm", *VIDEO_RBM_STAGES})
     if rbm_stages and not cfg.pretrain.enabled:
         raise ConfigError(f"tune stage(s) {rbm_stages} choose the RBMs' sparsity, but pretrain.enabled = false "
                           "trains no RBM; tune only 'dae' (--stages dae) or enable pretraining")

@@ -562,6 +562,26 @@ def test_tune_mirror_stage_adds_mirrored_windows_to_the_candidate_that_asks(tiny
     assert per_candidate % n_folds == 0 and [2 * n for n in plain] == mirrored
 
 
+def test_tune_sparsity_update_stage_scores_video_rbms_of_each_form(tiny_run, monkeypatch):
+    """The sparsity_update stage trains only the video RBM stack per candidate (no autoencoder),
+    each with the candidate's sparsity form, and takes the best score."""
+    from bimodal.rbm import RBM
+    from experiments import tune as tune_mod
+
+    cfg, _, _ = tiny_run
+    cfg = dataclasses.replace(cfg, experiment=dataclasses.replace(cfg.experiment, split="even_odd"))
+    forms, fit = [], RBM.fit
+    monkeypatch.setattr(RBM, "fit", lambda self, X, **kw: forms.append(self.sparsity_update) or fit(self, X, **kw))
+    monkeypatch.setattr(pipeline, "fine_tune_model", lambda *a, **k: pytest.fail("no autoencoder in an RBM stage"))
+    grid = {"pretrain.sparsity_update": ["velocity", "separate"], "pretrain.sparsity_cost": [1.0]}
+    result = tune_mod.tune(cfg, seed=0, device="cpu", grids={"sparsity_update": grid}, progress=False)
+    (stage,) = result["stages"]
+    assert [r["overrides"]["pretrain.sparsity_update"] for r in stage["rows"]] == ["velocity", "separate"]
+    half = len(forms) // 2
+    assert half and forms[:half] == ["velocity"] * half and forms[half:] == ["separate"] * half
+    assert stage["rule"] == "best" and stage["chosen"] == max(stage["rows"], key=lambda r: r["score"])["overrides"]
+
+
 def test_tune_frontend_stage_whitens_each_front_end_once_per_fold(tiny_run, monkeypatch):
     """The conv candidate's folds are prepared with a conv autoencoder trained on each inner fold's
     fitting crops only (never a held-out one), the pca candidate's without; each front end's folds

@@ -255,3 +255,33 @@ def test_sparsity_term_weighs_as_cost_over_one_minus_momentum(monkeypatch):
     assert effective_sparsity_cost(10.0, 0.5) == pytest.approx(20.0)
     with pytest.raises(ConfigError, match="momentum"):
         effective_sparsity_cost(1.0, 1.0)
+
+
+def test_separate_sparsity_step_weighs_as_its_cost(monkeypatch):
+    """Lee et al.'s form (sparsity_update="separate"): the pull moves the hidden biases by exactly
+    lr * cost * (target - q) per step whatever the momentum, and never enters the velocity."""
+    lr, cost, m, target = 0.05, 0.5, 0.9, 0.1
+    rbm = RBM(24, 16, visible="bernoulli", lr=lr, weight_decay=0.0, sparsity_target=target, sparsity_cost=cost,
+              sparsity_decay=1.0, sparsity_update="separate", device="cpu", seed=3)
+    rbm.hidden_mean.fill_(0.3)
+    monkeypatch.setattr(rbm, "_phases", lambda state, rows, v0, g, noise=None: (v0, rows.h0_aug))
+    v0 = torch.as_tensor(binary_prototypes(20))
+    g = torch.Generator().manual_seed(0)
+    for step in range(20):
+        before = rbm.b_h.clone()
+        rbm.training_step(v0, lr, m, g)
+        torch.testing.assert_close(rbm.b_h - before, torch.full((16,), lr * cost * (target - 0.3)), rtol=1e-5, atol=0)
+    assert torch.count_nonzero(rbm.vel_b_h) == 0
+    with pytest.raises(ConfigError, match="sparsity_update"):
+        RBM(4, 3, sparsity_update="lee", device="cpu")
+
+
+def test_config_sparsity_update_reaches_every_rbm():
+    from experiments.config import load_config
+    from experiments.pipeline import build_bimodal_dbn
+
+    cfg = load_config("experiments/configs/demo.toml", ['pretrain.sparsity_update="separate"'])
+    dbn = build_bimodal_dbn(cfg, 6, 8, seed=0, device="cpu")
+    rbms = [m for m in dbn.modules() if isinstance(m, RBM)]
+    assert len(rbms) >= 3 and {r.sparsity_update for r in rbms} == {"separate"}
+    assert RBM(**{**rbms[0].config(), "device": "cpu"}).sparsity_update == "separate"  # saved with the model
