@@ -229,8 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--stages", default=None, metavar="audio_rbm,rbm,dae",
                    help="the stages to run, in this order (default: all that apply; shared_size, the shared "
                         "layer's size, mirror, mirrored mouth crops, frontend, the conv video front end, and whitening, what "
-                        "the whitening of a config with data.extra_av is fitted on, and sparsity_update, where the RBMs' "
-                        "sparsity term acts, only when named)")
+                        "the whitening of a config with data.extra_av is fitted on, sparsity_update, where the RBMs' "
+                        "sparsity term acts, and video_rbm, the first video RBM's own sparsity, only when named)")
     t.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value")
     ray_opts(t, "each stage's candidates")
     t.set_defaults(func=cmd_tune)

@@ -45,7 +45,10 @@ trained (``bimodal tune --stages`` picks and orders them):
    sparsity term acts, ``pretrain.sparsity_update`` "velocity" (inside the momentum) or
    "separate" (a step of its own, Lee et al.'s form; :class:`bimodal.rbm.RBM`), each over stage
    1's targets and the costs {1, 3, 10, 30, 100} (a velocity cost weighs 2-10x in the separate
-   form), scored like stage 1, the best score.
+   form), scored like stage 1, the best score;
+8. ``video_rbm`` (only when asked for: ``--stages video_rbm``): stage 1's grid on the first video
+   RBM's own sparsity (``pretrain.video_sparsity_target`` / ``_cost``), scored like stage 1: the
+   one RBM the score measures, where stage 1 sets every RBM's (the joint RBM's included).
 
 The inner folds are whitened and windowed once per preprocessing a stage's candidates need
 (:func:`prep_key`: ``data.prep``, e.g. the video front end, the mirrored windows and what the
@@ -91,6 +94,9 @@ log = logging.getLogger(__name__)
 AUDIO_SPARSITY_GRID = {"pretrain.audio_sparsity_target": [0.01, 0.05],
                        "pretrain.audio_sparsity_cost": [0.0, 0.1, 1.0, 10.0]}
 SPARSITY_GRID = {"pretrain.sparsity_target": [0.01, 0.03, 0.05, 0.07], "pretrain.sparsity_cost": [1.0, 3.0, 10.0]}
+# the same grid on the first video RBM's own sparsity: the one RBM the stage scores (the joint RBM
+# and the audio RBM keep pretrain.sparsity_* or their own)
+VIDEO_SPARSITY_GRID = {f"pretrain.video_{k.removeprefix('pretrain.')}": v for k, v in SPARSITY_GRID.items()}
 FINETUNE_GRID = {"finetune.epochs": [30, 100], "finetune.lr": [1e-3, 3e-4]}
 SHARED_SIZE_GRID = {"model.shared": [256, 512, 1024, 1536, 3072]}
 MIRROR_GRID = {"data.mirror_video": [False, True]}
@@ -102,7 +108,7 @@ SPARSITY_UPDATE_GRID = {"pretrain.sparsity_update": ["velocity", "separate"],
                         "pretrain.sparsity_target": [0.01, 0.03, 0.05, 0.07],
                         "pretrain.sparsity_cost": [1.0, 3.0, 10.0, 30.0, 100.0]}
 # stages scored on the video RBM's features (the others but "audio_rbm" on the video-only deep AE's)
-VIDEO_RBM_STAGES = ("rbm", "sparsity_update")
+VIDEO_RBM_STAGES = ("rbm", "video_rbm", "sparsity_update")
 # stages whose candidates differ in cost or in what they add, by the key that sets the cost (its grid
 # lists it cheapest first): the cheapest candidate within one standard error of the best
 CHEAPEST_WITHIN_ONE_SE = {"dae": "finetune.epochs", "shared_size": "model.shared", "mirror": "data.mirror_video",
@@ -341,7 +347,7 @@ def check_grids(cfg: Config, grids: dict) -> None:
 
 STAGES = {"audio_rbm": AUDIO_SPARSITY_GRID, "rbm": SPARSITY_GRID, "dae": FINETUNE_GRID,
           "shared_size": SHARED_SIZE_GRID, "mirror": MIRROR_GRID, "frontend": FRONTEND_GRID,
-          "whitening": WHITENING_GRID, "sparsity_update": SPARSITY_UPDATE_GRID}
+          "whitening": WHITENING_GRID, "sparsity_update": SPARSITY_UPDATE_GRID, "video_rbm": VIDEO_SPARSITY_GRID}
 
 
 def stage_grids(names: str) -> dict:

@@ -582,6 +582,27 @@ def test_tune_sparsity_update_stage_scores_video_rbms_of_each_form(tiny_run, mon
     assert stage["rule"] == "best" and stage["chosen"] == max(stage["rows"], key=lambda r: r["score"])["overrides"]
 
 
+def test_tune_video_rbm_stage_sets_only_the_first_video_rbms_sparsity(tiny_run, monkeypatch):
+    """Stage video_rbm varies the sparsity of the RBM it scores (the first video RBM) and of no other."""
+    from bimodal.rbm import RBM
+    from experiments import tune as tune_mod
+
+    assert set(tune_mod.STAGES["video_rbm"]) == {"pretrain.video_sparsity_target", "pretrain.video_sparsity_cost"}
+    cfg, _, _ = tiny_run
+    cfg = dataclasses.replace(cfg, experiment=dataclasses.replace(cfg.experiment, split="even_odd"))
+    fits, fit = [], RBM.fit
+    monkeypatch.setattr(RBM, "fit", lambda self, X, **kw: fits.append((self.visible, self.sparsity_target))
+                        or fit(self, X, **kw))
+    grid = {"pretrain.video_sparsity_target": [0.01, 0.07], "pretrain.video_sparsity_cost": [3.0]}
+    result = tune_mod.tune(cfg, seed=0, device="cpu", grids={"video_rbm": grid}, progress=False)
+    first = [t for kind, t in fits if kind == "gaussian"]
+    half = len(first) // 2
+    assert half and first == [0.01] * half + [0.07] * half
+    deeper = {t for kind, t in fits if kind == "bernoulli"}
+    assert deeper <= {cfg.pretrain.sparsity_target or None}
+    assert result["chosen"] in [r["overrides"] for r in result["stages"][0]["rows"]]
+
+
 def test_tune_frontend_stage_whitens_each_front_end_once_per_fold(tiny_run, monkeypatch):
     """The conv candidate's folds are prepared with a conv autoencoder trained on each inner fold's
     fitting crops only (never a held-out one), the pca candidate's without; each front end's folds
