@@ -77,7 +77,8 @@ class RBM(Persistable, nn.Module):
         L2 penalty on ``W`` (not on the biases).
     sparsity_target : float or None
         Target mean activation of every hidden unit (Lee et al. 2008), e.g. 0.05; ``None`` (the
-        library default) = off. The experiments turn it on (target 0.05, cost 10, tuned per corpus).
+        library default) = off. The experiments turn it on (by default target 0.05, cost 10; tuned per
+        corpus and, in some configs, per layer).
     sparsity_cost : float
         Weight λ of the sparsity term: each batch ``lr * λ * (target - q)`` is added to the hidden
         biases' velocity, where ``q`` is a running estimate (decay ``sparsity_decay``) of each hidden

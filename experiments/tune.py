@@ -16,7 +16,9 @@ trained (``bimodal tune --stages`` picks and orders them):
    trained on clean features, as the fusion setting does): the mean over those conditions, since
    clean spoken digits sit at the ceiling for every candidate;
 1. sparsity of the RBMs: ``pretrain.sparsity_target`` over the paper's {0.01, 0.03, 0.05, 0.07}
-   and ``pretrain.sparsity_cost`` over {1, 3, 10}, scored on the video RBM's features;
+   and ``pretrain.sparsity_cost`` over {1, 3, 10} (every RBM's), scored on the video RBM's features;
+   for a config whose first video RBM has its own sparsity (``pretrain.video_sparsity_*``, which
+   these keys would not reach) stage 8 instead;
 2. fine-tuning: ``finetune.epochs`` x ``finetune.lr``, scored on the video-only deep
    autoencoder's features, with the earlier choices fixed; epochs are a cost, so by the rule of
    stage 3: the fewest epochs whose best learning rate scores within one standard error of the
@@ -41,14 +43,16 @@ trained (``bimodal tune --stages`` picks and orders them):
    alone) or "both" (and on extra recordings, :func:`pipeline.whitening_utterances`), scored like
    stage 2; by the rule of stage 3, "both" only when "target" scores more than one standard error
    below it;
-7. ``sparsity_update`` (only when asked for: ``--stages sparsity_update``): where the RBMs'
+7. ``sparsity_update`` (only when asked for: ``--stages sparsity_update``): where every RBM's
    sparsity term acts, ``pretrain.sparsity_update`` "velocity" (inside the momentum) or
-   "separate" (a step of its own, Lee et al.'s form; :class:`bimodal.rbm.RBM`), each over stage
-   1's targets and the costs {1, 3, 10, 30, 100} (a velocity cost weighs 2-10x in the separate
-   form), scored like stage 1, the best score;
-8. ``video_rbm`` (only when asked for: ``--stages video_rbm``): stage 1's grid on the first video
-   RBM's own sparsity (``pretrain.video_sparsity_target`` / ``_cost``), scored like stage 1: the
-   one RBM the score measures, where stage 1 sets every RBM's (the joint RBM's included).
+   "separate" (a step of its own, Lee et al.'s form; :class:`bimodal.rbm.RBM`), each over the first
+   video RBM's own targets (stage 1's) and costs {1, 3, 10, 30, 100} (a velocity cost weighs 2-10x
+   in the separate form), scored like stage 1, the best score;
+8. ``video_rbm`` (by default instead of stage 1 when the config gives the first video RBM its own
+   sparsity, else only when asked for): stage 1's grid on ``pretrain.video_sparsity_target`` /
+   ``_cost``, scored like stage 1: the one RBM the score measures, where stage 1 sets every RBM's
+   (the joint RBM's included). A stage scored on the video RBM that varies ``pretrain.sparsity_*``
+   while the config sets the video RBM's own is refused before any training.
 
 The inner folds are whitened and windowed once per preprocessing a stage's candidates need
 (:func:`prep_key`: ``data.prep``, e.g. the video front end, the mirrored windows and what the
@@ -102,13 +106,22 @@ SHARED_SIZE_GRID = {"model.shared": [256, 512, 1024, 1536, 3072]}
 MIRROR_GRID = {"data.mirror_video": [False, True]}
 FRONTEND_GRID = {"data.prep.video_frontend": ["pca", "conv"]}
 WHITENING_GRID = {"data.extra_av_whitening": ["target", "both"]}
-# Where the sparsity term acts (bimodal.rbm.RBM's sparsity_update), each form over the paper's targets
-# and costs that span both forms' weights (a velocity cost weighs 2-10x in the separate form)
+# Where every RBM's sparsity term acts (bimodal.rbm.RBM's sparsity_update), each form over the
+# paper's targets and costs that span both forms' weights (a velocity cost weighs 2-10x in the
+# separate form), set on the one RBM the stage scores, the first video RBM
 SPARSITY_UPDATE_GRID = {"pretrain.sparsity_update": ["velocity", "separate"],
-                        "pretrain.sparsity_target": [0.01, 0.03, 0.05, 0.07],
-                        "pretrain.sparsity_cost": [1.0, 3.0, 10.0, 30.0, 100.0]}
+                        "pretrain.video_sparsity_target": [0.01, 0.03, 0.05, 0.07],
+                        "pretrain.video_sparsity_cost": [1.0, 3.0, 10.0, 30.0, 100.0]}
 # stages scored on the video RBM's features (the others but "audio_rbm" on the video-only deep AE's)
 VIDEO_RBM_STAGES = ("rbm", "video_rbm", "sparsity_update")
+# every RBM's sparsity, unless a modality's first RBM has its own (pretrain.<modality>_sparsity_*)
+SHARED_SPARSITY_KEYS = ("pretrain.sparsity_target", "pretrain.sparsity_cost")
+
+
+def has_own_video_sparsity(cfg: Config) -> bool:
+    """Whether the first video RBM takes its own sparsity (``pretrain.video_sparsity_*``) rather than
+    every RBM's (``pretrain.sparsity_*``)."""
+    return cfg.pretrain.video_sparsity_target is not None or cfg.pretrain.video_sparsity_cost is not None
 # stages whose candidates differ in cost or in what they add, by the key that sets the cost (its grid
 # lists it cheapest first): the cheapest candidate within one standard error of the best
 CHEAPEST_WITHIN_ONE_SE = {"dae": "finetune.epochs", "shared_size": "model.shared", "mirror": "data.mirror_video",
@@ -341,7 +354,13 @@ def check_grids(cfg: Config, grids: dict) -> None:
                               f"{{{', '.join(TUNABLE_PREP)}}} and the model, pretrain, finetune and classifier settings")
         combined = [dict(e, **o) for e in earlier for o in candidates(grid)]
         for overrides in combined:
-            with_overrides(cfg, overrides, f"tune stage {stage!r}")  # validates every section, data.prep included
+            candidate = with_overrides(cfg, overrides, f"tune stage {stage!r}")  # validates every section
+            unreached = [k for k in grid if stage in VIDEO_RBM_STAGES and k in SHARED_SPARSITY_KEYS
+                         and getattr(candidate.pretrain, "video_" + k.removeprefix("pretrain.")) is not None]
+            if unreached:
+                raise ConfigError(f"tune stage {stage!r} scores the first video RBM, but it has its own "
+                                  f"pretrain.video_sparsity_* in this config, so varying {unreached} would not change "
+                                  "it (only the deeper RBMs); tune it with --stages video_rbm")
         earlier = combined
 
 
@@ -357,6 +376,17 @@ def stage_grids(names: str) -> dict:
     if bad or not chosen:
         raise ConfigError(f"--stages {names!r}: expected a comma-separated list of {', '.join(STAGES)}")
     return {n: STAGES[n] for n in chosen}
+
+
+def default_grids(cfg: Config, utts: list) -> dict:
+    """The stages :func:`tune` runs when none are named: stage 0 when :func:`tunes_audio_noise`, then
+    the video RBM's sparsity (stage 1, or stage ``video_rbm`` when the config gives the first video
+    RBM its own, which stage 1's keys would not reach) and stage 2; only stage 2 without pretraining."""
+    if not cfg.pretrain.enabled:  # no RBM is trained: nothing for the RBM stages to choose
+        return {"dae": FINETUNE_GRID}
+    video_stage = {"video_rbm": VIDEO_SPARSITY_GRID} if has_own_video_sparsity(cfg) else {"rbm": SPARSITY_GRID}
+    return {**({"audio_rbm": AUDIO_SPARSITY_GRID} if tunes_audio_noise(cfg, utts) else {}), **video_stage,
+            "dae": FINETUNE_GRID}
 
 
 def tune(cfg: Config, seed: int = 0, device=None, grids: dict | None = None, progress: bool = True,
@@ -378,10 +408,7 @@ def tune(cfg: Config, seed: int = 0, device=None, grids: dict | None = None, pro
         task_device = device
     utts = pipeline.load_utterances(cfg, progress=progress)
     if grids is None:
-        grids = {**({"audio_rbm": AUDIO_SPARSITY_GRID} if tunes_audio_noise(cfg, utts) else {}),
-                 "rbm": SPARSITY_GRID, "dae": FINETUNE_GRID}
-        if not cfg.pretrain.enabled:  # no RBM is trained: nothing for the RBM stages to choose
-            grids = {"dae": FINETUNE_GRID}
+        grids = default_grids(cfg, utts)
     rbm_stages = sorted(set(grids) & {"audio_rbm", *VIDEO_RBM_STAGES})
     if rbm_stages and not cfg.pretrain.enabled:
         raise ConfigError(f"tune stage(s) {rbm_stages} choose the RBMs' sparsity, but pretrain.enabled = false "

@@ -589,7 +589,9 @@ def test_tune_video_rbm_stage_sets_only_the_first_video_rbms_sparsity(tiny_run, 
 
     assert set(tune_mod.STAGES["video_rbm"]) == {"pretrain.video_sparsity_target", "pretrain.video_sparsity_cost"}
     cfg, _, _ = tiny_run
-    cfg = dataclasses.replace(cfg, experiment=dataclasses.replace(cfg.experiment, split="even_odd"))
+    cfg = dataclasses.replace(cfg, experiment=dataclasses.replace(cfg.experiment, split="even_odd"),
+                              model=dataclasses.replace(cfg.model, video_hidden=[24, 12]),
+                              pretrain=dataclasses.replace(cfg.pretrain, sparsity_target=0.05))
     fits, fit = [], RBM.fit
     monkeypatch.setattr(RBM, "fit", lambda self, X, **kw: fits.append((self.visible, self.sparsity_target))
                         or fit(self, X, **kw))
@@ -598,9 +600,30 @@ def test_tune_video_rbm_stage_sets_only_the_first_video_rbms_sparsity(tiny_run, 
     first = [t for kind, t in fits if kind == "gaussian"]
     half = len(first) // 2
     assert half and first == [0.01] * half + [0.07] * half
-    deeper = {t for kind, t in fits if kind == "bernoulli"}
-    assert deeper <= {cfg.pretrain.sparsity_target or None}
+    deeper = [t for kind, t in fits if kind == "bernoulli"]  # the second video RBM keeps every RBM's
+    assert len(deeper) == len(first) and set(deeper) == {0.05}
     assert result["chosen"] in [r["overrides"] for r in result["stages"][0]["rows"]]
+
+
+def test_tune_refuses_every_rbms_sparsity_when_the_video_rbm_has_its_own(tiny_run, monkeypatch):
+    """pretrain.sparsity_* does not reach a first video RBM with its own sparsity: the stages scored
+    on it refuse to vary them (before any training), and the default stages tune its own instead."""
+    from bimodal.rbm import RBM
+    from experiments import tune as tune_mod
+
+    cfg, _, _ = tiny_run
+    own = dataclasses.replace(cfg, experiment=dataclasses.replace(cfg.experiment, split="even_odd"),
+                              pretrain=dataclasses.replace(cfg.pretrain, video_sparsity_target=0.01))
+    monkeypatch.setattr(RBM, "fit", lambda *a, **k: pytest.fail("refused grids train nothing"))
+    for grids in ({"rbm": tune_mod.SPARSITY_GRID}, {"sparsity_update": {"pretrain.sparsity_target": [0.01, 0.05]}}):
+        with pytest.raises(ConfigError, match="video_rbm"):
+            tune_mod.tune(own, seed=0, device="cpu", grids=grids, progress=False)
+    # the cost alone still reaches it (no own cost), and the shipped stages vary the video RBM's own keys
+    tune_mod.check_grids(own, {"rbm": {"pretrain.sparsity_cost": [1.0, 3.0]}})
+    tune_mod.check_grids(own, {"sparsity_update": tune_mod.SPARSITY_UPDATE_GRID})
+    utts = pipeline.load_utterances(own, progress=False)
+    assert list(tune_mod.default_grids(own, utts))[-2:] == ["video_rbm", "dae"]
+    assert "rbm" in tune_mod.default_grids(cfg, utts)
 
 
 def test_tune_frontend_stage_whitens_each_front_end_once_per_fold(tiny_run, monkeypatch):

@@ -285,3 +285,20 @@ def test_config_sparsity_update_reaches_every_rbm():
     rbms = [m for m in dbn.modules() if isinstance(m, RBM)]
     assert len(rbms) >= 3 and {r.sparsity_update for r in rbms} == {"separate"}
     assert RBM(**{**rbms[0].config(), "device": "cpu"}).sparsity_update == "separate"  # saved with the model
+
+
+def test_paper_avletters_gives_the_first_video_rbm_its_own_sparsity():
+    """The video RBM takes the sparsity chosen for it; the joint and audio RBMs every RBM's."""
+    from experiments.config import load_config
+    from experiments.pipeline import build_bimodal_dbn
+    from experiments.report import _sparsity_weight
+
+    cfg = load_config("experiments/configs/paper_avletters.toml")
+    dbn = build_bimodal_dbn(cfg, 26, 64, seed=0, device="cpu")
+    (video,), (audio,) = dbn.video.layers, dbn.audio.layers
+    assert (video.sparsity_target, video.sparsity_cost) == (0.01, 3.0)
+    assert (audio.sparsity_target, audio.sparsity_cost) == (0.05, 10.0)
+    assert (dbn.joint.sparsity_target, dbn.joint.sparsity_cost) == (0.05, 10.0)
+    pt = {"sparsity_target": 0.05, "final_momentum": 0.9}
+    assert "10x after" in _sparsity_weight(pt)
+    assert "separate step" in _sparsity_weight({**pt, "sparsity_update": "separate"})
