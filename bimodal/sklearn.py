@@ -185,7 +185,8 @@ class _RBMEstimatorBase(_TorchStateMixin, ClassNamePrefixFeaturesOutMixin, Trans
                     final_momentum=self.final_momentum, momentum_epochs=self.momentum_epochs,
                     weight_decay=self.weight_decay, sparsity_target=self.sparsity_target,
                     sparsity_cost=self.sparsity_cost, sparsity_decay=self.sparsity_decay,
-                    sample_visible=self.sample_visible, init_std=self.init_std)
+                    sparsity_update=self.sparsity_update, sample_visible=self.sample_visible,
+                    init_std=self.init_std)
 
     def _training(self) -> dict:
         return dict(batch_size=self.batch_size, progress=bool(self.verbose))
@@ -270,6 +271,9 @@ class SparseRBM(_RBMEstimatorBase):
         Weight of the sparsity term (see :class:`bimodal.rbm.RBM`).
     sparsity_decay : float, default=0.9
         Decay of the running mean activation the sparsity term uses.
+    sparsity_update : {"velocity", "separate"}, default="velocity"
+        Where the sparsity term acts: in the hidden biases' velocity, or as a separate step after
+        each CD update (Lee et al.'s form; see :class:`bimodal.rbm.RBM`).
     sample_visible : bool, default=False
         Sample the visibles in the negative phase instead of using their means.
     init_std : float, default=0.01
@@ -296,7 +300,8 @@ class SparseRBM(_RBMEstimatorBase):
                  k=1, persistent=False, momentum=DEFAULT_MOMENTUM, final_momentum=DEFAULT_FINAL_MOMENTUM,
                  momentum_epochs=DEFAULT_MOMENTUM_EPOCHS, weight_decay=DEFAULT_WEIGHT_DECAY,
                  sparsity_target=DEFAULT_SPARSITY_TARGET, sparsity_cost=DEFAULT_SPARSITY_COST, sparsity_decay=0.9,
-                 sample_visible=False, init_std=0.01, device=None, random_state=None, verbose=0):
+                 sparsity_update="velocity", sample_visible=False, init_std=0.01, device=None, random_state=None,
+                 verbose=0):
         self.n_components = n_components
         self.visible = visible
         self.learning_rate = learning_rate
@@ -311,6 +316,7 @@ class SparseRBM(_RBMEstimatorBase):
         self.sparsity_target = sparsity_target
         self.sparsity_cost = sparsity_cost
         self.sparsity_decay = sparsity_decay
+        self.sparsity_update = sparsity_update
         self.sample_visible = sample_visible
         self.init_std = init_std
         self.device = device
@@ -375,7 +381,7 @@ class DBN(_RBMEstimatorBase):
     n_iter : int or tuple of int, default=10
         Epochs of every layer, or one entry per layer.
     batch_size, k, persistent, momentum, final_momentum, momentum_epochs, weight_decay,
-    sparsity_target, sparsity_cost, sparsity_decay, sample_visible, init_std, device,
+    sparsity_target, sparsity_cost, sparsity_decay, sparsity_update, sample_visible, init_std, device,
     random_state, verbose
         As in :class:`SparseRBM`, for every layer.
 
@@ -394,7 +400,8 @@ class DBN(_RBMEstimatorBase):
                  momentum=DEFAULT_MOMENTUM, final_momentum=DEFAULT_FINAL_MOMENTUM,
                  momentum_epochs=DEFAULT_MOMENTUM_EPOCHS, weight_decay=DEFAULT_WEIGHT_DECAY,
                  sparsity_target=DEFAULT_SPARSITY_TARGET, sparsity_cost=DEFAULT_SPARSITY_COST, sparsity_decay=0.9,
-                 sample_visible=False, init_std=0.01, device=None, random_state=None, verbose=0):
+                 sparsity_update="velocity", sample_visible=False, init_std=0.01, device=None, random_state=None,
+                 verbose=0):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.visible = visible
         self.learning_rate = learning_rate
@@ -410,6 +417,7 @@ class DBN(_RBMEstimatorBase):
         self.sparsity_target = sparsity_target
         self.sparsity_cost = sparsity_cost
         self.sparsity_decay = sparsity_decay
+        self.sparsity_update = sparsity_update
         self.sample_visible = sample_visible
         self.init_std = init_std
         self.device = device

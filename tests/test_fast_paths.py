@@ -93,6 +93,13 @@ def test_rbm_torch_compile_agrees():
     plain = _rbm(persistent=True).fit(X, epochs=2, batch_size=20)
     compiled = _rbm(persistent=True).fit(X, epochs=2, batch_size=20, compile=True)
     np.testing.assert_allclose(compiled.history, plain.history, rtol=1e-4)
+    # both places of the sparsity term (the velocity, a separate step) compile to the same training
+    for form in ("velocity", "separate"):
+        sparse = dict(sparsity_target=0.05, sparsity_cost=3.0, sparsity_update=form)
+        plain = _rbm(**sparse).fit(X, epochs=2, batch_size=20)
+        compiled = _rbm(**sparse).fit(X, epochs=2, batch_size=20, compile=True)
+        np.testing.assert_allclose(compiled.history, plain.history, rtol=1e-4)
+        torch.testing.assert_close(compiled.b_h, plain.b_h, rtol=1e-4, atol=1e-5)
 
 
 # ---------------------------------------------------------------- validation

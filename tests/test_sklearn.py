@@ -303,3 +303,13 @@ def test_pool_utterances_errors_name_the_argument():
         pool_utterances(np.zeros((4, 2)), [0, 0, 1])
     with pytest.raises(ValueError, match="codes"):
         pool_utterances(np.zeros(4), [0, 0, 1, 1])
+
+
+def test_sparsity_update_reaches_the_library_rbms():
+    X = _data()
+    rbm = SparseRBM(5, n_iter=2, sparsity_update="separate", device=CPU, random_state=0).fit(X)
+    dbn = DBN((5, 4), n_iter=2, sparsity_update="separate", device=CPU, random_state=0).fit(X)
+    assert rbm.model_.sparsity_update == "separate"
+    assert {layer.sparsity_update for layer in dbn.model_.layers} == {"separate"}
+    velocity = SparseRBM(5, n_iter=2, device=CPU, random_state=0).fit(X)
+    assert not np.allclose(velocity.transform(X), rbm.transform(X))  # the form changes the training
