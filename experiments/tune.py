@@ -110,18 +110,12 @@ WHITENING_GRID = {"data.extra_av_whitening": ["target", "both"]}
 # paper's targets and costs that span both forms' weights (a velocity cost weighs 2-10x in the
 # separate form), set on the one RBM the stage scores, the first video RBM
 SPARSITY_UPDATE_GRID = {"pretrain.sparsity_update": ["velocity", "separate"],
-                        "pretrain.video_sparsity_target": [0.01, 0.03, 0.05, 0.07],
+                        "pretrain.video_sparsity_target": VIDEO_SPARSITY_GRID["pretrain.video_sparsity_target"],
                         "pretrain.video_sparsity_cost": [1.0, 3.0, 10.0, 30.0, 100.0]}
 # stages scored on the video RBM's features (the others but "audio_rbm" on the video-only deep AE's)
 VIDEO_RBM_STAGES = ("rbm", "video_rbm", "sparsity_update")
-# every RBM's sparsity, unless a modality's first RBM has its own (pretrain.<modality>_sparsity_*)
+# every RBM's sparsity, unless a modality's first RBM has its own (pipeline.modality_sparsity)
 SHARED_SPARSITY_KEYS = ("pretrain.sparsity_target", "pretrain.sparsity_cost")
-
-
-def has_own_video_sparsity(cfg: Config) -> bool:
-    """Whether the first video RBM takes its own sparsity (``pretrain.video_sparsity_*``) rather than
-    every RBM's (``pretrain.sparsity_*``)."""
-    return cfg.pretrain.video_sparsity_target is not None or cfg.pretrain.video_sparsity_cost is not None
 # stages whose candidates differ in cost or in what they add, by the key that sets the cost (its grid
 # lists it cheapest first): the cheapest candidate within one standard error of the best
 CHEAPEST_WITHIN_ONE_SE = {"dae": "finetune.epochs", "shared_size": "model.shared", "mirror": "data.mirror_video",
@@ -353,10 +347,12 @@ def check_grids(cfg: Config, grids: dict) -> None:
                               f"inner folds are made from; a grid may vary {', '.join(TUNABLE_DATA)}, data.prep."
                               f"{{{', '.join(TUNABLE_PREP)}}} and the model, pretrain, finetune and classifier settings")
         combined = [dict(e, **o) for e in earlier for o in candidates(grid)]
+        # every RBM's sparsity keys, which do not reach a first video RBM with its own
+        shared_keys = [k for k in grid if k in SHARED_SPARSITY_KEYS] if stage in VIDEO_RBM_STAGES else []
         for overrides in combined:
             candidate = with_overrides(cfg, overrides, f"tune stage {stage!r}")  # validates every section
-            unreached = [k for k in grid if stage in VIDEO_RBM_STAGES and k in SHARED_SPARSITY_KEYS
-                         and getattr(candidate.pretrain, "video_" + k.removeprefix("pretrain.")) is not None]
+            own = pipeline.modality_sparsity(candidate, "video") if shared_keys else {}
+            unreached = [k for k in shared_keys if k.removeprefix("pretrain.") in own]
             if unreached:
                 raise ConfigError(f"tune stage {stage!r} scores the first video RBM, but it has its own "
                                   f"pretrain.video_sparsity_* in this config, so varying {unreached} would not change "
@@ -384,7 +380,8 @@ def default_grids(cfg: Config, utts: list) -> dict:
     RBM its own, which stage 1's keys would not reach) and stage 2; only stage 2 without pretraining."""
     if not cfg.pretrain.enabled:  # no RBM is trained: nothing for the RBM stages to choose
         return {"dae": FINETUNE_GRID}
-    video_stage = {"video_rbm": VIDEO_SPARSITY_GRID} if has_own_video_sparsity(cfg) else {"rbm": SPARSITY_GRID}
+    own = pipeline.modality_sparsity(cfg, "video")
+    video_stage = {"video_rbm": VIDEO_SPARSITY_GRID} if own else {"rbm": SPARSITY_GRID}
     return {**({"audio_rbm": AUDIO_SPARSITY_GRID} if tunes_audio_noise(cfg, utts) else {}), **video_stage,
             "dae": FINETUNE_GRID}
 
